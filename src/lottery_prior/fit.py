@@ -1,0 +1,258 @@
+"""Fit one prior to one observation: the Deep Image Prior loop.
+
+The network ``G`` maps a fixed code ``z`` (perturbed by fresh Gaussian noise each step) to an
+image; Adam minimises ``mse(A(G(z + eta)), y)`` where ``A`` is the task's forward model and ``y``
+the observation. The output is also kept as an exponential moving average. When the clean
+image is known, every PSNR that is reported says which output it was measured on:
+
+* ``final``: the last iterate ``G(z + eta)`` after the last step;
+* ``averaged``: the moving average after the last step;
+* ``peak`` / ``peak_averaged``: the best PSNR over all steps (an oracle: it needs the truth);
+* ``stopped``: the output chosen by an automatic stopping rule (no truth needed).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from lottery_prior.errors import LipError
+from lottery_prior.metrics import psnr as rgb_psnr
+from lottery_prior.metrics import ssim
+
+
+@dataclass
+class FitConfig:
+    """Settings of one fit; the defaults are the paper's (denoising)."""
+
+    steps: int = 3000
+    lr: float = 0.01
+    input_noise: float = 1 / 30
+    ema: float = 0.99
+    fast: bool = False
+    device: str | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.steps <= 0:
+            raise LipError(f"steps must be positive, got {self.steps}")
+        if self.lr <= 0:
+            raise LipError(f"learning rate must be positive, got {self.lr}")
+        if self.input_noise < 0:
+            raise LipError(f"input noise must be >= 0, got {self.input_noise}")
+        if not 0 <= self.ema < 1:
+            raise LipError(f"ema weight must be in [0, 1), got {self.ema}")
+
+
+@dataclass
+class StepInfo:
+    """What callbacks see after each optimizer step (``step`` counts from 1)."""
+
+    step: int
+    steps: int
+    loss: float
+    psnr: float | None
+    psnr_averaged: float | None
+    model: nn.Module
+    output: Tensor
+
+
+class StoppingRule(Protocol):
+    """Decides from the outputs alone when to stop, and which output to keep."""
+
+    def update(self, step: int, output: Tensor) -> bool:
+        """Sees the output after ``step``; returns True to stop now."""
+
+    @property
+    def best_step(self) -> int | None: ...
+
+    @property
+    def best_output(self) -> Tensor | None: ...
+
+
+class MaskLike(Protocol):
+    def apply_(self, model: nn.Module) -> None: ...
+
+    def apply_grad_(self, model: nn.Module) -> None: ...
+
+
+Callback = Callable[[StepInfo], bool | None]
+
+
+@dataclass
+class FitResult:
+    """Outputs (CPU, ``(1, C, H, W)``) and labelled scores of a fit."""
+
+    output: Tensor
+    averaged: Tensor
+    steps: int
+    seconds: float
+    scores: dict[str, dict[str, float | int | None]] = field(default_factory=dict)
+    history: dict[str, list[float]] = field(default_factory=dict)
+    stopped: Tensor | None = None
+
+    @property
+    def restored(self) -> Tensor:
+        """The image to hand a user: at the automatic stop if one fired, else the average."""
+        return self.stopped if self.stopped is not None else self.averaged
+
+    def summary(self) -> dict:
+        """JSON-ready scores and timing."""
+        return {"steps": self.steps, "seconds": round(self.seconds, 3), "scores": self.scores}
+
+
+def select_device(device: str | None = None) -> torch.device:
+    """The requested device, else CUDA when available, else CPU."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError as err:
+        raise LipError(f"unknown device {device!r}; use cpu, cuda or cuda:N") from err
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise LipError("CUDA was requested but is not available; use --device cpu")
+    return dev
+
+
+def _autocast(device: torch.device, fast: bool) -> contextlib.AbstractContextManager:
+    if not fast:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16)
+
+
+def fit(
+    model: nn.Module,
+    z: Tensor,
+    operator: nn.Module,
+    observation: Tensor,
+    *,
+    clean: Tensor | None = None,
+    config: FitConfig | None = None,
+    mask: MaskLike | None = None,
+    stop: StoppingRule | None = None,
+    callbacks: Sequence[Callback] = (),
+    metric: Callable[[Tensor, Tensor], float] = rgb_psnr,
+) -> FitResult:
+    """Fit ``model`` (in place) so that ``operator(model(z))`` matches ``observation``.
+
+    ``clean`` (optional) is only used to score outputs, never to fit. ``mask`` keeps pruned
+    weights at exactly zero (weights and gradients are masked every step). A callback that
+    returns True, or the stopping rule, ends the fit early. ``metric`` scores an output
+    against ``clean`` (PSNR on all channels by default).
+    """
+    cfg = config or FitConfig()
+    device = select_device(cfg.device)
+    fmt = torch.channels_last if cfg.fast else torch.contiguous_format
+    model.to(device=device, memory_format=fmt).train()
+    z = z.to(device=device, memory_format=fmt)
+    operator.to(device)
+    y = observation.to(device)
+    truth = clean.to(device) if clean is not None else None
+    if mask is not None:
+        mask.apply_(model)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    noise_gen = torch.Generator(device=device).manual_seed(cfg.seed)
+    eta = torch.empty_like(z)
+    if cfg.fast and device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+    history: dict[str, list[float]] = {"step": [], "loss": []}
+    if truth is not None:
+        history.update(psnr=[], psnr_averaged=[])
+    peak = {"psnr": -float("inf"), "step": 0}
+    peak_avg = {"psnr": -float("inf"), "step": 0}
+    averaged: Tensor | None = None
+    start = time.perf_counter()
+    step = 0
+    for step in range(1, cfg.steps + 1):
+        optimizer.zero_grad(set_to_none=True)
+        net_input = z
+        if cfg.input_noise > 0:
+            eta.normal_(generator=noise_gen)
+            net_input = z + cfg.input_noise * eta
+        with _autocast(device, cfg.fast):
+            out = model(net_input)
+        out = out.float()
+        loss = F.mse_loss(operator(out), y)
+        loss.backward()
+        if mask is not None:
+            mask.apply_grad_(model)
+        optimizer.step()
+        if mask is not None:
+            mask.apply_(model)
+
+        out = out.detach().contiguous()
+        averaged = out if averaged is None else averaged * cfg.ema + out * (1 - cfg.ema)
+        loss_value = loss.item()
+        if not math.isfinite(loss_value):
+            raise LipError(f"the fit diverged at step {step} (loss {loss_value}); lower --lr")
+        history["step"].append(step)
+        history["loss"].append(loss_value)
+        p = p_avg = None
+        if truth is not None:
+            p, p_avg = metric(out, truth), metric(averaged, truth)
+            history["psnr"].append(p)
+            history["psnr_averaged"].append(p_avg)
+            if p > peak["psnr"]:
+                peak = {"psnr": p, "step": step}
+            if p_avg > peak_avg["psnr"]:
+                peak_avg = {"psnr": p_avg, "step": step}
+        info = StepInfo(step, cfg.steps, loss_value, p, p_avg, model, out)
+        halt = any([bool(cb(info)) for cb in callbacks])
+        if stop is not None and stop.update(step, out):
+            halt = True
+        if halt:
+            break
+    seconds = time.perf_counter() - start
+
+    assert averaged is not None
+    result = FitResult(
+        output=out.cpu(), averaged=averaged.cpu(), steps=step, seconds=seconds, history=history
+    )
+    if stop is not None and stop.best_output is not None:
+        result.stopped = stop.best_output.detach().cpu()
+    result.scores = _scores(result, clean, metric, peak, peak_avg, stop)
+    return result
+
+
+def _scores(
+    result: FitResult,
+    clean: Tensor | None,
+    metric: Callable[[Tensor, Tensor], float],
+    peak: dict,
+    peak_avg: dict,
+    stop: StoppingRule | None,
+) -> dict[str, dict[str, float | int | None]]:
+    """Labelled scores: which output, at which step, PSNR and SSIM when the truth is known."""
+
+    def score(image: Tensor, step: int | None) -> dict[str, float | int | None]:
+        entry: dict[str, float | int | None] = {"step": step}
+        if clean is not None:
+            entry["psnr"] = metric(image, clean)
+            entry["ssim"] = ssim(image, clean)
+        return entry
+
+    scores = {
+        "final": score(result.output, result.steps),
+        "averaged": score(result.averaged, result.steps),
+    }
+    if clean is not None:
+        scores["peak"] = dict(peak)
+        scores["peak_averaged"] = dict(peak_avg)
+    if result.stopped is not None and stop is not None:
+        scores["stopped"] = score(result.stopped, stop.best_step)
+    return scores
+
+
+def config_dict(config: FitConfig) -> dict:
+    """The config as a JSON-ready dict (for provenance)."""
+    return asdict(config)

@@ -1,0 +1,121 @@
+"""Deep Image Prior "skip" hourglass (Ulyanov et al. 2018, reference ``models/skip.py``)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from lottery_prior.errors import LipError
+from lottery_prior.models.registry import PriorNet, check_int, register_model, upsample_layer
+
+
+def _conv(cin: int, cout: int, kernel: int, stride: int = 1) -> nn.Conv2d:
+    """Conv with bias and reflection padding that keeps the size (halves it at stride 2)."""
+    return nn.Conv2d(cin, cout, kernel, stride, padding=kernel // 2, padding_mode="reflect")
+
+
+def _conv_bn_act(cin: int, cout: int, kernel: int, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(_conv(cin, cout, kernel, stride), nn.BatchNorm2d(cout), nn.LeakyReLU(0.2))
+
+
+def _center_crop(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    top, left = (x.shape[2] - height) // 2, (x.shape[3] - width) // 2
+    return x[:, :, top : top + height, left : left + width]
+
+
+class _Scale(nn.Module):
+    """One level: [skip branch ‖ down, deeper levels, upsample], then BN and two convs."""
+
+    def __init__(
+        self, in_depth: int, down: int, up: int, skip: int, deeper: _Scale | None, upsample: str
+    ) -> None:
+        super().__init__()
+        self.out_channels = up
+        self.skip = _conv_bn_act(in_depth, skip, 1) if skip else None
+        branch = [_conv_bn_act(in_depth, down, 3, stride=2), _conv_bn_act(down, down, 3)]
+        if deeper is not None:
+            branch.append(deeper)
+        branch.append(upsample_layer(upsample))
+        self.deeper = nn.Sequential(*branch)
+        merged = skip + (deeper.out_channels if deeper is not None else down)
+        self.merge = nn.Sequential(
+            nn.BatchNorm2d(merged), _conv_bn_act(merged, up, 3), _conv_bn_act(up, up, 1)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.deeper(x)
+        if self.skip is not None:
+            s = self.skip(x)
+            height, width = min(s.shape[2], y.shape[2]), min(s.shape[3], y.shape[3])
+            y = torch.cat([_center_crop(s, height, width), _center_crop(y, height, width)], 1)
+        return self.merge(y)
+
+
+class SkipHourglass(PriorNet):
+    """The DIP encoder-decoder with skip connections; one entry per scale in each list."""
+
+    def __init__(
+        self,
+        input_depth: int,
+        out_channels: int,
+        channels_down: Sequence[int],
+        channels_up: Sequence[int],
+        channels_skip: Sequence[int],
+        upsample: str,
+    ) -> None:
+        super().__init__()
+        scales = len(channels_down)
+        level: _Scale | None = None
+        for i in reversed(range(scales)):
+            in_depth = input_depth if i == 0 else channels_down[i - 1]
+            level = _Scale(
+                in_depth, channels_down[i], channels_up[i], channels_skip[i], level, upsample
+            )
+        self.body = level
+        self.head = nn.Sequential(_conv(channels_up[0], out_channels, 1), nn.Sigmoid())
+        self.input_depth, self.input_stride = input_depth, 1
+        self.size_multiple, self.min_size = 2**scales, 2 ** (scales + 1)
+        self.depth, self.depth_unit = scales, "scales"
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(z))
+
+
+def _per_scale(
+    name: str, values: Sequence[int] | None, default: int, scales: int, minimum: int = 1
+) -> list[int]:
+    if values is None:
+        return [default] * scales
+    if isinstance(values, str) or not isinstance(values, Sequence) or len(values) != scales:
+        raise LipError(
+            f"{name} must be a list of {scales} integers (one per scale), got {values!r}"
+        )
+    return [check_int(f"{name}[{i}]", v, minimum) for i, v in enumerate(values)]
+
+
+@register_model("dip")
+def dip(
+    input_depth: int = 32,
+    out_channels: int = 3,
+    width: int = 128,
+    skip: int = 4,
+    scales: int = 5,
+    upsample: str = "bilinear",
+    channels_down: Sequence[int] | None = None,
+    channels_up: Sequence[int] | None = None,
+    channels_skip: Sequence[int] | None = None,
+) -> SkipHourglass:
+    """The DIP paper network; per-scale ``channels_*`` lists override ``width``/``skip``."""
+    scales = check_int("scales", scales)
+    width = check_int("width", width)
+    skip = check_int("skip", skip, minimum=0)
+    return SkipHourglass(
+        check_int("input_depth", input_depth),
+        check_int("out_channels", out_channels),
+        _per_scale("channels_down", channels_down, width, scales),
+        _per_scale("channels_up", channels_up, width, scales),
+        _per_scale("channels_skip", channels_skip, skip, scales, minimum=0),
+        upsample,
+    )

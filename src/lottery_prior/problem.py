@@ -1,0 +1,110 @@
+"""A restoration problem: an image, a task's forward model, the observation, and its score.
+
+Data flows one way: image -> operator -> observation -> (prior, fit) -> result. A problem is
+either simulated from a clean image (the truth is known and every output is scored) or built
+from an observed, already degraded image (no truth, nothing to score).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from lottery_prior.errors import LipError
+from lottery_prior.images import load_image
+from lottery_prior.metrics import psnr, psnr_y
+from lottery_prior.models import create_model
+from lottery_prior.operators import TASK_DEFAULTS, make_operator
+
+
+@dataclass
+class Problem:
+    """Everything a fit needs about the data; tensors are ``(1, C, H, W)`` on the CPU."""
+
+    image: str
+    task: str
+    operator: nn.Module
+    observation: Tensor
+    clean: Tensor | None
+    shape: tuple[int, int, int]
+
+    @property
+    def metric(self) -> Callable[[Tensor, Tensor], float]:
+        """PSNR on RGB; for super-resolution on the Y channel with a 4-pixel border crop."""
+        return psnr_y if self.task == "sr" else psnr
+
+    @property
+    def metric_name(self) -> str:
+        return "PSNR-Y (border 4)" if self.task == "sr" else "PSNR"
+
+    def describe(self) -> dict:
+        """JSON-ready provenance: image, its content hash, the operator's settings."""
+        data = self.clean if self.clean is not None else self.observation
+        digest = hashlib.sha256(data.numpy().tobytes()).hexdigest()[:16]
+        return {
+            "image": self.image,
+            "image_sha256": digest,
+            "observed": self.clean is None,
+            "shape": list(self.shape),
+            **self.operator.describe(),
+        }
+
+
+def make_problem(
+    image: str,
+    task: str = "denoise",
+    *,
+    sigma: float = 25.0,
+    mask: str | None = None,
+    keep: float | None = None,
+    factor: int = 4,
+    size: int | None = None,
+    observed: bool = False,
+    multiple: int = 32,
+    seed: int = 0,
+) -> Problem:
+    """Load ``image`` and simulate the task's observation (seeded), or take it as observed.
+
+    With ``observed=True`` the file is the degraded image itself: for super-resolution it is
+    the low-resolution image and the problem is ``factor`` times larger; inpainting then needs
+    a mask file.
+    """
+    if task not in TASK_DEFAULTS:
+        raise LipError(f"unknown task {task!r}; choose one of {', '.join(TASK_DEFAULTS)}")
+    generator = torch.Generator().manual_seed(seed)
+    if observed:
+        if task == "inpaint" and (mask is None or mask == "text"):
+            raise LipError("an observed inpainting image needs its mask file: pass --mask FILE")
+        lr_multiple = max(1, multiple // factor) if task == "sr" else multiple
+        y = load_image(image, size=size, multiple=lr_multiple).unsqueeze(0)
+        scale = factor if task == "sr" else 1
+        hw = (y.shape[-2] * scale, y.shape[-1] * scale)
+        operator = make_operator(
+            task, hw, sigma=sigma, mask=mask, keep=keep, factor=factor, generator=generator
+        )
+        return Problem(image, task, operator, y, None, (y.shape[1], *hw))
+    x = load_image(image, size=size, multiple=multiple).unsqueeze(0)
+    hw = (x.shape[-2], x.shape[-1])
+    operator = make_operator(
+        task, hw, sigma=sigma, mask=mask, keep=keep, factor=factor, generator=generator
+    )
+    y = operator.observe(x, generator=generator)
+    return Problem(image, task, operator, y, x, (x.shape[1], *hw))
+
+
+def build_prior(
+    name: str, options: dict | None, problem: Problem, seed: int = 0
+) -> tuple[nn.Module, Tensor]:
+    """A freshly initialised network (seeded) and its fixed input code ``z`` for a problem."""
+    options = dict(options or {})
+    channels, height, width = problem.shape
+    options.setdefault("out_channels", channels)
+    torch.manual_seed(seed)
+    model = create_model(name, **options)
+    model.check_size(height, width)
+    z = model.make_input(height, width, generator=torch.Generator().manual_seed(seed))
+    return model, z

@@ -1,0 +1,167 @@
+"""Forward models: shapes, the Lanczos-2 downsampler, masking, noise, factories and errors."""
+
+import json
+
+import pytest
+import torch
+
+from lottery_prior.errors import LipError
+from lottery_prior.images import bernoulli_mask
+from lottery_prior.operators import (
+    TASK_DEFAULTS,
+    Denoise,
+    Inpaint,
+    Operator,
+    SuperResolve,
+    lanczos2_kernel,
+    make_operator,
+)
+
+H, W = 48, 80
+
+
+def operators() -> list[Operator]:
+    mask = bernoulli_mask(H, W, 0.5, torch.Generator().manual_seed(1))
+    return [Denoise(25), Inpaint(mask), SuperResolve(2), SuperResolve(4), SuperResolve(8)]
+
+
+@pytest.mark.parametrize("op", operators(), ids=lambda op: json.dumps(op.describe())[:40])
+def test_shapes_and_describe(op, rgb_image, generator):
+    x = rgb_image[None].repeat(2, 1, 1, 1)
+    y = op.observe(x, generator)
+    f = getattr(op, "factor", 1)
+    assert y.shape == (2, 3, H // f, W // f) and y.dtype == torch.float32
+    assert 0 <= y.min() and y.max() <= 1
+    x_hat = x.clone().requires_grad_(True)
+    out = op(x_hat)
+    assert out.shape == y.shape
+    out.square().mean().backward()
+    assert x_hat.grad is not None
+    info = json.loads(json.dumps(op.describe()))
+    assert info["task"] == op.task in TASK_DEFAULTS
+    with pytest.raises(LipError, match="batched"):
+        op.observe(rgb_image)
+
+
+@pytest.mark.parametrize("factor", [2, 4, 8])
+def test_lanczos_kernel(factor):
+    k = lanczos2_kernel(factor)
+    assert k.shape == (4 * factor, 4 * factor)
+    assert k.sum().item() == pytest.approx(1.0, abs=1e-6)
+    assert torch.equal(k, k.T) and torch.equal(k, k.flip(0)) and torch.equal(k, k.flip(1))
+    c = 2 * factor
+    assert k[c - 1 : c + 1, c - 1 : c + 1].min() == k.max()  # peak in the central 2x2
+    assert (k < 0).any()  # Lanczos lobes
+
+
+def test_lanczos_kernel_values():
+    """Entry (1,1) of the f=2 kernel from the formula: L(d)^2 with d = |1.5 - 5| / 2."""
+    d = torch.tensor(1.75, dtype=torch.float64)
+    lobe = 2 * torch.sin(torch.pi * d) * torch.sin(torch.pi * d / 2) / (torch.pi**2 * d**2)
+    ds = (torch.arange(1, 9, dtype=torch.float64) + 0.5 - 5).abs() / 2
+    row = 2 * torch.sin(torch.pi * ds) * torch.sin(torch.pi * ds / 2) / (torch.pi**2 * ds**2)
+    expected = lobe**2 / row.sum() ** 2
+    assert lanczos2_kernel(2)[0, 0].item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+@pytest.mark.parametrize("factor", [2, 4, 8])
+def test_downsampler_constant_and_size(factor):
+    op = SuperResolve(factor)
+    x = torch.full((1, 3, H, W), 0.37)
+    out = op(x)
+    assert out.shape == (1, 3, H // factor, W // factor)
+    assert torch.allclose(out, torch.full_like(out, 0.37), atol=1e-6)
+
+
+def test_downsampler_is_depthwise(rgb_image):
+    op = SuperResolve(4)
+    x = rgb_image[None]
+    out = op(x)
+    for c in range(3):
+        assert torch.allclose(op(x[:, c : c + 1]), out[:, c : c + 1], atol=1e-6)
+
+
+def test_sr_observation_and_upscale(rgb_image):
+    op = SuperResolve(4)
+    y = op.observe(rgb_image[None])
+    assert torch.allclose(y.mean(), rgb_image.mean(), atol=0.01)
+    # the DIP forward model and the Pillow observation are both Lanczos: close, not equal
+    assert (op(rgb_image[None]) - y).abs().mean() < 0.02
+    up = op.upscale(y)
+    assert up.shape == (1, 3, H, W) and 0 <= up.min() and up.max() <= 1
+
+
+def test_inpaint_masks_exactly(rgb_image, generator):
+    mask = bernoulli_mask(H, W, 0.5, generator)
+    op = Inpaint(mask[None])
+    x = rgb_image[None]
+    y = op.observe(x)
+    observed = mask.bool().expand(3, H, W)
+    assert torch.equal(y[0][observed], x[0][observed])
+    assert (y[0][~observed] == 0).all()
+    assert torch.equal(op(x), y)
+    assert op.describe()["missing_fraction"] == pytest.approx(1 - mask.mean().item())
+
+
+def test_denoise_noise_statistics(generator):
+    op = Denoise(25)
+    x = torch.full((1, 3, 128, 128), 0.5)
+    y = op.observe(x, generator)
+    assert (y - x).std().item() == pytest.approx(25 / 255, rel=0.02)
+    assert abs((y - x).mean().item()) < 0.002
+    assert torch.equal(y, op.observe(x, torch.Generator().manual_seed(0)))
+    assert not torch.equal(y, op.observe(x, torch.Generator().manual_seed(1)))
+    assert op(y) is y
+
+
+def test_operators_are_modules_with_buffers():
+    op = make_operator("sr", (H, W), factor=2)
+    assert "kernel" in dict(op.named_buffers())
+    assert "mask" in dict(make_operator("inpaint", (H, W)).named_buffers())
+    assert op.to(torch.float64).kernel.dtype == torch.float64
+
+
+def test_make_operator(generator):
+    assert isinstance(make_operator("denoise", (H, W), sigma=50), Denoise)
+    assert make_operator("denoise", (H, W), sigma=50).describe()["sigma"] == 50
+    assert make_operator("sr", (H, W), factor=8).factor == 8
+    bern = make_operator("inpaint", (H, W), generator=generator)
+    assert bern.mask.mean().item() == pytest.approx(0.5, abs=0.05)
+    assert make_operator("inpaint", (H, W), keep=0.2).mask.mean().item() == pytest.approx(
+        0.2, abs=0.05
+    )
+    text = make_operator("inpaint", (H, W), mask="text")
+    assert text.mask.shape == (1, 1, H, W) and text.describe()["mask"] == "text"
+
+
+def test_make_operator_mask_file(shared_data):
+    op = make_operator("inpaint", (512, 512), mask="data:inpainting/kate_mask")
+    assert op.mask.shape == (1, 1, 512, 512) and 0 < op.mask.mean() < 1
+
+
+def test_task_defaults():
+    assert TASK_DEFAULTS["denoise"] == {"steps": 3000, "input_noise": 1 / 30}
+    assert TASK_DEFAULTS["inpaint"] == {"steps": 3000, "input_noise": 0.03}
+    assert TASK_DEFAULTS["sr"] == {"steps": 2000, "input_noise": 0.03}
+
+
+@pytest.mark.parametrize(
+    ("build", "match"),
+    [
+        (lambda: Denoise(0), "sigma"),
+        (lambda: Denoise(-5), "sigma"),
+        (lambda: SuperResolve(3), "factor"),
+        (lambda: lanczos2_kernel(0), "factor"),
+        (lambda: make_operator("sr", (50, 80), factor=4), "not divisible"),
+        (lambda: SuperResolve(8)(torch.zeros(1, 3, 48, 84)), "not divisible"),
+        (lambda: Inpaint(torch.ones(1, 32, 32)).observe(torch.zeros(1, 3, H, W)), "does not"),
+        (lambda: Inpaint(torch.full((1, 8, 8), 0.5)), "0 .missing. or 1"),
+        (lambda: make_operator("inpaint", (H, W), keep=0), "keep"),
+        (lambda: make_operator("inpaint", (H, W), keep=1.2), "keep"),
+        (lambda: make_operator("inpaint", (H, W), keep=0.5, mask="text"), "not both"),
+        (lambda: make_operator("deblur", (H, W)), "denoise, inpaint, sr"),
+    ],
+)
+def test_bad_input(build, match):
+    with pytest.raises(LipError, match=match):
+        build()
