@@ -60,6 +60,34 @@ def add_fit_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+def add_stop_args(p: argparse.ArgumentParser) -> None:
+    """Automatic stopping (ES-WMV), which needs no ground truth."""
+    p.add_argument(
+        "--stop", choices=("auto", "wmv", "fixed", "none"), default="auto",
+        help="stopping rule: wmv (windowed variance, ES-WMV), fixed (--stop-step), none; "
+        "auto = wmv (default)",
+    )
+    p.add_argument("--stop-window", type=int, default=100, help="ES-WMV window W (100)")
+    p.add_argument("--stop-patience", type=int, default=1000, help="ES-WMV patience P (1000)")
+    p.add_argument("--stop-step", type=int, help="step of the fixed rule")
+
+
+def add_imp_args(p: argparse.ArgumentParser) -> None:
+    """Iterative magnitude pruning options."""
+    p.add_argument("--rounds", type=int, default=16, help="pruning rounds (paper: 16; 25 for sr)")
+    p.add_argument("--rate", type=float, default=0.2, help="fraction pruned per round (0.2)")
+    p.add_argument("--target-sparsity", type=float, help="stop once this sparsity is reached")
+    p.add_argument("--layerwise", action="store_true", help="prune each layer by the rate")
+    p.add_argument("--rewind-step", type=int, default=0, help="rewind to this step (0: theta0)")
+    p.add_argument("--keep-dense", action="append", default=[], metavar="GLOB",
+                   help="parameter names never pruned, repeatable (e.g. 'model.0.*')")
+    p.add_argument(
+        "--target", choices=("observation", "clean"), default="observation",
+        help="fit the observation (default) or, as the reference code did, the clean image "
+        "(oracle: leaks the ground truth into the ticket)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lip", description="Lottery image priors: sparse deep image priors."
@@ -72,8 +100,67 @@ def build_parser() -> argparse.ArgumentParser:
         "prior, and write restored.png, observation.png, metrics.json and a PSNR plot."))
     add_problem_args(p)
     add_fit_args(p)
+    add_stop_args(p)
     p.add_argument("--out", type=Path, help="output folder (default: lip-out/<image>-<task>)")
     p.set_defaults(handler=cmd_fit)
+
+    p = sub.add_parser("find", help="find lottery image priors by IMP with rewinding",
+                       description=(
+        "Iterative magnitude pruning with rewinding on one image: writes a ticket per round, "
+        "a table of PSNR against sparsity and its plot. Resumable: rerun the same command "
+        "after an interruption and it continues from the last finished round."))
+    add_problem_args(p)
+    add_fit_args(p)
+    add_imp_args(p)
+    p.add_argument("--stop", choices=("wmv", "none"), default="none",
+                   help="report each round at the ES-WMV stop (no oracle) (default: none)")
+    p.add_argument("--out", type=Path, default=Path("lip-out/runs"),
+                   help="runs folder; the run gets a sub-folder named by its settings' hash")
+    p.set_defaults(handler=cmd_find, stop_window=100, stop_patience=1000, stop_step=None)
+
+    p = sub.add_parser("eval", help="retrain a ticket on any image and task", description=(
+        "Retrain TICKET (mask, theta0, z) on IMAGE for a task; writes what `lip fit` writes."))
+    p.add_argument("ticket", type=Path, help="ticket file (ticket.safetensors)")
+    add_problem_args(p)
+    add_fit_args(p)
+    add_stop_args(p)
+    p.add_argument("--out", type=Path, help="output folder (default: lip-out/eval-<image>-<task>)")
+    p.set_defaults(handler=cmd_eval)
+
+    p = sub.add_parser("compare", help="ticket vs random, pruning at init, Deep Decoder, dense",
+                       description=(
+        "Find a ticket (IMP, resumable) at the requested sparsity and fit the baselines at the "
+        "same counted sparsity on the same image; one table and one plot."))
+    add_problem_args(p)
+    add_fit_args(p)
+    add_imp_args(p)
+    p.add_argument("--sparsity", type=float, required=True, help="sparsity to compare at")
+    p.add_argument("--methods", nargs="+", default=None, metavar="METHOD",
+                   help="ticket random random-layerwise magnitude snip grasp synflow decoder "
+                   "dense (default: ticket random random-layerwise decoder dense)")
+    p.add_argument("--seeds", type=int, nargs="+", help="repeat with these seeds (default: --seed)")
+    p.add_argument("--out", type=Path, default=Path("lip-out/compare"), help="output folder")
+    p.set_defaults(handler=cmd_compare)
+
+    p = sub.add_parser("transfer", help="tickets retrained on other images and tasks",
+                       description=(
+        "Retrain each ticket on each image x task; a table and a heat map of PSNR."))
+    p.add_argument("--tickets", type=Path, nargs="+", required=True, help="ticket files")
+    p.add_argument("--images", nargs="+", required=True, help="images (files, builtin:, data:)")
+    p.add_argument("--tasks", nargs="+", default=["denoise"], help="tasks (default: denoise)")
+    p.add_argument("--sigma", type=float, default=25.0)
+    p.add_argument("--mask", help="inpainting mask ('text' or a file)")
+    p.add_argument("--keep", type=float)
+    p.add_argument("--factor", type=int, default=4)
+    p.add_argument("--size", type=int)
+    p.add_argument("--steps", type=int)
+    p.add_argument("--lr", type=float, default=0.01)
+    p.add_argument("--fast", action="store_true")
+    p.add_argument("--device")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--out", type=Path, default=Path("lip-out/transfer"), help="output folder")
+    p.set_defaults(handler=cmd_transfer)
 
     p = sub.add_parser("demo", help="a small denoising run on a built-in image", description=(
         "Denoise a 128x128 crop of scikit-image's astronaut with a narrow skip network in "
@@ -91,48 +178,93 @@ def image_stem(spec: str) -> str:
     return "".join(c if c.isalnum() or c in "-_" else "_" for c in name)
 
 
-def run_fit(args: argparse.Namespace, out: Path) -> dict:
-    """Build the problem and the prior, fit, write outputs; returns the metrics summary."""
-    from lottery_prior.fit import FitConfig, fit
+def problem_from_args(args: argparse.Namespace, image: str | None = None,
+                      task: str | None = None):
+    from lottery_prior.problem import make_problem
+
+    return make_problem(
+        image or args.image, task or args.task, sigma=args.sigma, mask=args.mask,
+        keep=args.keep, factor=args.factor, size=args.size,
+        observed=getattr(args, "observed", False), seed=args.seed,
+    )
+
+
+def fit_config_from_args(args: argparse.Namespace, task: str):
+    from lottery_prior.fit import FitConfig
     from lottery_prior.operators import TASK_DEFAULTS
-    from lottery_prior.problem import build_prior, make_problem
+
+    defaults = TASK_DEFAULTS[task]
+    noise = getattr(args, "input_noise", None)
+    return FitConfig(
+        steps=args.steps or defaults["steps"], lr=args.lr,
+        input_noise=defaults["input_noise"] if noise is None else noise,
+        fast=args.fast, device=args.device, seed=args.seed,
+    )
+
+
+def stop_from_args(args: argparse.Namespace):
+    """The stopping rule asked for (``auto`` is ES-WMV)."""
+    from lottery_prior.stopping import make_stopping_rule
+
+    if args.stop == "fixed":
+        if args.stop_step is None:
+            raise LipError("--stop fixed needs --stop-step N")
+        return make_stopping_rule("fixed", step=args.stop_step)
+    if args.stop in ("wmv", "auto"):
+        return make_stopping_rule("wmv", window=args.stop_window, patience=args.stop_patience)
+    return None
+
+
+def progress_from_args(args: argparse.Namespace):
+    """A factory of progress-bar callbacks, or None with --quiet."""
+    from lottery_prior.progress import ProgressBar
+
+    if args.quiet:
+        return None
+    return lambda desc: [ProgressBar(desc=desc, leave=False)]
+
+
+def fit_and_report(args: argparse.Namespace, out: Path, problem, model, z, mask=None) -> dict:
+    """Fit a prior (dense or masked) to a problem, print its scores, write its outputs."""
+    from lottery_prior.fit import fit
     from lottery_prior.progress import ProgressBar
     from lottery_prior.report.outputs import write_fit_outputs
+    from lottery_prior.tickets import parameter_count
 
-    if args.task not in TASK_DEFAULTS:
-        raise LipError(f"unknown task {args.task!r}; choose one of {', '.join(TASK_DEFAULTS)}")
-    problem = make_problem(
-        args.image, args.task, sigma=args.sigma, mask=args.mask, keep=args.keep,
-        factor=args.factor, size=args.size, observed=args.observed, seed=args.seed,
-    )
-    defaults = TASK_DEFAULTS[args.task]
-    config = FitConfig(
-        steps=args.steps or defaults["steps"],
-        lr=args.lr,
-        input_noise=defaults["input_noise"] if args.input_noise is None else args.input_noise,
-        fast=args.fast,
-        device=args.device,
-        seed=args.seed,
-    )
-    model, z = build_prior(args.model, dict(args.model_opt), problem, seed=args.seed)
-    n_params = sum(p.numel() for p in model.parameters())
+    config = fit_config_from_args(args, problem.task)
+    stop = stop_from_args(args)
+    n_params = parameter_count(model, mask)
     log.info(
-        "%s %s, %s: %s with %s parameters, %d steps%s",
-        problem.image, "x".join(map(str, problem.shape[1:])), problem.task, args.model,
-        f"{n_params:,}", config.steps, " (fast mode)" if config.fast else "",
+        "%s %s, %s: %s with %s parameters%s, %d steps%s", problem.image,
+        "x".join(map(str, problem.shape[1:])), problem.task, model.spec["name"],
+        f"{n_params:,}", f" (sparsity {mask.sparsity:.1%})" if mask is not None else "",
+        config.steps, " (fast mode)" if config.fast else "",
     )
     bar = [] if args.quiet else [ProgressBar(desc=problem.task)]
     try:
         result = fit(
             model, z, problem.operator, problem.observation, clean=problem.clean,
-            config=config, callbacks=bar, metric=problem.metric,
+            config=config, mask=mask, stop=stop, callbacks=bar, metric=problem.metric,
+            run_past_stop=problem.clean is not None,
         )
     finally:
         for b in bar:
             b.close()
-    settings = {"model": model.spec, "parameters": n_params, "fit": vars(config)}
+    settings = {"model": model.spec, "parameters": n_params, "fit": vars(config),
+                "stop": args.stop}
     paths = write_fit_outputs(out, problem, result, settings)
+    if problem.clean is not None and problem.task != "sr":
+        from lottery_prior.metrics import psnr
+
+        print(f"{problem.metric_name} {'observation':>13}: "
+              f"{psnr(problem.observation, problem.clean):6.2f} dB")
     print_scores(result.scores, problem.metric_name)
+    if "stopped" in result.scores:
+        s = result.scores["stopped"]
+        state = "fired" if s["fired"] else "did not fire; its lowest-variance output is kept"
+        print(f"automatic stop (ES-WMV, no ground truth) {state}: step {s['step']}"
+              + (f", {s['psnr'] - result.scores['peak']['psnr']:+.2f} dB from the peak"
+                 if "peak" in result.scores else ""))
     print(f"outputs in {out}/: " + ", ".join(p.name for p in paths.values()))
     return result.summary()
 
@@ -147,8 +279,93 @@ def print_scores(scores: dict, metric_name: str) -> None:
 
 
 def cmd_fit(args: argparse.Namespace) -> None:
+    from lottery_prior.problem import build_prior
+
+    problem = problem_from_args(args)
+    model, z = build_prior(args.model, dict(args.model_opt), problem, seed=args.seed)
     out = args.out or Path("lip-out") / f"{image_stem(args.image)}-{args.task}"
-    run_fit(args, out)
+    fit_and_report(args, out, problem, model, z)
+
+
+def cmd_eval(args: argparse.Namespace) -> None:
+    from lottery_prior.lottery import ticket_input
+    from lottery_prior.tickets import Ticket
+
+    ticket = Ticket.load(args.ticket)
+    problem = problem_from_args(args)
+    model, z = ticket_input(ticket, problem, args.seed)
+    out = args.out or Path("lip-out") / f"eval-{image_stem(args.image)}-{args.task}"
+    fit_and_report(args, out, problem, model, z, mask=ticket.mask)
+
+
+def imp_run_from_args(args: argparse.Namespace, problem, seed: int):
+    from dataclasses import replace
+
+    from lottery_prior.lottery import ImpConfig, ImpRun
+    from lottery_prior.stopping import make_stopping_rule
+
+    imp = ImpConfig(
+        rounds=args.rounds, rate=args.rate, target_sparsity=args.target_sparsity,
+        layerwise=args.layerwise, rewind_step=args.rewind_step,
+        keep_dense=tuple(args.keep_dense), target=args.target,
+    )
+    stop = getattr(args, "stop", "none")
+    return ImpRun(
+        problem, args.model, dict(args.model_opt),
+        replace(fit_config_from_args(args, problem.task), seed=seed), imp,
+        root=args.out if args.handler is cmd_find else args.out / "runs",
+        stop_factory=(lambda: make_stopping_rule("wmv")) if stop == "wmv" else None,
+        stop_name=None if stop == "none" else stop,
+    )
+
+
+def cmd_find(args: argparse.Namespace) -> None:
+    from lottery_prior.report.outputs import write_imp_report
+
+    problem = problem_from_args(args)
+    run = imp_run_from_args(args, problem, args.seed)
+    log.info("IMP run folder: %s (%d rounds)", run.folder, run.imp.n_rounds)
+    run.run(progress_from_args(args))
+    table = write_imp_report(run)
+    print(table)
+    print(f"tickets, records and report in {run.folder}/")
+
+
+def cmd_compare(args: argparse.Namespace) -> None:
+    from lottery_prior.compare import DEFAULT_METHODS, compare_methods
+    from lottery_prior.report.outputs import write_comparison
+
+    problem = problem_from_args(args)
+    if args.target_sparsity is None:
+        args.target_sparsity = args.sparsity
+    rows = []
+    for seed in args.seeds or [args.seed]:
+        run = imp_run_from_args(args, problem, seed)
+        log.info("seed %d: IMP run folder %s", seed, run.folder)
+        for r in compare_methods(run, args.sparsity, args.methods or DEFAULT_METHODS,
+                                 progress=progress_from_args(args)):
+            rows.append({"seed": seed, **r})
+    print(write_comparison(rows, args.out, title=f"{problem.image} · {problem.task}"))
+    print(f"table and plot in {args.out}/")
+
+
+def cmd_transfer(args: argparse.Namespace) -> None:
+    from lottery_prior.compare import transfer_grid
+    from lottery_prior.report.outputs import write_transfer
+    from lottery_prior.tickets import Ticket
+
+    tickets = [(f"{t.parent.name}/{t.stem}" if t.stem == "ticket" else t.stem, Ticket.load(t))
+               for t in args.tickets]
+    problems = [(f"{image_stem(i)}:{task}", problem_from_args(args, i, task))
+                for i in args.images for task in args.tasks]
+    rows = []
+    for _, problem in problems:
+        config = fit_config_from_args(args, problem.task)
+        name = f"{image_stem(problem.image)}:{problem.task}"
+        rows += transfer_grid(tickets, [(name, problem)], config,
+                              progress=progress_from_args(args))
+    print(write_transfer(rows, args.out))
+    print(f"table and heat map in {args.out}/")
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
@@ -158,7 +375,14 @@ def cmd_demo(args: argparse.Namespace) -> None:
         *(["--quiet"] if args.quiet else []),
     ])
     print("demo: denoising a 128x128 astronaut (sigma 25) with a 64-wide skip network")
-    run_fit(demo_args, args.out)
+    fit_and_report(demo_args, args.out, *_demo_prior(demo_args))
+
+
+def _demo_prior(args: argparse.Namespace):
+    from lottery_prior.problem import build_prior
+
+    problem = problem_from_args(args)
+    return (problem, *build_prior(args.model, dict(args.model_opt), problem, seed=args.seed))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

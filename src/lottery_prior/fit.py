@@ -8,7 +8,8 @@ image is known, every PSNR that is reported says which output it was measured on
 * ``final``: the last iterate ``G(z + eta)`` after the last step;
 * ``averaged``: the moving average after the last step;
 * ``peak`` / ``peak_averaged``: the best PSNR over all steps (an oracle: it needs the truth);
-* ``stopped``: the output chosen by an automatic stopping rule (no truth needed).
+* ``stopped``: the output chosen by an automatic stopping rule (no truth needed); ``fired``
+  says whether the rule triggered or the steps ran out first (its best output so far).
 """
 
 from __future__ import annotations
@@ -79,6 +80,8 @@ class StoppingRule(Protocol):
 
 
 class MaskLike(Protocol):
+    def to(self, device: torch.device) -> MaskLike: ...
+
     def apply_(self, model: nn.Module) -> None: ...
 
     def apply_grad_(self, model: nn.Module) -> None: ...
@@ -140,13 +143,15 @@ def fit(
     stop: StoppingRule | None = None,
     callbacks: Sequence[Callback] = (),
     metric: Callable[[Tensor, Tensor], float] = rgb_psnr,
+    run_past_stop: bool = False,
 ) -> FitResult:
     """Fit ``model`` (in place) so that ``operator(model(z))`` matches ``observation``.
 
     ``clean`` (optional) is only used to score outputs, never to fit. ``mask`` keeps pruned
     weights at exactly zero (weights and gradients are masked every step). A callback that
     returns True, or the stopping rule, ends the fit early. ``metric`` scores an output
-    against ``clean`` (PSNR on all channels by default).
+    against ``clean`` (PSNR on all channels by default). With ``run_past_stop`` the fit
+    records where the rule stopped but runs all its steps (to compare the stop with the peak).
     """
     cfg = config or FitConfig()
     device = select_device(cfg.device)
@@ -157,6 +162,7 @@ def fit(
     y = observation.to(device)
     truth = clean.to(device) if clean is not None else None
     if mask is not None:
+        mask = mask.to(device)
         mask.apply_(model)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     noise_gen = torch.Generator(device=device).manual_seed(cfg.seed)
@@ -171,6 +177,7 @@ def fit(
     peak = {"psnr": -float("inf"), "step": 0}
     peak_avg = {"psnr": -float("inf"), "step": 0}
     averaged: Tensor | None = None
+    stopped = False
     start = time.perf_counter()
     step = 0
     for step in range(1, cfg.steps + 1):
@@ -208,8 +215,9 @@ def fit(
                 peak_avg = {"psnr": p_avg, "step": step}
         info = StepInfo(step, cfg.steps, loss_value, p, p_avg, model, out)
         halt = any([bool(cb(info)) for cb in callbacks])
-        if stop is not None and stop.update(step, out):
-            halt = True
+        if stop is not None and not stopped and stop.update(step, out):
+            stopped = True
+            halt = halt or not run_past_stop
         if halt:
             break
     seconds = time.perf_counter() - start
@@ -221,6 +229,8 @@ def fit(
     if stop is not None and stop.best_output is not None:
         result.stopped = stop.best_output.detach().cpu()
     result.scores = _scores(result, clean, metric, peak, peak_avg, stop)
+    if "stopped" in result.scores:
+        result.scores["stopped"]["fired"] = stopped
     return result
 
 

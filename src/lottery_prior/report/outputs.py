@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import json
+import statistics
 from pathlib import Path
 
 from lottery_prior import __version__
 from lottery_prior.fit import FitResult
 from lottery_prior.images import save_image
 from lottery_prior.problem import Problem
-from lottery_prior.report.plots import plot_fit_history
+from lottery_prior.report.plots import (
+    plot_fit_history,
+    plot_heatmap,
+    plot_method_bars,
+    plot_sparsity_curves,
+)
+from lottery_prior.report.tables import markdown_table, write_table
 
 
 def write_json(path: str | Path, data: dict) -> Path:
@@ -64,3 +71,61 @@ def write_fit_outputs(
         marks=marks,
     )
     return paths
+
+
+def write_imp_report(run) -> str:
+    """``results.csv``/``.md`` and ``psnr_vs_sparsity.png`` of an IMP run; returns the table."""
+    rows = []
+    for r in run.records:
+        row = {"round": r["round"], "sparsity": round(r["sparsity"], 4),
+               "parameters": r["parameters"], "steps": r["steps"], "seconds": r["seconds"]}
+        for label, entry in r["scores"].items():
+            if entry.get("psnr") is not None:
+                row[f"psnr_{label}"] = round(entry["psnr"], 3)
+        rows.append(row)
+    write_table(rows, run.folder / "results")
+    labels = [k for k in ("psnr_averaged", "psnr_peak", "psnr_stopped", "psnr_final")
+              if rows and k in rows[0]]
+    if labels:
+        series = {k.removeprefix("psnr_"): ([r["sparsity"] for r in rows[1:]],
+                                            [r[k] for r in rows[1:]]) for k in labels[:2]}
+        plot_sparsity_curves(series, run.folder / "psnr_vs_sparsity.png",
+                             dense=rows[0][labels[0]], title=f"IMP · {run.problem.image} · "
+                             f"{run.problem.task} (dense: {labels[0].removeprefix('psnr_')})",
+                             ylabel=f"{run.problem.metric_name} (dB)")
+    return markdown_table(rows)
+
+
+def write_comparison(rows: list[dict], out_dir: str | Path, title: str = "") -> str:
+    """``comparison.csv``/``.md`` and ``comparison.png`` (PSNR of each method, with the
+    spread over seeds); returns the table, with per-method means when there are seeds."""
+    out = Path(out_dir)
+    write_table(rows, out / "comparison")
+    key = next(k for k in ("psnr_averaged", "psnr_final", "ssim_averaged") if k in rows[0])
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    summary = []
+    for m in methods:
+        values = [r[key] for r in rows if r["method"] == m]
+        first = next(r for r in rows if r["method"] == m)
+        summary.append({"method": m, "sparsity": first["sparsity"],
+                        "parameters": first["parameters"], "seeds": len(values),
+                        f"{key}_mean": round(statistics.fmean(values), 3),
+                        f"{key}_std": round(statistics.pstdev(values), 3)})
+    write_table(summary, out / "summary")
+    plot_method_bars(summary, f"{key}_mean", f"{key}_std", out / "comparison.png", title=title,
+                     ylabel=key.replace("_", " "))
+    return markdown_table(summary)
+
+
+def write_transfer(rows: list[dict], out_dir: str | Path) -> str:
+    """``transfer.csv``/``.md`` and ``transfer.png`` (tickets x targets heat map)."""
+    out = Path(out_dir)
+    write_table(rows, out / "transfer")
+    key = next(k for k in ("psnr_averaged", "psnr_final") if k in rows[0])
+    tickets = list(dict.fromkeys(r["ticket"] for r in rows))
+    targets = list(dict.fromkeys(r["target"] for r in rows))
+    cell = {(r["ticket"], r["target"]): r[key] for r in rows}
+    plot_heatmap([[cell.get((t, g), float("nan")) for g in targets] for t in tickets],
+                 tickets, targets, out / "transfer.png", title="ticket transfer",
+                 label=key.replace("_", " ") + " (dB)")
+    return markdown_table(rows)

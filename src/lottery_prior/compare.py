@@ -1,0 +1,134 @@
+"""Tickets against baselines at matched sparsity, and tickets transferred to other problems.
+
+Every method is fitted with the same settings (steps, learning rate, input noise, seed) on
+the same observation and scored with the same metric; sparsity is counted from the masks.
+
+* ``ticket``: the IMP round closest to the requested sparsity (its own fit on this image);
+* ``random``: uniform random pruning of all prunable weights at the ticket's sparsity;
+* ``random-layerwise``: random pruning with the ticket's per-layer ratios;
+* ``magnitude``, ``snip``, ``grasp``, ``synflow``: pruning at initialization (theta0);
+* ``decoder``: the Deep Decoder whose parameter count is closest to the ticket's;
+* ``dense``: the unpruned network (IMP round 0).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import nn
+
+from lottery_prior.errors import LipError
+from lottery_prior.fit import Callback, FitConfig, FitResult, fit
+from lottery_prior.lottery import ImpRun, evaluate_ticket
+from lottery_prior.masks import Mask
+from lottery_prior.models import decoder_width_for_params
+from lottery_prior.problem import Problem, build_prior
+from lottery_prior.pruning import dip_loss_fn, prune_at_init, random_mask
+from lottery_prior.tickets import Ticket, parameter_count
+
+METHODS = ("ticket", "random", "random-layerwise", "magnitude", "snip", "grasp", "synflow",
+           "decoder", "dense")
+DEFAULT_METHODS = ("ticket", "random", "random-layerwise", "decoder", "dense")
+
+Progress = Callable[[str], Sequence[Callback]]
+
+
+def closest_round(records: list[dict], sparsity: float) -> dict:
+    """The IMP round whose counted sparsity is nearest the requested one."""
+    return min(records[1:] or records, key=lambda r: abs(r["sparsity"] - sparsity))
+
+
+def compare_methods(
+    run: ImpRun,
+    sparsity: float,
+    methods: Sequence[str] = DEFAULT_METHODS,
+    *,
+    progress: Progress | None = None,
+) -> list[dict]:
+    """Run (or resume) IMP far enough, then fit every method; one row per method."""
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise LipError(f"unknown method {unknown[0]!r}; choose from {', '.join(METHODS)}")
+    if not 0 < sparsity < 1:
+        raise LipError(f"sparsity must be in (0, 1), got {sparsity}")
+    records = run.records or run.run(progress)
+    chosen = closest_round(records, sparsity)
+    ticket = run.ticket(chosen["round"])
+    problem, config = run.problem, run.fit_config
+    rows = []
+    for method in methods:
+        if method == "ticket":
+            rows.append(row(method, chosen["sparsity"], chosen["parameters"], chosen["scores"]))
+        elif method == "dense":
+            rows.append(row(method, 0.0, records[0]["parameters"], records[0]["scores"]))
+        elif method == "decoder":
+            k = decoder_width_for_params(chosen["parameters"], out_channels=problem.shape[0])
+            model, z = build_prior("decoder", {"k": k}, problem, seed=config.seed)
+            result = _fit(model, z, problem, config, None, progress, f"decoder k={k}")
+            rows.append(row(f"decoder (k={k})", 0.0, parameter_count(model), result.scores))
+        else:
+            mask = baseline_mask(method, ticket, problem, config.seed)
+            result = evaluate_ticket(Ticket(mask, ticket.theta0, ticket.z, ticket.meta),
+                                     problem, config, callbacks=_bar(progress, method))
+            model = ticket.build()
+            rows.append(row(method, mask.sparsity, parameter_count(model, mask), result.scores))
+    return rows
+
+
+def baseline_mask(method: str, ticket: Ticket, problem: Problem, seed: int) -> Mask:
+    """A mask at the ticket's counted sparsity (and per-layer ratios for random-layerwise)."""
+    model = ticket.build()
+    model.load_state_dict(ticket.theta0)  # unmasked theta0: scores see every weight
+    template = Mask({n: torch.ones_like(m) for n, m in ticket.mask.items()})
+    generator = torch.Generator().manual_seed(seed + 1)
+    if method == "random-layerwise":
+        return random_mask(template, ticket.sparsity, generator,
+                           layer_sparsity=ticket.mask.layer_sparsity())
+    return prune_at_init(
+        model, template, ticket.sparsity, "random" if method == "random" else method,
+        loss_fn=dip_loss_fn(ticket.z, problem.operator, problem.observation),
+        input_shape=tuple(ticket.z.shape), generator=generator,
+    )
+
+
+def row(method: str, sparsity: float, parameters: int, scores: dict) -> dict:
+    """One table row: method, counted sparsity, parameters, labelled PSNRs."""
+    out = {"method": method, "sparsity": round(sparsity, 4), "parameters": parameters}
+    for label in ("final", "averaged", "peak", "stopped"):
+        if label in scores and scores[label].get("psnr") is not None:
+            out[f"psnr_{label}"] = round(scores[label]["psnr"], 3)
+    if "averaged" in scores and scores["averaged"].get("ssim") is not None:
+        out["ssim_averaged"] = round(scores["averaged"]["ssim"], 4)
+    return out
+
+
+def _bar(progress: Progress | None, desc: str) -> list[Callback]:
+    return list(progress(desc)) if progress else []
+
+
+def _fit(model: nn.Module, z: torch.Tensor, problem: Problem, config: FitConfig,
+         mask: Mask | None, progress: Progress | None, desc: str) -> FitResult:
+    return fit(model, z, problem.operator, problem.observation, clean=problem.clean,
+               config=config, mask=mask, callbacks=_bar(progress, desc), metric=problem.metric)
+
+
+def transfer_grid(
+    tickets: Sequence[tuple[str, Ticket]],
+    problems: Sequence[tuple[str, Problem]],
+    config: FitConfig,
+    *,
+    progress: Progress | None = None,
+    label: str = "averaged",
+) -> list[dict]:
+    """Retrain each ticket on each problem; one row per (ticket, problem) pair."""
+    rows = []
+    for t_name, ticket in tickets:
+        for p_name, problem in problems:
+            result = evaluate_ticket(ticket, problem, config,
+                                     callbacks=_bar(progress, f"{t_name} -> {p_name}"))
+            rows.append({"ticket": t_name, "target": p_name,
+                         "sparsity": round(ticket.sparsity, 4),
+                         **{k: v for k, v in row("", 0, 0, result.scores).items()
+                            if k.startswith(("psnr", "ssim"))}})
+    return rows

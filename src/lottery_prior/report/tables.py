@@ -1,0 +1,37 @@
+"""Result tables written as CSV (for tools) and Markdown (for people)."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Sequence
+from pathlib import Path
+
+
+def _cell(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}" if abs(value) < 1 else f"{value:.2f}"
+    return "" if value is None else str(value)
+
+
+def write_table(rows: Sequence[dict], path: str | Path) -> tuple[Path, Path]:
+    """Write ``rows`` (dicts with the same keys) to ``path.csv`` and ``path.md``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    columns = list(rows[0]) if rows else []
+    csv_path, md_path = path.with_suffix(".csv"), path.with_suffix(".md")
+    with csv_path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    md_path.write_text(markdown_table(rows) + "\n")
+    return csv_path, md_path
+
+
+def markdown_table(rows: Sequence[dict]) -> str:
+    """A Markdown table of ``rows`` (also fine to print in a terminal)."""
+    if not rows:
+        return "(no rows)"
+    columns = list(rows[0])
+    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
+    lines += ["| " + " | ".join(_cell(r.get(c)) for c in columns) + " |" for r in rows]
+    return "\n".join(lines)

@@ -1,0 +1,131 @@
+"""Automatic stopping rules for a fit: they see only the outputs, never the clean image.
+
+``fit(..., stop=rule)`` calls ``rule.update(step, output)`` after every step; when it returns
+True the fit ends and ``rule.best_step`` / ``rule.best_output`` give the output to return.
+
+``WindowedVariance`` is ES-WMV of Wang, Li, Zhuang, Chen, Liang & Sun, "Early Stopping for Deep
+Image Prior" (TMLR 2023, arXiv:2112.06074). Its defaults, window W = 100 and patience P = 1000,
+are those of the authors' code (``buffer_size = 100``, ``patience = 1000`` in ``ES_WMV.ipynb``
+of github.com/sun-umn/Early_Stopping_for_DIP). As there, the variance is checked once the window
+is full, the count of checks without a new minimum triggers the stop, and the output kept is the
+iterate of the step where the minimum was reached (the newest one in that window).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from lottery_prior.errors import LipError
+
+
+class WindowedVariance:
+    """ES-WMV: stop when the windowed variance of the outputs has not hit a new minimum for
+    ``patience`` consecutive checks; keep the output of the minimum-variance step.
+
+    ``VAR_t = (1/W) sum_i ||x_i - mean||^2 / n`` over the last W outputs (n = values per
+    output, so the number does not depend on the image size). Running float64 sums make each
+    step O(n); they are recomputed exactly from the window every W steps so no drift builds up.
+    The window itself (W x n float32) is held on the outputs' device.
+    """
+
+    def __init__(self, window: int = 100, patience: int = 1000) -> None:
+        if isinstance(window, bool) or not isinstance(window, int) or window < 2:
+            raise LipError(f"window must be an integer >= 2, got {window!r}")
+        if isinstance(patience, bool) or not isinstance(patience, int) or patience < 1:
+            raise LipError(f"patience must be an integer >= 1, got {patience!r}")
+        self.window, self.patience = window, patience
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget everything seen (to reuse the rule for another fit)."""
+        self.variances: list[float] = []
+        self.variance_steps: list[int] = []
+        self.best_step: int | None = None
+        self.best_output: Tensor | None = None
+        self.best_variance = float("inf")
+        self.wait = 0
+        self._buffer: Tensor | None = None  # ring of the last W outputs, (W, n)
+        self._sum: Tensor | None = None  # float64 sum of the window's outputs
+        self._sq: Tensor | None = None  # float64 sum of their squared norms (0-d)
+        self._count = 0  # outputs seen
+
+    def update(self, step: int, output: Tensor) -> bool:
+        """Add the output after ``step``; True once ``patience`` checks found no new minimum."""
+        x = output.detach().reshape(-1).float()
+        if self._buffer is None:
+            self._buffer = torch.empty((self.window, x.numel()), device=x.device)
+            self._sum = torch.zeros(x.numel(), dtype=torch.float64, device=x.device)
+            self._sq = torch.zeros((), dtype=torch.float64, device=x.device)
+        elif x.numel() != self._buffer.shape[1]:
+            raise LipError(f"output size changed from {self._buffer.shape[1]} to {x.numel()}")
+        assert self._sum is not None and self._sq is not None
+        slot = self._count % self.window
+        x64 = x.double()
+        if self._count >= self.window:
+            old = self._buffer[slot].double()
+            self._sum -= old
+            self._sq -= old.square().sum()
+        self._buffer[slot] = x
+        self._sum += x64
+        self._sq += x64.square().sum()
+        self._count += 1
+        if self._count < self.window:
+            return False
+        if self._count % self.window == 0:  # exact recompute: no drift of the running sums
+            self._sum.zero_()
+            self._sq.zero_()
+            for row in self._buffer:  # row by row: no (W, n) float64 copy
+                row64 = row.double()
+                self._sum += row64
+                self._sq += row64.square().sum()
+
+        w, n = self.window, x.numel()
+        variance = float((self._sq - self._sum.square().sum() / w).clamp_min(0)) / (w * n)
+        self.variances.append(variance)
+        self.variance_steps.append(step)
+        if variance < self.best_variance:
+            self.best_variance, self.best_step, self.wait = variance, step, 0
+            self.best_output = output.detach().clone()
+            return False
+        self.wait += 1
+        return self.wait >= self.patience
+
+
+class FixedStep:
+    """Stop at a fixed step and keep that step's output (a baseline; needs no truth either)."""
+
+    def __init__(self, step: int) -> None:
+        if isinstance(step, bool) or not isinstance(step, int) or step < 1:
+            raise LipError(f"stop step must be an integer >= 1, got {step!r}")
+        self.step = step
+        self.best_step: int | None = None
+        self.best_output: Tensor | None = None
+
+    def update(self, step: int, output: Tensor) -> bool:
+        """True at (or after) the fixed step, whose output is kept."""
+        if step < self.step:
+            return False
+        if self.best_output is None:
+            self.best_step, self.best_output = step, output.detach().clone()
+        return True
+
+
+RULES = ("wmv", "fixed", "none")
+
+
+def make_stopping_rule(
+    name: str | None, **options: int
+) -> WindowedVariance | FixedStep | None:
+    """``"wmv"`` (options window, patience), ``"fixed"`` (option step), or ``"none"``/None."""
+    if name is None or name == "none":
+        if options:
+            raise LipError(f"stopping rule 'none' takes no options, got {sorted(options)}")
+        return None
+    classes = {"wmv": WindowedVariance, "fixed": FixedStep}
+    if name not in classes:
+        raise LipError(f"unknown stopping rule {name!r}; choose one of {', '.join(RULES)}")
+    try:
+        return classes[name](**options)
+    except TypeError as err:
+        raise LipError(f"bad option for stopping rule {name!r}: {err}") from err

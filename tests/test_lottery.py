@@ -1,0 +1,155 @@
+"""IMP with rewinding, tickets, resumable runs, baselines."""
+
+import json
+
+import pytest
+import torch
+
+from lottery_prior.compare import baseline_mask, compare_methods
+from lottery_prior.errors import LipError
+from lottery_prior.fit import FitConfig
+from lottery_prior.lottery import ImpConfig, ImpRun, evaluate_ticket
+from lottery_prior.problem import make_problem
+from lottery_prior.tickets import Ticket
+
+TINY = {"width": 8, "scales": 2, "skip": 2}
+STEPS = 25
+
+
+@pytest.fixture(scope="module")
+def problem():
+    return make_problem("builtin:chelsea", "denoise", sigma=50, size=32, seed=0)
+
+
+def make_run(problem, root, rounds=3, **imp):
+    return ImpRun(problem, "dip", dict(TINY), FitConfig(steps=STEPS, device="cpu"),
+                  ImpConfig(rounds=rounds, **imp), root=root)
+
+
+@pytest.fixture(scope="module")
+def finished(problem, tmp_path_factory):
+    run = make_run(problem, tmp_path_factory.mktemp("runs"))
+    run.run()
+    return run
+
+
+def test_sparsity_after_k_rounds_is_one_minus_point_eight_to_the_k(finished):
+    for k, record in enumerate(finished.records):
+        ticket = finished.ticket(k)
+        assert record["round"] == k
+        # global threshold: the count is exact up to rounding (half a weight per round)
+        assert abs(ticket.mask.kept - 0.8**k * ticket.mask.total) <= k
+        assert record["mask_sparsity"] == pytest.approx(1 - 0.8**k, abs=1e-3)
+        # counted from the trained weights: never below the mask's sparsity
+        assert record["sparsity"] >= record["mask_sparsity"] - 1e-9
+
+
+def test_layerwise_imp_prunes_every_layer_alike(problem, tmp_path):
+    run = make_run(problem, tmp_path, rounds=2, layerwise=True)
+    run.run()
+    for name, m in run.ticket(2).mask.items():  # within one weight per layer
+        assert abs(int(m.sum()) - 0.8**2 * m.numel()) <= 1.0, name
+
+
+def test_rewound_ticket_weights_equal_theta0_bit_for_bit(finished):
+    theta0 = finished.ticket(0).theta0
+    ticket = finished.ticket(3)
+    model = ticket.build()
+    state = model.state_dict()
+    for name, w in theta0.items():
+        if name in ticket.mask:
+            kept = ticket.mask[name]
+            assert torch.equal(state[name][kept], w[kept])
+            assert (state[name][~kept] == 0).all()
+        else:
+            assert torch.equal(state[name], w)
+
+
+def test_ticket_round_trip_retrains_to_the_same_psnr(finished, problem, tmp_path):
+    ticket = finished.ticket(2)
+    path = ticket.save(tmp_path / "t.safetensors")
+    loaded = Ticket.load(path)
+    assert loaded.mask == ticket.mask and torch.equal(loaded.z, ticket.z)
+    assert loaded.meta["round"] == 2 and loaded.meta["problem"]["image"] == "builtin:chelsea"
+    config = FitConfig(steps=STEPS, device="cpu")
+    a = evaluate_ticket(ticket, problem, config)
+    b = evaluate_ticket(loaded, problem, config)
+    assert a.scores["averaged"]["psnr"] == b.scores["averaged"]["psnr"]
+    # the same fit as the IMP round itself
+    assert a.scores["averaged"]["psnr"] == pytest.approx(
+        finished.records[2]["scores"]["averaged"]["psnr"], abs=1e-6)
+
+
+def test_interrupted_run_resumes_at_the_right_round(problem, tmp_path, finished):
+    run = make_run(problem, tmp_path)
+    calls = []
+
+    def interrupt_in_round_2(info):
+        calls.append(info.step)
+        if len(calls) == 2 * STEPS + 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run.run(progress=lambda desc: [interrupt_in_round_2])
+    assert (run.round_dir(1) / "record.json").exists()
+    assert not (run.round_dir(2) / "record.json").exists()
+    seen = []
+    records = run.run(progress=lambda desc: [lambda info: seen.append(desc)])
+    assert {d.split()[1] for d in seen} == {"2/3", "3/3"}  # rounds 0 and 1 not recomputed
+    assert [r["sparsity"] for r in records] == [r["sparsity"] for r in finished.records]
+    assert [r["scores"] for r in records] == [r["scores"] for r in finished.records]
+
+
+def test_different_settings_never_share_a_folder(problem, tmp_path):
+    a = make_run(problem, tmp_path)
+    b = make_run(problem, tmp_path, rate=0.3)
+    c = make_run(problem, tmp_path, layerwise=True)
+    assert len({a.folder, b.folder, c.folder}) == 3
+    assert a.folder == make_run(problem, tmp_path).folder
+
+
+def test_target_sparsity_sets_the_rounds():
+    assert ImpConfig(target_sparsity=0.79).n_rounds == 7  # 1 - 0.8^7 = 0.790
+    assert ImpConfig(target_sparsity=0.2).n_rounds == 1
+
+
+@pytest.mark.parametrize("bad", [{"rounds": 0}, {"target_sparsity": 1.0},
+                                 {"target_sparsity": 0.0}, {"rate": 1.5}, {"target": "x"}])
+def test_bad_imp_settings_are_refused(bad):
+    with pytest.raises(LipError):
+        ImpConfig(**bad)
+
+
+def test_corrupt_or_foreign_ticket_files_are_refused(finished, tmp_path):
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"not a ticket at all")
+    with pytest.raises(LipError, match="not a readable ticket"):
+        Ticket.load(junk)
+    with pytest.raises(LipError, match="not a lottery_prior ticket"):
+        Ticket.load(finished.folder / "init.safetensors")
+    ticket = finished.ticket(1)
+    ticket.meta["model"] = {"name": "dip", "options": {**TINY, "width": 16, "out_channels": 3}}
+    with pytest.raises(LipError, match="do not fit"):
+        ticket.build()
+
+
+@pytest.mark.parametrize("method", ["random", "random-layerwise", "magnitude", "snip", "grasp",
+                                    "synflow"])
+def test_baselines_match_the_tickets_sparsity(finished, problem, method):
+    ticket = finished.ticket(3)
+    mask = baseline_mask(method, ticket, problem, seed=0)
+    assert mask.kept == ticket.mask.kept
+    assert mask != ticket.mask
+    if method == "random-layerwise":
+        for name in mask:
+            assert int(mask[name].sum()) == int(ticket.mask[name].sum())
+
+
+def test_comparison_has_every_method_at_matched_sparsity(finished):
+    rows = compare_methods(finished, 0.45, ["ticket", "random", "decoder", "dense"])
+    by = {r["method"].split()[0]: r for r in rows}
+    assert by["ticket"]["sparsity"] == pytest.approx(0.488, abs=1e-3)
+    assert by["random"]["sparsity"] == pytest.approx(by["ticket"]["sparsity"], abs=1e-3)
+    assert by["dense"]["sparsity"] == 0
+    assert all("psnr_averaged" in r for r in rows)
+    json.dumps(rows)

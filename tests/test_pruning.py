@@ -1,0 +1,209 @@
+"""Pruning strategies: exact counts, the right weights removed, the model left untouched."""
+
+import pytest
+import torch
+from torch import nn
+
+from lottery_prior.errors import LipError
+from lottery_prior.masks import Mask
+from lottery_prior.models import create_model
+from lottery_prior.problem import build_prior, make_problem
+from lottery_prior.pruning import (
+    PRUNING_METHODS,
+    dip_loss_fn,
+    magnitude_prune,
+    prune_at_init,
+    random_mask,
+    score_grasp,
+    score_snip,
+    score_synflow,
+)
+
+TINY = {"width": 16, "scales": 3}
+SPARSITY = 0.8
+
+
+def gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def removed_count(mask: Mask, name: str | None = None) -> int:
+    masks = [mask[name]] if name else list(mask.values())
+    return sum(int((~m).sum()) for m in masks)
+
+
+def assert_smallest_removed(model: nn.Module, old: Mask, new: Mask, names: list[str]) -> None:
+    """Every kept |w| is >= every newly removed |w| (one threshold over ``names``)."""
+    params = dict(model.named_parameters())
+    kept = torch.cat([params[n].detach().abs()[new[n]] for n in names])
+    removed = torch.cat([params[n].detach().abs()[old[n] & ~new[n]] for n in names])
+    assert removed.numel() > 0 and kept.min() >= removed.max()
+
+
+def state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {n: t.clone() for n, t in model.state_dict().items()}
+
+
+@pytest.fixture(scope="module")
+def setup():
+    problem = make_problem("builtin:chelsea", "denoise", size=16, multiple=8, seed=0)
+    model, z = build_prior("dip", TINY, problem, seed=0)
+    return model, z, dip_loss_fn(z, problem.operator, problem.observation)
+
+
+@pytest.fixture(scope="module")
+def at_init(setup):
+    """One mask per method, each computed twice (to check determinism)."""
+    model, z, loss_fn = setup
+    template = Mask.ones(model)
+    options = {"loss_fn": loss_fn, "input_shape": z.shape, "iterations": 10}
+    return {m: [prune_at_init(model, template, SPARSITY, m, generator=gen(), **options)
+                for _ in range(2)] for m in PRUNING_METHODS}
+
+
+def test_imp_rounds_reach_powers_of_0_8():
+    model = create_model("dip", **TINY)
+    mask = Mask.ones(model)
+    for k in range(1, 7):
+        torch.manual_seed(k)  # a fresh init stands in for training between rounds
+        model = create_model("dip", **TINY)
+        new = magnitude_prune(model, mask, 0.2)
+        assert removed_count(new) - removed_count(mask) == round(0.2 * mask.kept)
+        assert abs(new.kept - 0.8**k * new.total) <= len(new)
+        assert all(torch.equal(new[n] & mask[n], new[n]) for n in new)  # nested
+        assert_smallest_removed(model, mask, new, list(mask))
+        mask = new
+
+
+def test_layerwise_prunes_each_layer_by_the_fraction():
+    torch.manual_seed(0)
+    model = create_model("dip", **TINY)
+    start = magnitude_prune(model, Mask.ones(model), 0.5)  # uneven layers to start from
+    new = magnitude_prune(model, start, 0.3, layerwise=True)
+    for n in new:
+        kept = int(start[n].sum())
+        assert int(new[n].sum()) == kept - round(0.3 * kept)
+        assert_smallest_removed(model, start, new, [n])
+
+
+def test_magnitude_prune_leaves_model_and_mask_alone():
+    model = create_model("dip", **TINY)
+    before, mask = state(model), Mask.ones(model)
+    magnitude_prune(model, mask, 0.2)
+    assert all(torch.equal(t, before[n]) for n, t in model.state_dict().items())
+    assert mask.kept == mask.total
+
+
+def test_random_mask_global_exact_and_seeded():
+    template = Mask.ones(create_model("dip", **TINY))
+    a = random_mask(template, 0.37, gen(0))
+    assert removed_count(a) == round(0.37 * template.total)
+    assert a == random_mask(template, 0.37, gen(0))
+    assert a != random_mask(template, 0.37, gen(1))
+
+
+def test_random_mask_layerwise_matches_a_tickets_ratios():
+    torch.manual_seed(0)
+    model = create_model("dip", **TINY)
+    ticket = Mask.ones(model)
+    for _ in range(3):
+        ticket = magnitude_prune(model, ticket, 0.2)
+    rand = random_mask(Mask.ones(model), ticket.sparsity, gen(),
+                       layer_sparsity=ticket.layer_sparsity())
+    assert all(removed_count(rand, n) == removed_count(ticket, n) for n in ticket)
+    assert rand != ticket
+    assert rand == random_mask(Mask.ones(model), ticket.sparsity, gen(),
+                               layer_sparsity=ticket.layer_sparsity())
+
+
+def test_random_mask_keeps_pruned_entries_pruned():
+    torch.manual_seed(0)
+    model = create_model("dip", **TINY)
+    start = magnitude_prune(model, Mask.ones(model), 0.5)
+    rand = random_mask(start, 0.9, gen())
+    assert removed_count(rand) == round(0.9 * start.total)
+    assert all(not (rand[n] & ~start[n]).any() for n in rand)
+
+
+@pytest.mark.parametrize("method", PRUNING_METHODS)
+def test_prune_at_init_exact_and_deterministic(at_init, method):
+    first, second = at_init[method]
+    assert removed_count(first) == round(SPARSITY * first.total)
+    assert first == second
+
+
+def test_methods_give_different_masks(at_init):
+    masks = {m: at_init[m][0] for m in PRUNING_METHODS}
+    for i, a in enumerate(PRUNING_METHODS):
+        for b in PRUNING_METHODS[i + 1:]:
+            assert masks[a] != masks[b], (a, b)
+
+
+def test_prune_at_init_leaves_model_unchanged(setup, at_init):
+    model, z, loss_fn = setup
+    for mode in (True, False):
+        model.train(mode)
+        before = state(model)
+        for method in PRUNING_METHODS:
+            prune_at_init(model, Mask.ones(model), 0.5, method, loss_fn=loss_fn,
+                          input_shape=z.shape, generator=gen(), iterations=3)
+        assert all(torch.equal(t, before[n]) for n, t in model.state_dict().items())
+        assert all(m.training == mode for m in model.modules())
+        assert all(p.grad is None for p in model.parameters())
+
+
+@pytest.mark.parametrize("name, options, size", [("dip", TINY, 16), ("decoder", {"k": 16}, 32)])
+def test_synflow_scores_are_finite_and_nonzero(name, options, size):
+    problem = make_problem("builtin:chelsea", "denoise", size=size, multiple=size, seed=0)
+    model, z = build_prior(name, options, problem, seed=0)
+    scores = score_synflow(model, Mask.ones(model), z.shape)
+    for s in scores.values():
+        assert s.dtype == torch.float64 and torch.isfinite(s).all() and (s > 0).any()
+
+
+def test_snip_and_grasp_formulas_on_a_quadratic():
+    """One 1x1 conv, L = mean((w.x - y)^2): g and H are known in closed form."""
+    torch.manual_seed(0)
+    model = nn.Conv2d(3, 1, 1, bias=False)
+    x, y = torch.randn(1, 3, 4, 4), torch.randn(1, 1, 4, 4)
+
+    def loss_fn(m: nn.Module) -> torch.Tensor:
+        return ((m(x) - y) ** 2).mean()
+
+    w = model.weight.detach().flatten()
+    xs = x.flatten(2)[0]  # (3, 16)
+    residual = w @ xs - y.flatten()
+    g = 2 * xs @ residual / 16
+    hessian = 2 * xs @ xs.T / 16
+    snip = score_snip(model, ["weight"], loss_fn)["weight"].flatten()
+    grasp = score_grasp(model, ["weight"], loss_fn)["weight"].flatten()
+    torch.testing.assert_close(snip, (w * g).abs())
+    torch.testing.assert_close(grasp, -w * (hessian @ g))
+    mask = prune_at_init(model, Mask.ones(model), 0.3, "grasp", loss_fn=loss_fn)
+    keep = mask["weight"].flatten()
+    assert int(keep.sum()) == 2 and grasp[keep].max() <= grasp[~keep].min()  # highest removed
+
+
+def test_bad_input(setup):
+    model, z, loss_fn = setup
+    ones = Mask.ones(model)
+    for bad in (0, 1, -0.1, 1.5, float("nan")):
+        with pytest.raises(LipError, match="sparsity"):
+            prune_at_init(model, ones, bad, "magnitude")
+        with pytest.raises(LipError, match="sparsity"):
+            random_mask(ones, bad, gen())
+        with pytest.raises(LipError, match="fraction"):
+            magnitude_prune(model, ones, bad)
+    with pytest.raises(LipError, match="unknown pruning method"):
+        prune_at_init(model, ones, 0.5, "lottery")
+    for method, needs in (("snip", "loss"), ("grasp", "loss"), ("synflow", "input shape"),
+                          ("random", "generator")):
+        with pytest.raises(LipError, match=needs):
+            prune_at_init(model, ones, 0.5, method)
+    with pytest.raises(LipError, match="every layer"):
+        random_mask(ones, 0.5, gen(), layer_sparsity={"head.0.weight": 0.5})
+    with pytest.raises(LipError, match="already sparser"):
+        prune_at_init(model, magnitude_prune(model, ones, 0.9), 0.5, "magnitude")
+    other = Mask.ones(create_model("decoder", k=8))
+    with pytest.raises(LipError):
+        magnitude_prune(model, other, 0.2)
