@@ -78,7 +78,8 @@ def main() -> None:
     args = ap.parse_args()
     device = select_device(args.device)
     print(f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads")
-    peaks = {"fp32": matmul_peak(torch.float32, device), "fast": matmul_peak(torch.bfloat16, device)}
+    peaks = {"fp32": matmul_peak(torch.float32, device),
+             "fast": matmul_peak(torch.bfloat16, device)}
     print(f"matmul ceiling: fp32 {peaks['fp32'] / 1e9:.0f} GFLOP/s, "
           f"bf16 {peaks['fast'] / 1e9:.0f} GFLOP/s")
     print(f"{'size':>5} {'mode':>5} {'ms/step':>9} {'GFLOP':>7} {'GFLOP/s':>8} "
