@@ -193,10 +193,12 @@ def fit_config_from_args(args: argparse.Namespace, task: str):
     from lottery_prior.fit import FitConfig
     from lottery_prior.operators import TASK_DEFAULTS
 
+    if task not in TASK_DEFAULTS:
+        raise LipError(f"unknown task {task!r}; choose one of {', '.join(TASK_DEFAULTS)}")
     defaults = TASK_DEFAULTS[task]
     noise = getattr(args, "input_noise", None)
     return FitConfig(
-        steps=args.steps or defaults["steps"], lr=args.lr,
+        steps=defaults["steps"] if args.steps is None else args.steps, lr=args.lr,
         input_noise=defaults["input_noise"] if noise is None else noise,
         fast=args.fast, device=args.device, seed=args.seed,
     )
@@ -224,14 +226,15 @@ def progress_from_args(args: argparse.Namespace):
     return lambda desc: [ProgressBar(desc=desc, leave=False)]
 
 
-def fit_and_report(args: argparse.Namespace, out: Path, problem, model, z, mask=None) -> dict:
+def fit_and_report(args: argparse.Namespace, out: Path, problem, model, z, mask=None,
+                   config=None) -> dict:
     """Fit a prior (dense or masked) to a problem, print its scores, write its outputs."""
     from lottery_prior.fit import fit
     from lottery_prior.progress import ProgressBar
     from lottery_prior.report.outputs import write_fit_outputs
     from lottery_prior.tickets import parameter_count
 
-    config = fit_config_from_args(args, problem.task)
+    config = config or fit_config_from_args(args, problem.task)
     stop = stop_from_args(args)
     n_params = parameter_count(model, mask)
     log.info(
@@ -281,21 +284,23 @@ def print_scores(scores: dict, metric_name: str) -> None:
 def cmd_fit(args: argparse.Namespace) -> None:
     from lottery_prior.problem import build_prior
 
+    config = fit_config_from_args(args, args.task)  # settings are checked before any work
     problem = problem_from_args(args)
     model, z = build_prior(args.model, dict(args.model_opt), problem, seed=args.seed)
     out = args.out or Path("lip-out") / f"{image_stem(args.image)}-{args.task}"
-    fit_and_report(args, out, problem, model, z)
+    fit_and_report(args, out, problem, model, z, config=config)
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
     from lottery_prior.lottery import ticket_input
     from lottery_prior.tickets import Ticket
 
+    config = fit_config_from_args(args, args.task)
     ticket = Ticket.load(args.ticket)
     problem = problem_from_args(args)
     model, z = ticket_input(ticket, problem, args.seed)
     out = args.out or Path("lip-out") / f"eval-{image_stem(args.image)}-{args.task}"
-    fit_and_report(args, out, problem, model, z, mask=ticket.mask)
+    fit_and_report(args, out, problem, model, z, mask=ticket.mask, config=config)
 
 
 def imp_run_from_args(args: argparse.Namespace, problem, seed: int):

@@ -21,6 +21,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -37,10 +38,11 @@ Objective = Callable[[Tensor, bool], Tensor]
 class GaussianMeasurement:
     """An m x n matrix A with i.i.d. N(0, 1/m) entries, never stored unless small.
 
-    Row i is drawn from its own CPU generator seeded with ``(seed, i)``, so A depends only on
-    (n, m, seed): not on ``block_rows``, the device, or which rows are asked for. Products
-    stream A through memory ``block_rows`` rows at a time (the backward pass regenerates them),
-    so memory is O(block_rows * n). ``cache`` keeps the whole matrix instead (default: when it
+    Row i is drawn from its own NumPy generator seeded with ``[seed, i]`` (SeedSequence
+    mixing: rows never share a stream), so A depends only on (n, m, seed): not on
+    ``block_rows``, the device, or which rows are asked for. Products stream A through memory
+    ``block_rows`` rows at a time (the backward pass regenerates them), so memory is
+    O(block_rows * n). ``cache`` keeps the whole matrix instead (default: when it
     takes at most 1 GiB), which is much faster for repeated products.
     """
 
@@ -49,8 +51,8 @@ class GaussianMeasurement:
         for name, value in (("n", n), ("m", m), ("block_rows", block_rows)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise LipError(f"{name} must be a positive integer, got {value!r}")
-        if not 0 <= seed < 2**31:
-            raise LipError(f"seed must be in [0, 2**31), got {seed}")
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise LipError(f"seed must be an integer >= 0, got {seed!r}")
         self.n, self.m, self.seed, self.block_rows = n, m, seed, block_rows
         self.cache = m * n * 4 <= CACHE_LIMIT_BYTES if cache is None else cache
         self._dense: Tensor | None = None
@@ -59,11 +61,10 @@ class GaussianMeasurement:
         """Rows start..stop-1 of A, float32 on the CPU."""
         if not 0 <= start <= stop <= self.m:
             raise LipError(f"rows {start}:{stop} are outside A's {self.m} rows")
-        out = torch.empty(stop - start, self.n)
+        out = np.empty((stop - start, self.n), dtype=np.float32)
         for k, i in enumerate(range(start, stop)):
-            g = torch.Generator().manual_seed((self.seed << 32) | i)
-            torch.randn(self.n, generator=g, out=out[k])
-        return out.div_(math.sqrt(self.m))
+            np.random.default_rng([self.seed, i]).standard_normal(self.n, np.float32, out[k])
+        return torch.from_numpy(out).div_(math.sqrt(self.m))
 
     def blocks(self) -> list[tuple[int, int]]:
         """Row ranges of ``block_rows`` rows covering A."""

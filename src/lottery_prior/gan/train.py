@@ -74,7 +74,8 @@ def _adam(net: nn.Module, lr: float) -> torch.optim.Adam:
     return torch.optim.Adam(net.parameters(), lr=lr, betas=(0.0, 0.99))
 
 
-def _check_images(images: Tensor, resolution: int, channels: int) -> None:
+def _check_images(images: Tensor, resolution: int, channels: int | None = None) -> None:
+    channels = channels or (images.shape[1] if images.dim() == 4 else 1)
     if images.dim() != 4 or images.shape[1:] != (channels, resolution, resolution):
         raise LipError(f"training images must be (N, {channels}, {resolution}, {resolution}) "
                        f"in [0, 1] for this network, got {tuple(images.shape)}")
@@ -204,7 +205,7 @@ def train_gan(
     depths = list(depths)
     if not depths:
         raise LipError("depths must list at least the 4x4 width")
-    _check_images(images, 4 * 2 ** (len(depths) - 1), images.shape[1] if images.dim() == 4 else 1)
+    _check_images(images, 4 * 2 ** (len(depths) - 1))
     loss = loss or WganLoss()
     device = torch.device(device)
     rng = torch.Generator().manual_seed(seed)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 def _cell(value: object) -> str:
     if isinstance(value, float):
-        return f"{value:.4f}" if abs(value) < 1 else f"{value:.2f}"
+        return f"{value:.4g}"
     return "" if value is None else str(value)
 
 

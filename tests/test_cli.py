@@ -1,0 +1,98 @@
+"""The `lip` command: outputs land where it says, bad input gets one line and exit 2."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from lottery_prior.cli import main
+
+TINY = ["--model-opt", "width=8", "--model-opt", "scales=2", "--model-opt", "skip=2"]
+
+
+@pytest.fixture
+def png(tmp_path):
+    rng = np.random.default_rng(0)
+    path = tmp_path / "img.png"
+    Image.fromarray(rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(path)
+    return path
+
+
+def run(argv, capsys):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_fit_writes_images_metrics_and_plot(png, tmp_path, capsys):
+    out = tmp_path / "out"
+    code, stdout, _ = run(["fit", png, "--steps", 12, "--quiet", "--out", out, *TINY,
+                           "--stop-window", 4, "--stop-patience", 3], capsys)
+    assert code == 0
+    for name in ("restored.png", "observation.png", "clean.png", "final.png", "psnr.png",
+                 "metrics.json"):
+        assert (out / name).is_file(), name
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["problem"]["shape"] == [3, 32, 32]  # cropped to a multiple of 32
+    assert {"final", "averaged", "peak", "stopped"} <= set(metrics["scores"])
+    assert "PSNR" in stdout and "averaged" in stdout
+
+
+def test_observed_image_has_no_ground_truth(png, tmp_path, capsys):
+    out = tmp_path / "obs"
+    code, _, _ = run(["fit", png, "--observed", "--steps", 5, "--quiet", "--out", out, *TINY],
+                     capsys)
+    assert code == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["problem"]["observed"] and "psnr" not in metrics["scores"]["final"]
+    assert (out / "loss.png").is_file() and not (out / "clean.png").exists()
+
+
+def test_find_then_eval_a_ticket(png, tmp_path, capsys):
+    runs = tmp_path / "runs"
+    code, stdout, _ = run(["find", png, "--steps", 5, "--rounds", 2, "--quiet", "--out", runs,
+                           *TINY], capsys)
+    assert code == 0 and "| 0.36" in stdout
+    (folder,) = runs.iterdir()
+    assert (folder / "results.csv").is_file() and (folder / "psnr_vs_sparsity.png").is_file()
+    ticket = folder / "round-02" / "ticket.safetensors"
+    code, _, err = run(["eval", ticket, "builtin:camera", "--size", 64, "--steps", 5,
+                        "--quiet", "--out", tmp_path / "eval"], capsys)
+    assert code == 2 and "channels" in err  # a colour ticket refuses a gray image
+
+    code, _, err = run(["eval", ticket, png, "--task", "inpaint", "--steps", 5, "--quiet",
+                        "--out", tmp_path / "eval"], capsys)
+    assert code == 0, err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["fit", "missing.png"], "no such image file"),
+        (["fit", "NOTIMAGE"], "as an image"),
+        (["fit", "IMG", "--task", "deblur"], "unknown task"),
+        (["fit", "IMG", "--model", "unet"], "unknown model"),
+        (["fit", "IMG", "--sigma", "0"], "sigma"),
+        (["fit", "IMG", "--task", "sr", "--factor", "3"], "factor"),
+        (["fit", "IMG", "--task", "inpaint", "--mask", "MASK"], "does not match"),
+        (["fit", "IMG"], "too small"),
+        (["fit", "IMG", "--steps", "0"], "steps"),
+        (["eval", "NOTIMAGE", "IMG"], "not a readable ticket"),
+        (["find", "IMG", "--rounds", "0"], "rounds"),
+        (["find", "IMG", "--target-sparsity", "1.5"], "sparsity"),
+        (["compare", "IMG", "--sparsity", "0"], "sparsity"),
+    ],
+)
+def test_bad_input_gets_one_line_and_exit_2(argv, message, png, tmp_path, capsys):
+    junk = tmp_path / "junk.png"
+    junk.write_text("this is not an image")
+    mask = tmp_path / "mask.png"
+    Image.fromarray(np.full((20, 20), 255, np.uint8)).save(mask)
+    subst = {"IMG": png, "NOTIMAGE": junk, "MASK": mask}
+    argv = [str(subst.get(a, a)) for a in argv] + ["--quiet", "--out", str(tmp_path / "o")]
+    code, _, err = run(argv, capsys)
+    lines = [line for line in err.splitlines() if line.startswith("lip: error")]
+    assert code == 2
+    assert len(lines) == 1 and message in lines[0], err
+    assert "Traceback" not in err
