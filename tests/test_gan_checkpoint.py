@@ -90,6 +90,9 @@ def test_inconsistent_config_is_reported(tmp_path):
     zoo_file(path, {"depthScale0": 8, "depthOtherScales": [8, 8]})
     with pytest.raises(LipError, match="inconsistent"):
         load_checkpoint(path)
+    zoo_file(path, {"leakyReluLeak": "steep"})
+    with pytest.raises(LipError, match="malformed"):
+        load_checkpoint(path)
 
 
 class Payload:

@@ -86,6 +86,12 @@ def add_imp_args(p: argparse.ArgumentParser) -> None:
         help="fit the observation (default) or, as the reference code did, the clean image "
         "(oracle: leaks the ground truth into the ticket)",
     )
+    p.add_argument("--search-steps", type=int,
+                   help="steps per round while searching (the last ticket is then re-fitted "
+                   "with --steps); default: --steps")
+    p.add_argument("--early-bird", type=float, metavar="THRESHOLD",
+                   help="end a round once under THRESHOLD of the next mask changes between "
+                   "checks (e.g. 0.01); the last ticket is then re-fitted in full")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -162,11 +168,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("lip-out/transfer"), help="output folder")
     p.set_defaults(handler=cmd_transfer)
 
-    p = sub.add_parser("demo", help="a small denoising run on a built-in image", description=(
-        "Denoise a 128x128 crop of scikit-image's astronaut with a narrow skip network in "
-        "fast mode: about a minute on a 2-core CPU."))
+    p = sub.add_parser("demo", help="the whole method in miniature on a built-in image",
+                       description=(
+        "IMP on a 128x128 built-in image with a narrow network, then the ticket against random "
+        "pruning, a Deep Decoder of equal size and the dense network: a table and a plot."))
     p.add_argument("--out", type=Path, default=Path("lip-out/demo"), help="output folder")
-    p.add_argument("--steps", type=int, default=800, help="Adam steps (800)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(handler=cmd_demo)
     return parser
@@ -313,6 +319,7 @@ def imp_run_from_args(args: argparse.Namespace, problem, seed: int):
         rounds=args.rounds, rate=args.rate, target_sparsity=args.target_sparsity,
         layerwise=args.layerwise, rewind_step=args.rewind_step,
         keep_dense=tuple(args.keep_dense), target=args.target,
+        search_steps=args.search_steps, early_bird=args.early_bird,
     )
     stop = getattr(args, "stop", "none")
     return ImpRun(
@@ -338,7 +345,7 @@ def cmd_find(args: argparse.Namespace) -> None:
 
 def cmd_compare(args: argparse.Namespace) -> None:
     from lottery_prior.compare import DEFAULT_METHODS, compare_methods
-    from lottery_prior.report.outputs import write_comparison
+    from lottery_prior.report.outputs import write_comparison, write_imp_report
 
     problem = problem_from_args(args)
     if args.target_sparsity is None:
@@ -350,6 +357,7 @@ def cmd_compare(args: argparse.Namespace) -> None:
         for r in compare_methods(run, args.sparsity, args.methods or DEFAULT_METHODS,
                                  progress=progress_from_args(args)):
             rows.append({"seed": seed, **r})
+        write_imp_report(run)
     print(write_comparison(rows, args.out, title=f"{problem.image} · {problem.task}"))
     print(f"table and plot in {args.out}/")
 
@@ -373,21 +381,23 @@ def cmd_transfer(args: argparse.Namespace) -> None:
     print(f"table and heat map in {args.out}/")
 
 
+DEMO = [
+    "builtin:astronaut", "--task", "denoise", "--sigma", "25", "--size", "128",
+    "--model-opt", "width=32", "--steps", "500", "--fast", "--sparsity", "0.67",
+    "--methods", "ticket", "random", "random-layerwise", "decoder", "dense",
+]
+
+
 def cmd_demo(args: argparse.Namespace) -> None:
-    demo_args = build_parser().parse_args([
-        "fit", "builtin:astronaut", "--task", "denoise", "--size", "128",
-        "--model-opt", "width=64", "--steps", str(args.steps), "--fast",
-        *(["--quiet"] if args.quiet else []),
-    ])
-    print("demo: denoising a 128x128 astronaut (sigma 25) with a 64-wide skip network")
-    fit_and_report(demo_args, args.out, *_demo_prior(demo_args))
-
-
-def _demo_prior(args: argparse.Namespace):
-    from lottery_prior.problem import build_prior
-
-    problem = problem_from_args(args)
-    return (problem, *build_prior(args.model, dict(args.model_opt), problem, seed=args.seed))
+    """The whole method in miniature: IMP on a built-in image, then ticket vs baselines."""
+    demo = build_parser().parse_args(
+        ["compare", *DEMO, "--out", str(args.out), *(["--quiet"] if args.quiet else [])])
+    print("demo: lottery image priors in miniature (a few minutes on a 2-core CPU)\n"
+          "  denoise a 128x128 astronaut (sigma 25) with a 32-wide skip hourglass, 500 steps "
+          "per fit in fast mode (bf16);\n  IMP with rewinding to 67% sparsity (5 rounds), then "
+          "random pruning at the same sparsity, a Deep Decoder of the same size, and dense.\n"
+          f"  equivalent command: lip compare {' '.join(DEMO)}")
+    cmd_compare(demo)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -18,7 +18,7 @@ import json
 import logging
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -49,6 +49,9 @@ class ImpConfig:
     rewind_step: int = 0
     keep_dense: tuple[str, ...] = ()
     target: str = "observation"
+    search_steps: int | None = None
+    early_bird: float | None = None
+    early_bird_every: int = 25
 
     def __post_init__(self) -> None:
         if self.rounds <= 0:
@@ -61,6 +64,18 @@ class ImpConfig:
             raise LipError(f"rewind step must be >= 0, got {self.rewind_step}")
         if self.target not in TARGETS:
             raise LipError(f"unknown fit target {self.target!r}; use observation or clean")
+        if self.search_steps is not None and self.search_steps <= 0:
+            raise LipError(f"search steps must be positive, got {self.search_steps}")
+        if self.early_bird is not None and not 0 < self.early_bird < 1:
+            raise LipError(f"early-bird threshold must be in (0, 1), got {self.early_bird}")
+        if self.early_bird_every <= 0:
+            raise LipError(f"early-bird check interval must be positive, got "
+                           f"{self.early_bird_every}")
+
+    @property
+    def abbreviated(self) -> bool:
+        """Whether rounds are cut short (then the last ticket is re-fitted in full)."""
+        return self.search_steps is not None or self.early_bird is not None
 
     @property
     def n_rounds(self) -> int:
@@ -145,7 +160,28 @@ class ImpRun:
                 log.info("round %d/%d: sparsity %.2f%% (counted), %s", k, rounds,
                          100 * record["sparsity"], format_scores(record["scores"]))
             self.records.append(record)
+        if self.imp.abbreviated:
+            self.records[-1]["evaluation"] = self._evaluate_last(progress)
         return self.records
+
+    def _evaluate_last(self, progress: Callable[[str], Sequence[Callback]] | None) -> dict:
+        """The last ticket re-fitted with the full steps (rounds were cut short)."""
+        k = self.imp.n_rounds
+        path = self.round_dir(k) / "evaluation.json"
+        if path.exists():
+            return json.loads(path.read_text())
+        callbacks = list(progress(f"ticket {k}: full fit")) if progress else []
+        result = evaluate_ticket(self.ticket(k), self.problem, self.fit_config,
+                                 stop=self.stop_factory() if self.stop_factory else None,
+                                 callbacks=callbacks)
+        evaluation = {"steps": result.steps, "seconds": round(result.seconds, 2),
+                      "scores": result.scores}
+        log.info("ticket %d (full fit, %d steps): %s", k, result.steps,
+                 format_scores(result.scores))
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(evaluation, indent=2) + "\n")
+        tmp.replace(path)
+        return evaluation
 
     def ticket(self, k: int) -> Ticket:
         """The ticket of round ``k`` (after the run has reached it)."""
@@ -181,8 +217,15 @@ class ImpRun:
         snapshot: dict[str, Tensor] = {}
         if k == 0 and self.imp.rewind_step > 0:
             callbacks.append(_snapshot_at(self.imp.rewind_step, snapshot))
+        config = self.fit_config
+        if self.imp.search_steps is not None:
+            config = replace(config, steps=self.imp.search_steps)
+        if self.imp.early_bird is not None and not last:
+            callbacks.append(EarlyBird(mask, self.imp.rate, layerwise=self.imp.layerwise,
+                                       threshold=self.imp.early_bird,
+                                       every=self.imp.early_bird_every))
         operator, y = fit_target(self.problem, self.imp.target)
-        result = fit(model, z, operator, y, clean=self.problem.clean, config=self.fit_config,
+        result = fit(model, z, operator, y, clean=self.problem.clean, config=config,
                      mask=mask, stop=self.stop_factory() if self.stop_factory else None,
                      callbacks=callbacks, metric=self.problem.metric)
         if snapshot:
@@ -227,6 +270,35 @@ def round_record(k: int, result: FitResult, mask: Mask, sparsity: float,
         "scores": result.scores,
         "version": __version__,
     }
+
+
+class EarlyBird:
+    """Ends a round's fit once the mask that pruning would take has stabilised.
+
+    Every ``every`` steps it computes the next mask from the current weights (the same
+    magnitude pruning IMP will apply) and stops when the fraction of mask entries that changed
+    since the previous check falls below ``threshold`` (You et al., "Drawing Early-Bird
+    Tickets", ICLR 2020, applied to one IMP round).
+    """
+
+    def __init__(self, mask: Mask, rate: float, *, layerwise: bool = False,
+                 threshold: float = 0.01, every: int = 25) -> None:
+        self.mask, self.rate, self.layerwise = mask, rate, layerwise
+        self.threshold, self.every = threshold, every
+        self.previous: Mask | None = None
+        self.distances: list[tuple[int, float]] = []
+
+    def __call__(self, info: StepInfo) -> bool:
+        if info.step % self.every:
+            return False
+        current = magnitude_prune(info.model, self.mask, self.rate, layerwise=self.layerwise)
+        previous, self.previous = self.previous, current
+        if previous is None:
+            return False
+        changed = sum(int((a != previous[n].to(a.device)).sum()) for n, a in current.items())
+        distance = changed / current.total
+        self.distances.append((info.step, distance))
+        return distance < self.threshold
 
 
 def _snapshot_at(step: int, store: dict[str, Tensor]) -> Callback:

@@ -176,8 +176,13 @@ def load_checkpoint(
     key = generator if generator in state else "netG"
     if key not in state:
         raise LipError(f"{path} has no {generator!r} generator weights")
-    net_g = generator_from_state(state[key], config)
-    net_d = discriminator_from_state(state["netD"], config) if "netD" in state else None
+    try:
+        net_g = generator_from_state(state[key], config)
+        net_d = discriminator_from_state(state["netD"], config) if "netD" in state else None
+    except LipError:
+        raise
+    except (TypeError, ValueError, AttributeError) as err:
+        raise LipError(f"{path} has a malformed config or state dict ({err})") from None
     return net_g, net_d, config
 
 

@@ -77,13 +77,12 @@ def write_imp_report(run) -> str:
     """``results.csv``/``.md`` and ``psnr_vs_sparsity.png`` of an IMP run; returns the table."""
     rows = []
     for r in run.records:
-        row = {"round": r["round"], "sparsity": round(r["sparsity"], 4),
-               "parameters": r["parameters"], "steps": r["steps"], "seconds": r["seconds"]}
-        for label, entry in r["scores"].items():
-            if entry.get("psnr") is not None:
-                row[f"psnr_{label}"] = round(entry["psnr"], 3)
-        rows.append(row)
+        rows.append(_round_row(r["round"], r, r))
+    if run.records and "evaluation" in run.records[-1]:
+        last = run.records[-1]
+        rows.append(_round_row(f"{last['round']} (full fit)", last, last["evaluation"]))
     write_table(rows, run.folder / "results")
+    rows = [r for r in rows if isinstance(r["round"], int)]
     labels = [k for k in ("psnr_averaged", "psnr_peak", "psnr_stopped", "psnr_final")
               if rows and k in rows[0]]
     if labels:
@@ -94,6 +93,16 @@ def write_imp_report(run) -> str:
                              f"{run.problem.task} (dense: {labels[0].removeprefix('psnr_')})",
                              ylabel=f"{run.problem.metric_name} (dB)")
     return markdown_table(rows)
+
+
+def _round_row(label: int | str, record: dict, fitted: dict) -> dict:
+    row = {"round": label, "sparsity": round(record["sparsity"], 4),
+           "parameters": record["parameters"], "steps": fitted["steps"],
+           "seconds": fitted["seconds"]}
+    for name, entry in fitted["scores"].items():
+        if entry.get("psnr") is not None:
+            row[f"psnr_{name}"] = round(entry["psnr"], 3)
+    return row
 
 
 def write_comparison(rows: list[dict], out_dir: str | Path, title: str = "") -> str:
