@@ -91,7 +91,8 @@ def add_imp_args(p: argparse.ArgumentParser) -> None:
                    "with --steps); default: --steps")
     p.add_argument("--early-bird", type=float, metavar="THRESHOLD",
                    help="end a round once under THRESHOLD of the next mask changes between "
-                   "checks (e.g. 0.01); the last ticket is then re-fitted in full")
+                   "checks, 3 checks in a row (e.g. 0.05); the last ticket is then re-fitted "
+                   "in full")
 
 
 def build_parser() -> argparse.ArgumentParser:

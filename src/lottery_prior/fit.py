@@ -171,11 +171,7 @@ def fit(
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
 
-    history: dict[str, list[float]] = {"step": [], "loss": []}
-    if truth is not None:
-        history.update(psnr=[], psnr_averaged=[])
-    peak = {"psnr": -float("inf"), "step": 0}
-    peak_avg = {"psnr": -float("inf"), "step": 0}
+    tracker = _Tracker(truth, metric)
     averaged: Tensor | None = None
     stopped = False
     start = time.perf_counter()
@@ -200,19 +196,7 @@ def fit(
         out = out.detach().contiguous()
         averaged = out if averaged is None else averaged * cfg.ema + out * (1 - cfg.ema)
         loss_value = loss.item()
-        if not math.isfinite(loss_value):
-            raise LipError(f"the fit diverged at step {step} (loss {loss_value}); lower --lr")
-        history["step"].append(step)
-        history["loss"].append(loss_value)
-        p = p_avg = None
-        if truth is not None:
-            p, p_avg = metric(out, truth), metric(averaged, truth)
-            history["psnr"].append(p)
-            history["psnr_averaged"].append(p_avg)
-            if p > peak["psnr"]:
-                peak = {"psnr": p, "step": step}
-            if p_avg > peak_avg["psnr"]:
-                peak_avg = {"psnr": p_avg, "step": step}
+        p, p_avg = tracker.record(step, loss_value, out, averaged)
         info = StepInfo(step, cfg.steps, loss_value, p, p_avg, model, out)
         halt = any([bool(cb(info)) for cb in callbacks])
         if stop is not None and not stopped and stop.update(step, out):
@@ -224,14 +208,48 @@ def fit(
 
     assert averaged is not None
     result = FitResult(
-        output=out.cpu(), averaged=averaged.cpu(), steps=step, seconds=seconds, history=history
+        output=out.cpu(), averaged=averaged.cpu(), steps=step, seconds=seconds,
+        history=tracker.history,
     )
     if stop is not None and stop.best_output is not None:
         result.stopped = stop.best_output.detach().cpu()
-    result.scores = _scores(result, clean, metric, peak, peak_avg, stop)
+    result.scores = _scores(result, clean, metric, tracker.peak, tracker.peak_avg, stop)
     if "stopped" in result.scores:
         result.scores["stopped"]["fired"] = stopped
     return result
+
+
+class _Tracker:
+    """Per-step history and PSNR peaks of one fit (PSNRs only when the truth is known)."""
+
+    def __init__(
+        self, truth: Tensor | None, metric: Callable[[Tensor, Tensor], float], name: str = "the fit"
+    ) -> None:
+        self.truth, self.metric, self.name = truth, metric, name
+        self.history: dict[str, list[float]] = {"step": [], "loss": []}
+        if truth is not None:
+            self.history.update(psnr=[], psnr_averaged=[])
+        self.peak: dict = {"psnr": -float("inf"), "step": 0}
+        self.peak_avg: dict = {"psnr": -float("inf"), "step": 0}
+
+    def record(
+        self, step: int, loss: float, out: Tensor, averaged: Tensor
+    ) -> tuple[float | None, float | None]:
+        """Log one step; returns the PSNRs of the output and the average (None without truth)."""
+        if not math.isfinite(loss):
+            raise LipError(f"{self.name} diverged at step {step} (loss {loss}); lower --lr")
+        self.history["step"].append(step)
+        self.history["loss"].append(loss)
+        if self.truth is None:
+            return None, None
+        p, p_avg = self.metric(out, self.truth), self.metric(averaged, self.truth)
+        self.history["psnr"].append(p)
+        self.history["psnr_averaged"].append(p_avg)
+        if p > self.peak["psnr"]:
+            self.peak = {"psnr": p, "step": step}
+        if p_avg > self.peak_avg["psnr"]:
+            self.peak_avg = {"psnr": p_avg, "step": step}
+        return p, p_avg
 
 
 def _scores(

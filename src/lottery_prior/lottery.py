@@ -276,15 +276,15 @@ class EarlyBird:
     """Ends a round's fit once the mask that pruning would take has stabilised.
 
     Every ``every`` steps it computes the next mask from the current weights (the same
-    magnitude pruning IMP will apply) and stops when the fraction of mask entries that changed
-    since the previous check falls below ``threshold`` (You et al., "Drawing Early-Bird
-    Tickets", ICLR 2020, applied to one IMP round).
+    magnitude pruning IMP will apply) and stops once the fraction of mask entries that changed
+    between consecutive checks stayed below ``threshold`` for ``window`` checks in a row (You
+    et al., "Drawing Early-Bird Tickets", ICLR 2020, applied to one IMP round).
     """
 
     def __init__(self, mask: Mask, rate: float, *, layerwise: bool = False,
-                 threshold: float = 0.01, every: int = 25) -> None:
+                 threshold: float = 0.05, every: int = 25, window: int = 3) -> None:
         self.mask, self.rate, self.layerwise = mask, rate, layerwise
-        self.threshold, self.every = threshold, every
+        self.threshold, self.every, self.window = threshold, every, window
         self.previous: Mask | None = None
         self.distances: list[tuple[int, float]] = []
 
@@ -296,9 +296,9 @@ class EarlyBird:
         if previous is None:
             return False
         changed = sum(int((a != previous[n].to(a.device)).sum()) for n, a in current.items())
-        distance = changed / current.total
-        self.distances.append((info.step, distance))
-        return distance < self.threshold
+        self.distances.append((info.step, changed / current.total))
+        recent = [d for _, d in self.distances[-self.window:]]
+        return len(recent) == self.window and max(recent) < self.threshold
 
 
 def _snapshot_at(step: int, store: dict[str, Tensor]) -> Callback:
