@@ -30,27 +30,37 @@ def parse_option(text: str) -> tuple[str, object]:
 
 
 def add_problem_args(p: argparse.ArgumentParser) -> None:
-    """The image and task options shared by every command that restores an image."""
+    """The image and task options shared by every command that restores one image."""
     p.add_argument("image", help="image file, builtin:NAME (e.g. builtin:astronaut) or data:REL")
     p.add_argument("--task", default="denoise", help="denoise | inpaint | sr (default: denoise)")
-    p.add_argument("--sigma", type=float, default=25.0, help="noise level, 0-255 units (25)")
-    p.add_argument("--mask", help="inpainting mask file (white = known) or 'text'")
-    p.add_argument("--keep", type=float, help="inpainting: Bernoulli keep ratio per pixel (0.5)")
-    p.add_argument("--factor", type=int, default=4, help="super-resolution factor: 2, 4, 8")
-    p.add_argument("--size", type=int, help="centre-crop and resize to SIZE x SIZE first")
+    add_task_args(p)
     p.add_argument(
         "--observed", action="store_true",
         help="IMAGE is the degraded observation itself (no ground truth; nothing is scored)",
     )
 
 
+def add_task_args(p: argparse.ArgumentParser) -> None:
+    """How the observation is simulated from a clean image."""
+    p.add_argument("--sigma", type=float, default=25.0, help="noise level, 0-255 units (25)")
+    p.add_argument("--mask", help="inpainting mask file (white = known) or 'text'")
+    p.add_argument("--keep", type=float, help="inpainting: Bernoulli keep ratio per pixel (0.5)")
+    p.add_argument("--factor", type=int, default=4, help="super-resolution factor: 2, 4, 8")
+    p.add_argument("--size", type=int, help="centre-crop and resize to SIZE x SIZE first")
+
+
 def add_fit_args(p: argparse.ArgumentParser) -> None:
-    """Model and optimisation options shared by every command that fits a prior."""
+    """Model and optimisation options shared by every command that fits a new prior."""
     p.add_argument("--model", default="dip", help="dip (skip hourglass) | decoder (Deep Decoder)")
     p.add_argument(
         "--model-opt", metavar="KEY=VALUE", type=parse_option, action="append", default=[],
         help="model option, repeatable: width=64, scales=4, k=128, upsample=nearest ...",
     )
+    add_optim_args(p)
+
+
+def add_optim_args(p: argparse.ArgumentParser) -> None:
+    """Optimisation options of every fit."""
     p.add_argument("--steps", type=int, help="Adam steps (paper: 3000; 2000 for sr)")
     p.add_argument("--lr", type=float, default=0.01, help="Adam learning rate (0.01)")
     p.add_argument("--input-noise", type=float, help="std of the input perturbation (per task)")
@@ -129,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Retrain TICKET (mask, theta0, z) on IMAGE for a task; writes what `lip fit` writes."))
     p.add_argument("ticket", type=Path, help="ticket file (ticket.safetensors)")
     add_problem_args(p)
-    add_fit_args(p)
+    add_optim_args(p)
     add_stop_args(p)
     p.add_argument("--out", type=Path, help="output folder (default: lip-out/eval-<image>-<task>)")
     p.set_defaults(handler=cmd_eval)
@@ -142,6 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_fit_args(p)
     add_imp_args(p)
     p.add_argument("--sparsity", type=float, required=True, help="sparsity to compare at")
+    p.add_argument("--stop", choices=("wmv", "none"), default="none",
+                   help="also report every method at the ES-WMV stop (no oracle)")
     p.add_argument("--methods", nargs="+", default=None, metavar="METHOD",
                    help="ticket random random-layerwise magnitude snip grasp synflow decoder "
                    "dense (default: ticket random random-layerwise decoder dense)")
@@ -155,17 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tickets", type=Path, nargs="+", required=True, help="ticket files")
     p.add_argument("--images", nargs="+", required=True, help="images (files, builtin:, data:)")
     p.add_argument("--tasks", nargs="+", default=["denoise"], help="tasks (default: denoise)")
-    p.add_argument("--sigma", type=float, default=25.0)
-    p.add_argument("--mask", help="inpainting mask ('text' or a file)")
-    p.add_argument("--keep", type=float)
-    p.add_argument("--factor", type=int, default=4)
-    p.add_argument("--size", type=int)
-    p.add_argument("--steps", type=int)
-    p.add_argument("--lr", type=float, default=0.01)
-    p.add_argument("--fast", action="store_true")
-    p.add_argument("--device")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--quiet", action="store_true")
+    add_task_args(p)
+    add_optim_args(p)
     p.add_argument("--out", type=Path, default=Path("lip-out/transfer"), help="output folder")
     p.set_defaults(handler=cmd_transfer)
 
@@ -271,8 +274,9 @@ def fit_and_report(args: argparse.Namespace, out: Path, problem, model, z, mask=
     print_scores(result.scores, problem.metric_name)
     if "stopped" in result.scores:
         s = result.scores["stopped"]
-        state = "fired" if s["fired"] else "did not fire; its lowest-variance output is kept"
-        print(f"automatic stop (ES-WMV, no ground truth) {state}: step {s['step']}"
+        state = "fired" if s["fired"] else "did not fire; its best output so far is kept"
+        print(f"automatic stop ({stop.__class__.__name__}, no ground truth) {state}: "
+              f"step {s['step']}"
               + (f", {s['psnr'] - result.scores['peak']['psnr']:+.2f} dB from the peak"
                  if "peak" in result.scores else ""))
     print(f"outputs in {out}/: " + ", ".join(p.name for p in paths.values()))

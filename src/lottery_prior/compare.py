@@ -16,10 +16,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import torch
-from torch import nn
 
 from lottery_prior.errors import LipError
-from lottery_prior.fit import Callback, FitConfig, FitResult, fit
+from lottery_prior.fit import Callback, FitConfig, StoppingRule, fit
 from lottery_prior.lottery import ImpRun, evaluate_ticket
 from lottery_prior.masks import Mask
 from lottery_prior.models import decoder_width_for_params
@@ -65,12 +64,15 @@ def compare_methods(
         elif method == "decoder":
             k = decoder_width_for_params(chosen["parameters"], out_channels=problem.shape[0])
             model, z = build_prior("decoder", {"k": k}, problem, seed=config.seed)
-            result = _fit(model, z, problem, config, None, progress, f"decoder k={k}")
+            result = fit(model, z, problem.operator, problem.observation, clean=problem.clean,
+                         config=config, stop=_stop(run), callbacks=_bar(progress, "decoder"),
+                         metric=problem.metric)
             rows.append(row(f"decoder (k={k})", 0.0, parameter_count(model), result.scores))
         else:
             mask = baseline_mask(method, ticket, problem, config.seed)
             result = evaluate_ticket(Ticket(mask, ticket.theta0, ticket.z, ticket.meta),
-                                     problem, config, callbacks=_bar(progress, method))
+                                     problem, config, stop=_stop(run),
+                                     callbacks=_bar(progress, method))
             model = ticket.build()
             rows.append(row(method, mask.sparsity, parameter_count(model, mask), result.scores))
     return rows
@@ -107,10 +109,9 @@ def _bar(progress: Progress | None, desc: str) -> list[Callback]:
     return list(progress(desc)) if progress else []
 
 
-def _fit(model: nn.Module, z: torch.Tensor, problem: Problem, config: FitConfig,
-         mask: Mask | None, progress: Progress | None, desc: str) -> FitResult:
-    return fit(model, z, problem.operator, problem.observation, clean=problem.clean,
-               config=config, mask=mask, callbacks=_bar(progress, desc), metric=problem.metric)
+def _stop(run: ImpRun) -> StoppingRule | None:
+    """A fresh stopping rule of the run's kind (baselines are stopped as the ticket was)."""
+    return run.stop_factory() if run.stop_factory else None
 
 
 def transfer_grid(
