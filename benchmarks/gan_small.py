@@ -6,6 +6,8 @@ Rows: CSGM at several m (n = 1024 pixels), with the least-norm estimate A^+ y as
 prior-free reference; robust CS (outlier measurements) plain vs median-of-means; inpainting;
 and "projection" (every pixel observed), the best this generator can do: its representation
 error on faces it never saw. Optionally (--prune-rounds) IMP on the generator, evaluated by CS.
+The experiments are those of ``lip gan`` (lottery_prior.gan.experiments); this script only
+prints them as one table.
 
     python benchmarks/gan_small.py                         # trains once, caches the checkpoint
     python benchmarks/gan_small.py --faces 20 --steps 1500 --restarts 5   # the paper's settings
@@ -14,63 +16,50 @@ error on faces it never saw. Optionally (--prune-rounds) IMP on the generator, e
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from torch import Tensor
 
-from lottery_prior.gan import (
-    GaussianMeasurement,
-    Generator,
-    load_checkpoint,
-    load_faces,
-    prune_gan,
-    recover_cs,
-    recover_inpaint,
-    save_checkpoint,
-    train_gan,
+from lottery_prior.gan import Discriminator, Generator, load_checkpoint
+from lottery_prior.gan.experiments import (
+    CHECKPOINT_NAME,
+    Solver,
+    block_mask,
+    cs_experiment,
+    held_out_faces,
+    inpaint_experiment,
+    prune_experiment,
+    train_and_save,
+    training_faces,
 )
-from lottery_prior.gan.recovery import Recovery
-from lottery_prior.masks import Mask
-from lottery_prior.metrics import psnr
+
+HEADER = ("| task                                     | PSNR   | std   | min    | s/img  |\n"
+          "|------------------------------------------|--------|-------|--------|--------|")
 
 
-def get_generator(args: argparse.Namespace) -> tuple[Generator, object]:
-    path = Path(args.checkpoint)
-    if path.is_file() and not args.retrain:
-        g, d, _ = load_checkpoint(path)
-        print(f"loaded {path}")
-        return g, d
-    start = time.perf_counter()
-    models = train_gan(load_faces("train", 32), latent_dim=64, depths=(64, 64, 32, 16),
-                       steps_per_scale=args.train_steps, fade_steps=args.train_steps // 2,
-                       seed=args.seed)
-    minutes = (time.perf_counter() - start) / 60
-    save_checkpoint(path, models.generator, models.discriminator, models.average,
-                    dataset="skimage lfw_subset faces 0-79", steps_per_scale=args.train_steps,
-                    seed=args.seed, train_minutes=round(minutes, 2))
-    print(f"trained in {minutes:.1f} min, saved {path}")
-    return models.average, models.discriminator
+def get_generator(args: argparse.Namespace) -> tuple[Generator, Discriminator | None]:
+    path = args.checkpoint or args.run_dir / CHECKPOINT_NAME
+    if args.checkpoint is None and (args.retrain or not path.is_file()):
+        start = time.perf_counter()
+        train_and_save(args.run_dir, steps_per_scale=args.train_steps, seed=args.seed,
+                       progress=True)
+        print(f"trained in {(time.perf_counter() - start) / 60:.1f} min, saved {path}")
+    g, d, _ = load_checkpoint(path)
+    print(f"loaded {path}")
+    return g, d
 
 
-def row(name: str, values: list[float], seconds: float) -> None:
-    spread = statistics.stdev(values) if len(values) > 1 else 0.0
-    print(f"| {name:<40} | {statistics.mean(values):6.2f} | {spread:5.2f} | "
-          f"{min(values):6.2f} | {seconds / len(values):6.1f} |")
-
-
-def run(name: str, faces: Tensor, solve: Callable[[int, Tensor], float]) -> None:
-    start = time.perf_counter()
-    values = [solve(i, x) for i, x in enumerate(faces)]
-    row(name, values, time.perf_counter() - start)
+def row(name: str, summary: dict) -> None:
+    print(f"| {name:<40} | {summary['psnr']:6.2f} | {summary['psnr_std']:5.2f} | "
+          f"{summary['psnr_min']:6.2f} | {summary['seconds']:6.1f} |")
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--checkpoint", default="runs/gan_small/gan_small.pt")
+    p.add_argument("--checkpoint", type=Path, help="use this zoo-format checkpoint instead")
+    p.add_argument("--run-dir", type=Path, default=Path("runs/gan_small"),
+                   help="where the trained GAN is cached (gan.pth)")
     p.add_argument("--retrain", action="store_true")
     p.add_argument("--train-steps", type=int, default=800, help="iterations per scale")
     p.add_argument("--faces", type=int, default=10, help="held-out faces to recover (max 20)")
@@ -87,75 +76,43 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     g, d = get_generator(args)
-    faces = load_faces("eval", 32)[: args.faces]
-    n = faces[0].numel()
-    opts = {"steps": args.steps, "restarts": args.restarts}
-    print(f"\n{len(faces)} held-out faces, n = {n}, Adam lr 1e-2, {args.steps} steps, "
-          f"{args.restarts} restarts, noise std {args.noise}\n")
-    print("| task                                     | PSNR   | std   | min    | s/img  |")
-    print("|------------------------------------------|--------|-------|--------|--------|")
-
-    def measure(i: int, x: Tensor, m: int, outliers: int = 0) -> tuple[GaussianMeasurement,
-                                                                        Tensor]:
-        a = GaussianMeasurement(n, m, seed=1000 + i)
-        gen = torch.Generator().manual_seed(i)
-        return a, a.observe(x, args.noise, outliers=outliers, generator=gen)
-
-    def cs(m: int, mask: Mask | None = None, net: Generator = g) -> Callable[[int, Tensor],
-                                                                              float]:
-        def solve(i: int, x: Tensor) -> float:
-            a, y = measure(i, x, m)
-            return recover_cs(net, y, a, truth=x, mask=mask, seed=i, **opts).psnr
-        return solve
-
-    def least_norm(m: int) -> Callable[[int, Tensor], float]:
-        def solve(i: int, x: Tensor) -> float:
-            a, y = measure(i, x, m)
-            estimate = torch.linalg.lstsq(a.dense(), y[:, None]).solution
-            return psnr(estimate.reshape(x.shape).clamp(0, 1), x)
-        return solve
-
-    def inpaint(keep: Callable[[int], Tensor]) -> Callable[[int, Tensor], float]:
-        def solve(i: int, x: Tensor) -> float:
-            mask = keep(i)
-            result: Recovery = recover_inpaint(g, x * mask, mask, truth=x, seed=i, **opts)
-            return result.psnr
-        return solve
-
-    run("projection (all pixels observed)", faces, inpaint(lambda i: torch.ones(1, 32, 32)))
+    faces = held_out_faces(g, args.faces)
+    side = g.resolution
+    n = g.out_channels * side**2
+    solver = Solver(steps=args.steps, restarts=args.restarts)
+    common = {"solver": solver, "seed": args.seed}
     ms = [int(m) for m in args.ms.split(",")]
-    for m in ms:
-        run(f"CS m={m} ({m / n:.1%}), GAN prior", faces, cs(m))
-        run(f"CS m={m}, least-norm A^+y", faces, least_norm(m))
-    m = max(ms)
+    print(f"\n{len(faces)} held-out faces, n = {n}, Adam lr {solver.lr:g}, {args.steps} steps, "
+          f"{args.restarts} restarts, noise std {args.noise}\n")
+    print(HEADER)
+
+    inpaint = inpaint_experiment(g, faces, keep=(0.5, 0.2), pixel_masks={
+        "all": torch.ones(1, side, side), "block": block_mask(side)}, **common)
+    by_mask = {r["mask"]: r for r in inpaint.summary}
+    row("projection (all pixels observed)", by_mask["all"])
+    for r in cs_experiment(g, faces, ms, noise=args.noise, least_norm=True, **common).summary:
+        m = r["m"]
+        row(f"CS m={m} ({m / n:.1%}), GAN prior" if r["method"] == "gan"
+            else f"CS m={m}, least-norm A^+y", r)
     for robust in (False, True):
-        def solve(i: int, x: Tensor, robust: bool = robust) -> float:
-            a, y = measure(i, x, m, args.outliers)
-            return recover_cs(g, y, a, truth=x, robust=robust, seed=i, **opts).psnr
+        (r,) = cs_experiment(g, faces, [max(ms)], noise=args.noise, outliers=args.outliers,
+                             robust=robust, **common).summary
         label = "median of means" if robust else "plain l2"
-        run(f"CS m={m} +{args.outliers} outliers, {label}", faces, solve)
-    block = torch.ones(1, 32, 32)
-    block[:, 10:22, 8:24] = 0
-    run("inpaint, 12x16 block missing", faces, inpaint(lambda i: block))
-    for missing in (0.5, 0.8):
-        def random_pixels(i: int, missing: float = missing) -> Tensor:
-            gen = torch.Generator().manual_seed(i)
-            return (torch.rand(1, 32, 32, generator=gen) >= missing).float()
-        run(f"inpaint, {missing:.0%} pixels missing", faces, inpaint(random_pixels))
+        row(f"CS m={max(ms)} +{args.outliers} outliers, {label}", r)
+    missing = 1 - block_mask(side).mean().item()
+    row(f"inpaint, centre block ({missing:.0%}) missing", by_mask["block"])
+    for keep in (0.5, 0.2):
+        row(f"inpaint, {1 - keep:.0%} pixels missing", by_mask[f"keep{keep:g}"])
 
     if args.prune_rounds and d is not None:
+        m = ms[len(ms) // 2]
         print(f"\nIMP on the generator ({args.prune_rounds} rounds x {args.prune_steps} "
-              f"fine-tuning steps), CS m={ms[len(ms) // 2]}:\n")
-        print("| task                                     | PSNR   | std   | min    | s/img  |")
-        print("|------------------------------------------|--------|-------|--------|--------|")
-        train = load_faces("train", 32)
-        for method in ("magnitude", "random"):
-            for t in prune_gan(g, d, train, rounds=args.prune_rounds, steps=args.prune_steps,
-                               method=method, seed=args.seed):
-                if method == "random" and t.round == 0:
-                    continue  # the same dense fine-tuning as magnitude's round 0
-                run(f"{method}, sparsity {t.sparsity:.1%}", faces,
-                    cs(ms[len(ms) // 2], t.generator_mask, t.models.average))
+              f"fine-tuning steps), CS m={m}:\n")
+        print(HEADER)
+        for r in prune_experiment(g, d, training_faces(g), faces, rounds=args.prune_rounds,
+                                  finetune_steps=args.prune_steps, measurements=m,
+                                  noise=args.noise, **common).summary:
+            row(f"{r['method']}, sparsity {r['sparsity']:.1%}", r)
 
 
 if __name__ == "__main__":

@@ -1,15 +1,14 @@
 """`lip gan`: cs, inpaint and prune on a tiny generator write images, tables and plots; bad
 input gets one line and exit 2."""
 
-import argparse
 import csv
 
 import pytest
 import torch
 
 from lottery_prior import cli
-from lottery_prior.cli_gan import add_gan_commands
-from lottery_prior.gan import Discriminator, Generator, save_checkpoint
+from lottery_prior.gan import Discriminator, Generator, load_faces, save_checkpoint
+from lottery_prior.images import save_image
 from lottery_prior.masks import Mask
 
 FAST = ["--faces", "2", "--steps", "3", "--restarts", "1", "--quiet", "--threads", "1",
@@ -22,21 +21,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
-
-
-@pytest.fixture(autouse=True)
-def gan_parser(monkeypatch):
-    """Run through ``cli.main``; add the gan commands if cli.py does not (yet)."""
-    build = cli.build_parser
-
-    def with_gan() -> argparse.ArgumentParser:
-        parser = build()
-        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-        if "gan" not in sub.choices:
-            add_gan_commands(sub)
-        return parser
-
-    monkeypatch.setattr(cli, "build_parser", with_gan)
 
 
 @pytest.fixture(scope="module")
@@ -59,9 +43,25 @@ def read_rows(path):
         return list(csv.DictReader(f))
 
 
+def test_train_then_cs_with_the_default_checkpoint(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = lip(["cs", "--quiet"], capsys)
+    assert code == 2 and "run `lip gan train` first" in err
+    code, stdout, err = lip(["train", "--size", 8, "--steps-per-scale", 2, "--batch-size", 2,
+                             "--quiet"], capsys)
+    assert code == 0, err
+    trained = tmp_path / "lip-out/gan/train"
+    for name in ("gan.pth", "samples.png", "losses.png", "results.csv", "settings.json"):
+        assert (trained / name).is_file(), name
+    assert len(read_rows(trained / "results.csv")) == 2  # scales 4 and 8 px
+    code, _, err = lip(["cs", "-m", 8, *FAST], capsys)
+    assert code == 0, err
+    assert (tmp_path / "lip-out/gan/cs/images/face80-m8.png").is_file()
+
+
 def test_cs_writes_images_tables_and_plots(checkpoint, tmp_path, capsys):
     out = tmp_path / "cs"
-    code, stdout, err = lip(["cs", checkpoint, "-m", 10, 20, "--least-norm", "--out", out,
+    code, stdout, err = lip(["cs", "-c", checkpoint, "-m", 10, 20, "--least-norm", "--out", out,
                              *FAST], capsys)
     assert code == 0, err
     rows = read_rows(out / "results.csv")
@@ -79,7 +79,7 @@ def test_cs_writes_images_tables_and_plots(checkpoint, tmp_path, capsys):
 
 def test_inpaint_with_keep_ratios_and_a_block(checkpoint, tmp_path, capsys):
     out = tmp_path / "inpaint"
-    code, stdout, err = lip(["inpaint", checkpoint, "--keep", 0.5, 1, "--mask", "block",
+    code, stdout, err = lip(["inpaint", "-c", checkpoint, "--keep", 0.5, 1, "--mask", "block",
                              "--out", out, *FAST], capsys)
     assert code == 0, err
     rows = read_rows(out / "results.csv")
@@ -93,7 +93,7 @@ def test_inpaint_with_keep_ratios_and_a_block(checkpoint, tmp_path, capsys):
 
 def test_prune_writes_masks_of_the_counted_sparsity_and_plots(checkpoint, tmp_path, capsys):
     out = tmp_path / "prune"
-    code, stdout, err = lip(["prune", checkpoint, "--rounds", 2, "--finetune-steps", 2,
+    code, stdout, err = lip(["prune", "-c", checkpoint, "--rounds", 2, "--finetune-steps", 2,
                              "--batch-size", 4, "-m", 16, "--eval", "cs", "inpaint",
                              "--out", out, *FAST], capsys)
     assert code == 0, err
@@ -114,15 +114,31 @@ def test_prune_writes_masks_of_the_counted_sparsity_and_plots(checkpoint, tmp_pa
     assert "magnitude" in stdout
 
 
+def test_colour_images_are_converted_and_named_apart(checkpoint, tmp_path, capsys):
+    out = tmp_path / "mine"
+    code, _, err = lip(["inpaint", "-c", checkpoint, "--images", "builtin:astronaut",
+                        "builtin:astronaut", "--keep", 0.5, "--out", out, *FAST], capsys)
+    assert code == 0, err
+    assert [r["image"] for r in read_rows(out / "results.csv")] == ["astronaut", "astronaut-2"]
+    assert (out / "images" / "astronaut-2-keep0.5.png").is_file()
+
+
+def test_prune_refuses_a_fine_tuning_face(checkpoint, tmp_path, capsys):
+    face = tmp_path / "face3.png"
+    save_image(load_faces("train", 8)[3], face)
+    code, _, err = lip(["prune", "-c", checkpoint, "--images", face, "--rounds", 1, *FAST], capsys)
+    assert code == 2 and "face3 is one of the fine-tuning images" in err
+
+
 def test_a_pruning_mask_is_applied_in_cs(checkpoint, tmp_path, capsys):
     generator = Generator(8, (16, 8), 1)
     mask_path = tmp_path / "mask.safetensors"
     Mask.ones(generator).save(mask_path)
-    code, _, err = lip(["cs", checkpoint, "-m", 10, "--weight-mask", mask_path,
+    code, _, err = lip(["cs", "-c", checkpoint, "-m", 10, "--weight-mask", mask_path,
                         "--out", tmp_path / "cs", *FAST], capsys)
     assert code == 0, err
     Mask.ones(Generator(8, (8,), 1)).save(mask_path)
-    code, _, err = lip(["cs", checkpoint, "-m", 10, "--weight-mask", mask_path,
+    code, _, err = lip(["cs", "-c", checkpoint, "-m", 10, "--weight-mask", mask_path,
                         "--out", tmp_path / "cs", *FAST], capsys)
     assert code == 2 and "another model" in err
 
@@ -130,18 +146,18 @@ def test_a_pruning_mask_is_applied_in_cs(checkpoint, tmp_path, capsys):
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["cs", "MISSING"], "no such checkpoint file"),
-        (["cs", "NOTCKPT"], "not a torch checkpoint"),
-        (["cs", "CKPT", "-m", "0"], "positive integer"),
-        (["cs", "CKPT", "-m", "10", "-5"], "positive integer"),
-        (["cs", "CKPT", "-m", "10", "--outliers", "11"], "outliers"),
-        (["cs", "CKPT", "--steps", "0"], "steps >= 1"),
-        (["cs", "CKPT", "--faces", "21"], "held-out faces"),
-        (["inpaint", "CKPT", "--keep", "0"], "keep must be in (0, 1]"),
-        (["inpaint", "CKPT", "--keep", "1.5"], "keep must be in (0, 1]"),
-        (["inpaint", "CKPT", "--mask", "MISSING"], "no such image file"),
-        (["prune", "CKPT", "-m", "0"], "positive integer"),
-        (["prune", "CKPT", "--eval", "inpaint", "--keep", "2"], "keep must be in (0, 1]"),
+        (["cs", "-c", "MISSING"], "no such checkpoint file"),
+        (["cs", "-c", "NOTCKPT"], "not a torch checkpoint"),
+        (["cs", "-c", "CKPT", "-m", "0"], "positive integer"),
+        (["cs", "-c", "CKPT", "-m", "10", "-5"], "positive integer"),
+        (["cs", "-c", "CKPT", "-m", "10", "--outliers", "11"], "outliers"),
+        (["cs", "-c", "CKPT", "--steps", "0"], "steps >= 1"),
+        (["cs", "-c", "CKPT", "--faces", "21"], "held-out faces"),
+        (["inpaint", "-c", "CKPT", "--keep", "0"], "keep must be in (0, 1]"),
+        (["inpaint", "-c", "CKPT", "--keep", "1.5"], "keep must be in (0, 1]"),
+        (["inpaint", "-c", "CKPT", "--mask", "MISSING"], "no such image file"),
+        (["prune", "-c", "CKPT", "-m", "0"], "positive integer"),
+        (["prune", "-c", "CKPT", "--eval", "inpaint", "--keep", "2"], "keep must be in (0, 1]"),
         (["train", "--size", "24"], "size must be one of"),
     ],
 )

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from lottery_prior import __version__
+from lottery_prior.cli_gan import add_gan_commands
 from lottery_prior.errors import LipError
 
 log = logging.getLogger("lottery_prior")
@@ -179,6 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("lip-out/demo"), help="output folder")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(handler=cmd_demo)
+    add_gan_commands(sub)
     return parser
 
 

@@ -37,9 +37,9 @@ def _common(p: argparse.ArgumentParser, command: str) -> None:
 
 
 def _prior(p: argparse.ArgumentParser, *, weight_mask: bool = True) -> None:
-    p.add_argument("checkpoint", type=Path, nargs="?",
-                   help=f"zoo-format checkpoint (default: the one `lip gan train` writes in "
-                   f"{OUT / 'train'})")
+    p.add_argument("-c", "--checkpoint", type=Path,
+                   help="zoo-format checkpoint: a pytorch_GAN_zoo .pth or `lip gan train`'s "
+                   f"(default: {OUT / 'train'}/gan.pth)")
     p.add_argument("--generator", choices=("avgG", "netG"), default="avgG",
                    help="averaged (default) or last trained generator of the checkpoint")
     p.add_argument("--images", nargs="+", metavar="IMAGE",
@@ -73,7 +73,7 @@ def add_gan_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps-per-scale", type=int, default=800, help="iterations per scale (800)")
     p.add_argument("--fade-steps", type=int, help="fade-in iterations (half a scale)")
     p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--train-lr", type=float, default=1e-3, help="Adam learning rate (1e-3)")
+    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (1e-3)")
     _common(p, "train")
     p.set_defaults(handler=cmd_train)
 
@@ -196,8 +196,11 @@ def _report(args: argparse.Namespace, results: Results) -> None:
                 if k != "handler"}
     write_json(args.out / "settings.json", settings)
     print(markdown_table(results.summary))
-    names = sorted({p.name for p in results.files} | {"settings.json"})
-    print(f"outputs in {args.out}/: {', '.join(names)}")
+    names = {"settings.json"}
+    for path in results.files:
+        parts = path.relative_to(args.out).parts
+        names.add(parts[0] + ("/" if len(parts) > 1 or path.is_dir() else ""))
+    print(f"outputs in {args.out}/: {', '.join(sorted(names))}")
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -206,7 +209,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     device = _setup(args)
     results = train_and_save(args.out, size=args.size, steps_per_scale=args.steps_per_scale,
                              fade_steps=args.fade_steps, batch_size=args.batch_size,
-                             lr=args.train_lr, seed=args.seed, device=device,
+                             lr=args.lr, seed=args.seed, device=device,
                              progress=not args.quiet)
     _report(args, results)
 

@@ -125,8 +125,6 @@ def training_faces(generator: Generator) -> Tensor:
 def load_images(specs: Sequence[str], generator: Generator, names: Sequence[str]) -> NamedImages:
     """Images from specs (file, ``builtin:NAME``, ``data:REL``): centre square resized to the
     generator's side, converted to its channels; repeated names get a ``-2``... suffix."""
-    if len(names) != len(specs):
-        raise LipError(f"{len(specs)} images but {len(names)} names")
     out: NamedImages = []
     seen: dict[str, int] = {}
     for spec, name in zip(specs, names, strict=True):
@@ -194,11 +192,16 @@ def _plot_lines(series: Mapping[str, tuple[Sequence[float], Sequence[float]]], p
                 logy: bool = False) -> Path:
     """One line per labelled (x, y) series; one PNG."""
     import matplotlib.pyplot as plt  # the Agg backend is set by report.plots
+    from matplotlib.ticker import NullLocator
 
     fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=120)
     for label, (x, y) in series.items():
         ax.plot(x, y, marker="o" if len(x) < 50 else None, ms=3.5, lw=1.2, label=label)
-    ax.set_xscale("log" if logx else "linear")
+    if logx:
+        ticks = sorted({v for x, _ in series.values() for v in x})
+        ax.set_xscale("log")
+        ax.set_xticks(ticks, [f"{v:g}" for v in ticks])
+        ax.xaxis.set_minor_locator(NullLocator())
     ax.set_yscale("log" if logy else "linear")
     ax.set(xlabel=xlabel, ylabel=ylabel)
     ax.set_title(title, fontsize=10)
@@ -464,9 +467,10 @@ def inpaint_experiment(generator: Generator, images: NamedImages, *,
 # ------------------------------------------------------------------------------- pruning
 
 def _check_held_out(train_images: Tensor, images: NamedImages) -> None:
+    """Refuse an evaluation image equal to a fine-tuning image (up to 8-bit rounding)."""
     flat = train_images.flatten(1)
     for name, x in images:
-        if x.shape == train_images.shape[1:] and (flat == x.flatten()).all(dim=1).any():
+        if x.numel() == flat.shape[1] and (flat - x.flatten()).abs().amax(dim=1).min() <= 1 / 255:
             raise LipError(f"{name} is one of the fine-tuning images; evaluate on held-out "
                            "images only")
 
@@ -527,9 +531,9 @@ def prune_experiment(generator: Generator, discriminator: Discriminator, train_i
             ticket.generator_mask.save(out / "masks" / f"{stem}.safetensors", meta)
             files.append(out / "masks" / f"{stem}.safetensors")
             if save_checkpoints:
-                m = ticket.models
-                save_checkpoint(out / "checkpoints" / f"{stem}.pth", m.generator,
-                                m.discriminator, m.average, **meta)
+                models = ticket.models
+                save_checkpoint(out / "checkpoints" / f"{stem}.pth", models.generator,
+                                models.discriminator, models.average, **meta)
                 files.append(out / "checkpoints" / f"{stem}.pth")
 
     for method in methods:
