@@ -140,5 +140,7 @@ def test_mismatches_are_refused(denoise):
     wide, _ = build_prior("dip", {**TINY, "width": 16}, denoise, seed=0)
     with pytest.raises(LipError, match="architecture"):
         fit_batched([m0, wide.double()], [z0, z1], ops, ys, config=CONFIG)
+    with pytest.raises(LipError, match="another model"):
+        fit_batched([m0, m1], [z0, z1], ops, ys, config=CONFIG, masks=[None, Mask.ones(wide)])
     with pytest.raises(LipError, match="shape"):
         fit_batched([m0, m1], [z0, z1[..., :16, :16]], ops, ys, config=CONFIG)

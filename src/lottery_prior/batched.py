@@ -70,13 +70,8 @@ def _check_architecture(models: Sequence[nn.Module], zs: Sequence[Tensor]) -> No
             )
 
 
-def _stack_masks(
-    masks: list[Mask | None], models: Sequence[nn.Module], params: dict[str, Tensor]
-) -> dict[str, Tensor]:
+def _stack_masks(masks: list[Mask | None], params: dict[str, Tensor]) -> dict[str, Tensor]:
     """One stacked boolean mask per masked parameter name (all-True rows for unmasked fits)."""
-    for mask, model in zip(masks, models, strict=True):
-        if mask is not None:
-            mask.check(model)
     names = list(dict.fromkeys(n for mask in masks if mask is not None for n in mask))
     stacked = {}
     for name in names:
@@ -118,6 +113,9 @@ def fit_batched(
     cleans, masks = _per_fit("cleans", cleans, n), _per_fit("masks", masks, n)
     hooks = _per_fit("callbacks", callbacks, n) if callbacks else [[]] * n
     _check_architecture(models, zs)
+    for mask, model in zip(masks, models, strict=True):
+        if mask is not None:
+            mask.check(model)
     cfg = config or FitConfig()
     device = select_device(cfg.device)
     for model, op in zip(models, operators, strict=True):
@@ -126,7 +124,7 @@ def fit_batched(
     params, buffers = stack_module_state(list(models))
     base = replace_all_batch_norm_modules_(copy.deepcopy(models[0]).to("meta"))
     buffers = {name: buffers[name] for name, _ in base.named_buffers()}
-    stacked_masks = _stack_masks(masks, models, params)
+    stacked_masks = _stack_masks(masks, params)
 
     def forward(p: dict[str, Tensor], b: dict[str, Tensor], x: Tensor) -> Tensor:
         return functional_call(base, (p, b), (x,))
