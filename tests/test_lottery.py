@@ -172,3 +172,19 @@ def test_short_search_rounds_then_one_full_fit(problem, tmp_path):
     assert [r["steps"] for r in records] == [10, 10]
     assert records[-1]["evaluation"]["steps"] == 30
     assert run.run()[-1]["evaluation"] == records[-1]["evaluation"]  # resumed, not refitted
+
+
+def test_one_ticket_found_on_several_images_at_once(problem, tmp_path):
+    other = make_problem("builtin:astronaut", "denoise", sigma=50, size=32, seed=0)
+    run = ImpRun(problem, "dip", dict(TINY), FitConfig(steps=10, device="cpu"),
+                 ImpConfig(rounds=2), root=tmp_path, others=(other,))
+    records = run.run()
+    assert run.folder != make_run(problem, tmp_path).folder
+    assert len(records[1]["per_image"]) == 2
+    means = [s["averaged"]["psnr"] for s in records[1]["per_image"].values()]
+    assert records[1]["scores"]["averaged"]["psnr"] == pytest.approx(sum(means) / 2)
+    assert run.ticket(2).mask.kept == round(0.8 * round(0.8 * run.ticket(0).mask.total))
+    assert len(run.ticket(2).meta["others"]) == 1
+    with pytest.raises(LipError, match="share size"):
+        ImpRun(problem, "dip", dict(TINY), FitConfig(steps=10), ImpConfig(rounds=1),
+               others=(make_problem("builtin:astronaut", size=64),))

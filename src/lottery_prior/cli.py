@@ -30,9 +30,16 @@ def parse_option(text: str) -> tuple[str, object]:
         return key, value
 
 
-def add_problem_args(p: argparse.ArgumentParser) -> None:
-    """The image and task options shared by every command that restores one image."""
-    p.add_argument("image", help="image file, builtin:NAME (e.g. builtin:astronaut) or data:REL")
+def add_problem_args(p: argparse.ArgumentParser, many: bool = False) -> None:
+    """The image and task options shared by every command that restores an image."""
+    if many:
+        p.add_argument("image", help="image file, builtin:NAME (e.g. builtin:astronaut) or "
+                       "data:REL")
+        p.add_argument("others", nargs="*", metavar="IMAGE",
+                       help="more images to search one shared ticket on (same size)")
+    else:
+        p.add_argument("image",
+                       help="image file, builtin:NAME (e.g. builtin:astronaut) or data:REL")
     p.add_argument("--task", default="denoise", help="denoise | inpaint | sr (default: denoise)")
     add_task_args(p)
     p.add_argument(
@@ -126,8 +133,10 @@ def build_parser() -> argparse.ArgumentParser:
                        description=(
         "Iterative magnitude pruning with rewinding on one image: writes a ticket per round, "
         "a table of PSNR against sparsity and its plot. Resumable: rerun the same command "
-        "after an interruption and it continues from the last finished round."))
-    add_problem_args(p)
+        "after an interruption and it continues from the last finished round. With several "
+        "images, one ticket is searched on all of them at once (a network per image, one "
+        "shared mask, the summed loss; pruning ranks the mean |w| over the networks)."))
+    add_problem_args(p, many=True)
     add_fit_args(p)
     add_imp_args(p)
     p.add_argument("--stop", choices=("wmv", "none"), default="none",
@@ -316,7 +325,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
     fit_and_report(args, out, problem, model, z, mask=ticket.mask, config=config)
 
 
-def imp_run_from_args(args: argparse.Namespace, problem, seed: int):
+def imp_run_from_args(args: argparse.Namespace, problem, seed: int, others=()):
     from dataclasses import replace
 
     from lottery_prior.lottery import ImpConfig, ImpRun
@@ -334,7 +343,7 @@ def imp_run_from_args(args: argparse.Namespace, problem, seed: int):
         replace(fit_config_from_args(args, problem.task), seed=seed), imp,
         root=args.out if args.handler is cmd_find else args.out / "runs",
         stop_factory=(lambda: make_stopping_rule("wmv")) if stop == "wmv" else None,
-        stop_name=None if stop == "none" else stop,
+        stop_name=None if stop == "none" else stop, others=tuple(others),
     )
 
 
@@ -342,7 +351,8 @@ def cmd_find(args: argparse.Namespace) -> None:
     from lottery_prior.report.outputs import write_imp_report
 
     problem = problem_from_args(args)
-    run = imp_run_from_args(args, problem, args.seed)
+    others = [problem_from_args(args, image) for image in args.others]
+    run = imp_run_from_args(args, problem, args.seed, others)
     log.info("IMP run folder: %s (%d rounds)", run.folder, run.imp.n_rounds)
     run.run(progress_from_args(args))
     table = write_imp_report(run)

@@ -13,6 +13,7 @@ interruption continues from the last finished round.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
@@ -26,6 +27,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from lottery_prior import __version__
+from lottery_prior.batched import fit_batched
 from lottery_prior.errors import LipError
 from lottery_prior.fit import Callback, FitConfig, FitResult, StepInfo, StoppingRule, fit
 from lottery_prior.masks import Mask, weight_sparsity
@@ -102,7 +104,13 @@ def fit_target(problem: Problem, target: str) -> tuple[nn.Module, Tensor]:
 
 @dataclass
 class ImpRun:
-    """A resumable IMP run on one problem."""
+    """A resumable IMP run on one problem, or on several at once (``others``).
+
+    With several images, each gets its own copy of the network (same theta0 and z), all are
+    fitted in one batched computation with the one shared mask, the loss is the sum of the
+    per-image losses, and pruning ranks the weights by their magnitude averaged over the
+    copies: the ticket is the mask that suits every image, not one image's mask.
+    """
 
     problem: Problem
     model_name: str
@@ -112,18 +120,33 @@ class ImpRun:
     root: Path = Path("runs")
     stop_factory: Callable[[], StoppingRule] | None = None
     stop_name: str | None = None
+    others: tuple[Problem, ...] = ()
     records: list[dict] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        for other in self.others:
+            if other.shape != self.problem.shape or other.task != self.problem.task:
+                raise LipError(f"images searched together must share size and task: "
+                               f"{other.image} is {other.shape} ({other.task}), "
+                               f"{self.problem.image} is {self.problem.shape} "
+                               f"({self.problem.task}); use --size")
+        if self.others and (self.stop_factory or self.imp.early_bird is not None):
+            raise LipError("a search on several images supports neither --stop nor "
+                           "--early-bird; drop them or search one image")
 
     @property
     def settings(self) -> dict:
         """Everything that determines the run's results (hashed into its folder name)."""
-        return {
+        settings = {
             "problem": self.problem.describe(),
             "model": {"name": self.model_name, "options": self.model_options},
             "fit": asdict(self.fit_config) | {"device": None},
             "imp": asdict(self.imp),
             "stop": self.stop_name,
         }
+        if self.others:
+            settings["others"] = [p.describe() for p in self.others]
+        return settings
 
     @property
     def folder(self) -> Path:
@@ -224,10 +247,14 @@ class ImpRun:
             callbacks.append(EarlyBird(mask, self.imp.rate, layerwise=self.imp.layerwise,
                                        threshold=self.imp.early_bird,
                                        every=self.imp.early_bird_every))
-        operator, y = fit_target(self.problem, self.imp.target)
-        result = fit(model, z, operator, y, clean=self.problem.clean, config=config,
-                     mask=mask, stop=self.stop_factory() if self.stop_factory else None,
-                     callbacks=callbacks, metric=self.problem.metric)
+        if self.others:
+            result, per_image, model = self._fit_together(model, z, mask, config, callbacks)
+        else:
+            operator, y = fit_target(self.problem, self.imp.target)
+            result = fit(model, z, operator, y, clean=self.problem.clean, config=config,
+                         mask=mask, stop=self.stop_factory() if self.stop_factory else None,
+                         callbacks=callbacks, metric=self.problem.metric)
+            per_image = None
         if snapshot:
             save_file(snapshot, str(self.folder / "rewind.safetensors"))
             theta = snapshot
@@ -238,6 +265,7 @@ class ImpRun:
         meta = {
             "model": model.spec,
             "problem": self.problem.describe(),
+            **({"others": [p.describe() for p in self.others]} if self.others else {}),
             "fit": asdict(self.fit_config),
             "imp": asdict(self.imp),
             "round": k,
@@ -250,10 +278,47 @@ class ImpRun:
             magnitude_prune(model, mask, self.imp.rate, layerwise=self.imp.layerwise).save(
                 rd / "next_mask.safetensors")
         record = round_record(k, result, mask, sparsity, layers, parameter_count(model, mask))
+        if per_image is not None:
+            record["scores"] = mean_scores(list(per_image.values()))
+            record["per_image"] = per_image
         tmp = rd / "record.json.tmp"
         tmp.write_text(json.dumps(record, indent=2) + "\n")
         tmp.replace(rd / "record.json")
         return record
+
+
+    def _fit_together(self, model: nn.Module, z: Tensor, mask: Mask, config: FitConfig,
+                      callbacks: list[Callback]) -> tuple[FitResult, dict, nn.Module]:
+        """One copy of the network per image, fitted at once with the shared mask; returns
+        the first fit, the scores per image, and a model holding the mean |w| of the copies
+        (what pruning ranks)."""
+        problems = (self.problem, *self.others)
+        models = [model] + [copy.deepcopy(model) for _ in self.others]
+        targets = [fit_target(p, self.imp.target) for p in problems]
+        results = fit_batched(
+            models, [z] * len(models), [t[0] for t in targets], [t[1] for t in targets],
+            cleans=[p.clean for p in problems], config=config, masks=[mask] * len(models),
+            callbacks=[callbacks] + [[] for _ in self.others], metric=self.problem.metric)
+        ranked = copy.deepcopy(model).cpu()
+        params = [dict(m.named_parameters()) for m in models]
+        with torch.no_grad():
+            for name, p in ranked.named_parameters():
+                if name in mask:
+                    p.copy_(torch.stack([ps[name].detach().cpu().abs() for ps in params]).mean(0))
+        per_image = {f"{i}:{p.image}": r.scores for i, (p, r) in
+                     enumerate(zip(problems, results, strict=True))}
+        return results[0], per_image, ranked
+
+
+def mean_scores(all_scores: list[dict]) -> dict:
+    """Scores averaged over several images, label by label (steps are not averaged)."""
+    out = {}
+    for label, entry in all_scores[0].items():
+        out[label] = {"step": None, "images": len(all_scores)}
+        for key in ("psnr", "ssim"):
+            if entry.get(key) is not None:
+                out[label][key] = sum(s[label][key] for s in all_scores) / len(all_scores)
+    return out
 
 
 def round_record(k: int, result: FitResult, mask: Mask, sparsity: float,
