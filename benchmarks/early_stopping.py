@@ -20,6 +20,8 @@ import statistics
 import time
 from dataclasses import asdict, dataclass, fields
 
+from torch import Tensor
+
 from lottery_prior.fit import FitConfig, StepInfo, fit
 from lottery_prior.masks import Mask
 from lottery_prior.problem import build_prior, make_problem
@@ -38,8 +40,9 @@ class Row:
     peak_step: int
     peak_avg: float
     peak_avg_step: int
-    stop: float
-    stop_step: int | None  # the kept output: the step of minimum windowed variance
+    stop: float  # the iterate at stop_step (the paper's output)
+    stop_mean: float  # the mean of the window ending at stop_step (keep="mean")
+    stop_step: int | None  # the step of minimum windowed variance
     fired_step: int | None  # when the rule said stop (None: not within the run)
     final: float
     final_avg: float
@@ -83,14 +86,16 @@ def run_image(
         if isinstance(cb, ProgressBar):
             cb.close()
     s = result.scores
-    stop = (problem.metric(rule.best_output.cpu(), problem.clean)
-            if rule.best_output is not None else math.nan)
+    def score(image: Tensor | None) -> float:
+        return math.nan if image is None else problem.metric(image.cpu(), problem.clean)
+
     if curves is not None:
         curves[image] = {"psnr": result.history["psnr"],
                          "psnr_averaged": result.history["psnr_averaged"],
                          "variance_steps": rule.variance_steps, "variances": rule.variances}
     return Row(image, s["peak"]["psnr"], s["peak"]["step"], s["peak_averaged"]["psnr"],
-               s["peak_averaged"]["step"], stop, rule.best_step, fired[0] if fired else None,
+               s["peak_averaged"]["step"], score(rule.best_iterate), score(rule.best_mean),
+               rule.best_step, fired[0] if fired else None,
                s["final"]["psnr"], s["averaged"]["psnr"], result.seconds)
 
 
@@ -100,17 +105,17 @@ def table(rows: list[Row]) -> list[str]:
         return "-" if v is None else str(v)
 
     lines = ["| image | peak (step) | peak avg (step) | ES-WMV (kept/fired) | ES - peak "
-             "| final | final avg |", "|---|---|---|---|---|---|---|"]
+             "| ES window mean | final | final avg |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r.image} | {r.peak:.2f} ({r.peak_step}) | {r.peak_avg:.2f} "
                      f"({r.peak_avg_step}) | {r.stop:.2f} ({step(r.stop_step)}/"
-                     f"{step(r.fired_step)}) | {r.stop - r.peak:+.2f} | {r.final:.2f} "
-                     f"| {r.final_avg:.2f} |")
+                     f"{step(r.fired_step)}) | {r.stop - r.peak:+.2f} | {r.stop_mean:.2f} "
+                     f"| {r.final:.2f} | {r.final_avg:.2f} |")
     mean = {f: statistics.fmean(getattr(r, f) for r in rows)
-            for f in ("peak", "peak_avg", "stop", "final", "final_avg")}
+            for f in ("peak", "peak_avg", "stop", "stop_mean", "final", "final_avg")}
     lines.append(f"| **mean** | {mean['peak']:.2f} | {mean['peak_avg']:.2f} | {mean['stop']:.2f} "
-                 f"| {mean['stop'] - mean['peak']:+.2f} | {mean['final']:.2f} "
-                 f"| {mean['final_avg']:.2f} |")
+                 f"| {mean['stop'] - mean['peak']:+.2f} | {mean['stop_mean']:.2f} "
+                 f"| {mean['final']:.2f} | {mean['final_avg']:.2f} |")
     return lines
 
 
@@ -148,7 +153,8 @@ def main() -> None:
                         curves=curves)
         rows.append(row)
         print(f"{image}: peak {row.peak:.2f} @ {row.peak_step}, ES {row.stop:.2f} @ "
-              f"{row.stop_step} (fired {row.fired_step}), final {row.final:.2f} "
+              f"{row.stop_step} (fired {row.fired_step}), ES window mean {row.stop_mean:.2f}, "
+              f"final {row.final:.2f} "
               f"[{row.seconds:.0f} s]", flush=True)
     lines = table(rows)
     print("\n".join(lines))

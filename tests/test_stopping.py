@@ -52,7 +52,19 @@ def test_detector_stops_after_patience_at_the_variance_minimum():
     assert rule.best_step == window + reference.index(min(reference))
     assert stopped == rule.best_step + patience
     assert torch.equal(rule.best_output, outputs[rule.best_step - 1])
+    assert rule.best_output is rule.best_iterate
     assert rule.best_variance == min(rule.variances)
+
+
+def test_keep_mean_returns_the_mean_of_the_best_window():
+    window = 11
+    outputs = trajectory(120, centre=40)
+    rule = WindowedVariance(window=window, patience=20, keep="mean")
+    run(rule, outputs)
+    best = rule.best_step
+    expected = torch.stack(outputs[best - window : best]).double().mean(0).float()
+    assert rule.best_output is rule.best_mean and rule.best_output.shape == SHAPE
+    assert torch.allclose(rule.best_output, expected, atol=1e-6)
 
 
 def test_running_variance_equals_brute_force_over_many_windows():
@@ -84,12 +96,14 @@ def test_reset_forgets_the_previous_fit():
 def test_rules_never_take_the_truth():
     for cls in (WindowedVariance, FixedStep):
         assert list(inspect.signature(cls.update).parameters) == ["self", "step", "output"]
-    assert set(inspect.signature(WindowedVariance).parameters) == {"window", "patience"}
+    assert set(inspect.signature(WindowedVariance).parameters) == {"window", "patience", "keep"}
     assert set(inspect.signature(FixedStep).parameters) == {"step"}
 
 
 @pytest.mark.parametrize(
-    "options", [{"window": 1}, {"window": 0}, {"patience": 0}, {"window": 2.5}, {"patience": True}]
+    "options",
+    [{"window": 1}, {"window": 0}, {"patience": 0}, {"window": 2.5}, {"patience": True},
+     {"keep": "average"}],
 )
 def test_bad_options_are_refused(options):
     with pytest.raises(LipError):
@@ -117,6 +131,7 @@ def test_make_stopping_rule():
     rule = make_stopping_rule("wmv", window=20, patience=5)
     assert isinstance(rule, WindowedVariance) and (rule.window, rule.patience) == (20, 5)
     assert (rule := make_stopping_rule("wmv")).window == 100 and rule.patience == 1000
+    assert make_stopping_rule("wmv", keep="mean").keep == "mean"
     assert isinstance(make_stopping_rule("fixed", step=3), FixedStep)
     with pytest.raises(LipError, match="unknown stopping rule"):
         make_stopping_rule("oracle")
