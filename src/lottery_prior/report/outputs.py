@@ -116,10 +116,14 @@ def write_comparison(rows: list[dict], out_dir: str | Path, title: str = "") -> 
     for m in methods:
         values = [r[key] for r in rows if r["method"] == m]
         first = next(r for r in rows if r["method"] == m)
-        summary.append({"method": m, "sparsity": first["sparsity"],
-                        "parameters": first["parameters"], "seeds": len(values),
-                        f"{key}_mean": round(statistics.fmean(values), 3),
-                        f"{key}_std": round(statistics.pstdev(values), 3)})
+        entry = {"method": m, "sparsity": first["sparsity"], "parameters": first["parameters"],
+                 "seeds": len(values), f"{key}_mean": round(statistics.fmean(values), 3),
+                 f"{key}_std": round(statistics.pstdev(values), 3)}
+        for other in ("psnr_peak", "psnr_stopped"):
+            if other in first:
+                entry[f"{other}_mean"] = round(
+                    statistics.fmean(r[other] for r in rows if r["method"] == m), 3)
+        summary.append(entry)
     write_table(summary, out / "summary")
     plot_method_bars(summary, f"{key}_mean", f"{key}_std", out / "comparison.png", title=title,
                      ylabel=key.replace("_", " "))
