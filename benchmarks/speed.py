@@ -58,12 +58,12 @@ def matmul_peak(dtype: torch.dtype, device: torch.device, n: int = 4096, reps: i
     return 2 * n**3 / min(times)
 
 
-def quality(size: int, steps: int, fast: bool, device: str | None) -> float:
+def quality(size: int, steps: int, fast: bool, device: str | None, seed: int) -> float:
     """PSNR of the averaged output after a short denoising fit (same seed in both modes)."""
-    problem = make_problem("builtin:astronaut", "denoise", size=size)
-    model, z = build_prior("dip", {}, problem)
+    problem = make_problem("builtin:astronaut", "denoise", size=size, seed=seed)
+    model, z = build_prior("dip", {}, problem, seed=seed)
     res = fit(model, z, problem.operator, problem.observation, clean=problem.clean,
-              config=FitConfig(steps=steps, fast=fast, device=device))
+              config=FitConfig(steps=steps, fast=fast, device=device, seed=seed))
     return float(res.scores["averaged"]["psnr"])
 
 
@@ -74,6 +74,9 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--quality-size", type=int, default=128)
     ap.add_argument("--quality-steps", type=int, default=400)
+    ap.add_argument("--quality-seeds", type=int, default=3,
+                    help="seeds of the quality check: DIP trajectories are chaotic, so one "
+                    "seed's fp32/fast difference is mostly trajectory noise")
     ap.add_argument("--device")
     args = ap.parse_args()
     device = select_device(args.device)
@@ -95,10 +98,18 @@ def main() -> None:
             print(f"{size:>5} {mode:>5} {t * 1e3:9.1f} {flops / 1e9:7.1f} {flops / t / 1e9:8.0f} "
                   f"{flops / t / peaks[mode]:8.1%} {floor * 1e3:9.1f} {t / floor:8.2f}")
         print(f"{size:>5} fast/fp32 speed-up: {ms['fp32'] / ms['fast']:.2f}x")
-    p32 = quality(args.quality_size, args.quality_steps, False, args.device)
-    pfast = quality(args.quality_size, args.quality_steps, True, args.device)
-    print(f"quality ({args.quality_size}px, {args.quality_steps} steps, averaged-output PSNR): "
-          f"fp32 {p32:.2f} dB, fast {pfast:.2f} dB, difference {pfast - p32:+.2f} dB")
+    p32, pfast = [], []
+    for seed in range(args.quality_seeds):
+        p32.append(quality(args.quality_size, args.quality_steps, False, args.device, seed))
+        pfast.append(quality(args.quality_size, args.quality_steps, True, args.device, seed))
+        print(f"quality seed {seed} ({args.quality_size}px, {args.quality_steps} steps, "
+              f"averaged-output PSNR after the last step): fp32 {p32[-1]:.2f} dB, "
+              f"fast {pfast[-1]:.2f} dB, difference {pfast[-1] - p32[-1]:+.2f} dB", flush=True)
+    diffs = [b - a for a, b in zip(p32, pfast, strict=True)]
+    spread = statistics.pstdev(p32) if len(p32) > 1 else float("nan")
+    print(f"quality over {len(diffs)} seeds: mean fp32 {statistics.fmean(p32):.2f} dB, mean "
+          f"fast {statistics.fmean(pfast):.2f} dB, mean difference "
+          f"{statistics.fmean(diffs):+.2f} dB (fp32 seed-to-seed std {spread:.2f} dB)")
 
 
 if __name__ == "__main__":
