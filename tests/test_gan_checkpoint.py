@@ -13,14 +13,6 @@ from lottery_prior.gan import Discriminator, Generator, load_checkpoint, save_ch
 DEPTHS = (8, 8, 4)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture
 def zoo_config_class(monkeypatch):
     """A class importable as ``models.utils.config.BaseConfig``, like the zoo's."""

@@ -15,14 +15,6 @@ FAST = ["--faces", "2", "--steps", "3", "--restarts", "1", "--quiet", "--threads
         "--device", "cpu"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     """A random 8x8 gray GAN (latent 8) in zoo format: nothing trained."""

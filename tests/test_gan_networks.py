@@ -14,15 +14,6 @@ from lottery_prior.masks import Mask, prunable_names
 DEPTHS = (8, 8, 4)  # 4x4 -> 8x8 -> 16x16
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny convolutions gain nothing from threads (and suffer on a busy machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def zoo_generator_forward(state, z, alpha=0.0, leak=0.2):
     """pytorch_GAN_zoo's GNet.forward written out over a state dict (the reference)."""
 

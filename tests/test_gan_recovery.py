@@ -10,14 +10,6 @@ from lottery_prior.masks import Mask
 FAST = {"steps": 200, "restarts": 16, "lr": 3e-2}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def tiny():
     """A random 8x8 gray generator (latent 8) with outputs inside [-1, 1], and x = G(z*)."""

@@ -20,14 +20,6 @@ TINY = {"latent_dim": 8, "depths": (8, 4), "steps_per_scale": 6, "fade_steps": 3
         "batch_size": 4}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def faces8():
     return load_faces("train", 8)[:16]
