@@ -29,6 +29,7 @@ from torch import Tensor, nn
 from lottery_prior import __version__
 from lottery_prior.batched import fit_batched
 from lottery_prior.errors import LipError
+from lottery_prior.files import write_json
 from lottery_prior.fit import Callback, FitConfig, FitResult, StepInfo, StoppingRule, fit
 from lottery_prior.masks import Mask, weight_sparsity
 from lottery_prior.problem import Problem, build_prior
@@ -163,7 +164,7 @@ class ImpRun:
         self.folder.mkdir(parents=True, exist_ok=True)
         settings_file = self.folder / "settings.json"
         if not settings_file.exists():
-            settings_file.write_text(json.dumps(self.settings, indent=2, default=str) + "\n")
+            write_json(settings_file, self.settings)
         theta0, z = self._init()
         rounds = self.imp.n_rounds
         mask = None
@@ -201,9 +202,7 @@ class ImpRun:
                       "scores": result.scores}
         log.info("ticket %d (full fit, %d steps): %s", k, result.steps,
                  format_scores(result.scores))
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(evaluation, indent=2) + "\n")
-        tmp.replace(path)
+        write_json(path, evaluation)
         return evaluation
 
     def ticket(self, k: int) -> Ticket:
@@ -281,9 +280,7 @@ class ImpRun:
         if per_image is not None:
             record["scores"] = mean_scores(list(per_image.values()))
             record["per_image"] = per_image
-        tmp = rd / "record.json.tmp"
-        tmp.write_text(json.dumps(record, indent=2) + "\n")
-        tmp.replace(rd / "record.json")
+        write_json(rd / "record.json", record)
         return record
 
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import statistics
 from pathlib import Path
 
 from lottery_prior import __version__
+from lottery_prior.files import write_json
 from lottery_prior.fit import FitResult
 from lottery_prior.images import save_image
 from lottery_prior.problem import Problem
@@ -17,16 +17,6 @@ from lottery_prior.report.plots import (
     plot_sparsity_curves,
 )
 from lottery_prior.report.tables import markdown_table, write_table
-
-
-def write_json(path: str | Path, data: dict) -> Path:
-    """Pretty JSON, written atomically (a reader never sees half a file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=float) + "\n")
-    tmp.replace(path)
-    return path
 
 
 def write_fit_outputs(
