@@ -96,3 +96,18 @@ def test_bad_input_gets_one_line_and_exit_2(argv, message, png, tmp_path, capsys
     assert code == 2
     assert len(lines) == 1 and message in lines[0], err
     assert "Traceback" not in err
+
+
+def test_a_mask_file_follows_the_images_resize(tmp_path):
+    from lottery_prior.problem import make_problem
+
+    rng = np.random.default_rng(1)
+    Image.fromarray(rng.integers(0, 255, (96, 96, 3), dtype=np.uint8)).save(tmp_path / "i.png")
+    keep = np.full((96, 96), 255, np.uint8)
+    keep[:, :48] = 0  # the left half is missing
+    Image.fromarray(keep).save(tmp_path / "m.png")
+    problem = make_problem(str(tmp_path / "i.png"), "inpaint", mask=str(tmp_path / "m.png"),
+                           size=32)
+    mask = problem.operator.mask[0, 0]
+    assert mask.shape == (32, 32)
+    assert mask[:, :15].sum() == 0 and mask[:, 17:].min() == 1

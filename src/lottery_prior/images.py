@@ -166,12 +166,20 @@ def load_image(spec: str, *, size: int | None = None, multiple: int = 32) -> Ten
     return _fit(_read(spec), spec, size, multiple)
 
 
-def load_mask(spec: str, shape: tuple[int, int], *, multiple: int = 32) -> Tensor:
+def load_mask(spec: str, shape: tuple[int, int], *, multiple: int = 32,
+              size: int | None = None) -> Tensor:
     """Load an 8-bit mask file (255 = observed) as (1,H,W) float 0/1 of the given shape.
 
     A larger mask is accepted when centre-cropping it to a multiple of ``multiple`` gives
-    ``shape`` (the crop ``load_image`` applied to its image).
+    ``shape`` (the crop ``load_image`` applied to its image). With ``size`` the mask gets the
+    same square crop and resize as its image had (``load_image(..., size=size)``).
     """
+    if size is not None:
+        resized = load_image(spec, size=size, multiple=multiple).mean(0, keepdim=True)
+        if tuple(resized.shape[-2:]) != tuple(shape):
+            raise LipError(f"mask resized to {resized.shape[-2]}x{resized.shape[-1]} does not "
+                           f"match image {shape[0]}x{shape[1]}")
+        return (resized >= 0.5).float()
     im = _open(_resolve_path(spec))
     arr = np.asarray(im.convert("L"), dtype=np.uint8)
     mask = torch.from_numpy((arr >= 128).astype(np.float32))[None]

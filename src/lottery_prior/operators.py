@@ -185,8 +185,10 @@ def make_operator(
     keep: float | None = None,
     factor: int = 4,
     generator: torch.Generator | None = None,
+    size: int | None = None,
 ) -> Operator:
-    """The operator for ``task`` on images of size image_hw.
+    """The operator for ``task`` on images of size image_hw (``size``: the square resize the
+    image had, applied to a mask file too).
 
     Inpainting uses ``mask`` (a file/``data:`` spec, or "text" for ``images.text_mask``),
     else a Bernoulli mask keeping pixels with probability ``keep`` (default 0.5).
@@ -200,7 +202,7 @@ def make_operator(
         if mask == "text":
             return Inpaint(images.text_mask(h, w), source="text")
         if mask is not None:
-            return Inpaint(images.load_mask(mask, (h, w)), source=mask)
+            return Inpaint(images.load_mask(mask, (h, w), size=size), source=mask)
         keep = 0.5 if keep is None else keep
         return Inpaint(images.bernoulli_mask(h, w, keep, generator), source=f"bernoulli:{keep}")
     if task == "sr":

@@ -83,15 +83,13 @@ def make_problem(
         y = load_image(image, size=size, multiple=lr_multiple).unsqueeze(0)
         scale = factor if task == "sr" else 1
         hw = (y.shape[-2] * scale, y.shape[-1] * scale)
-        operator = make_operator(
-            task, hw, sigma=sigma, mask=mask, keep=keep, factor=factor, generator=generator
-        )
+        operator = make_operator(task, hw, sigma=sigma, mask=mask, keep=keep, factor=factor,
+                                 generator=generator, size=size)
         return Problem(image, task, operator, y, None, (y.shape[1], *hw))
     x = load_image(image, size=size, multiple=multiple).unsqueeze(0)
     hw = (x.shape[-2], x.shape[-1])
-    operator = make_operator(
-        task, hw, sigma=sigma, mask=mask, keep=keep, factor=factor, generator=generator
-    )
+    operator = make_operator(task, hw, sigma=sigma, mask=mask, keep=keep, factor=factor,
+                             generator=generator, size=size)
     y = operator.observe(x, generator=generator)
     return Problem(image, task, operator, y, x, (x.shape[1], *hw))
 
