@@ -18,15 +18,17 @@ import json
 import math
 import statistics
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
 
 from torch import Tensor
 
 from lottery_prior.fit import FitConfig, StepInfo, fit
-from lottery_prior.masks import Mask
+from lottery_prior.lottery import ticket_input
 from lottery_prior.problem import build_prior, make_problem
 from lottery_prior.progress import ProgressBar
 from lottery_prior.stopping import WindowedVariance
+from lottery_prior.tickets import Ticket
 
 SET5 = ("baby", "bird", "butterfly", "head", "woman")
 
@@ -61,15 +63,18 @@ def run_image(
     fast: bool = True,
     device: str | None = None,
     seed: int = 0,
-    mask: Mask | None = None,
+    ticket: Ticket | None = None,
     quiet: bool = False,
     curves: dict | None = None,
 ) -> Row:
-    """Fit ``data:set5/IMAGE`` (dense, or pruned by ``mask``) and score the detector's stop."""
+    """Fit ``data:set5/IMAGE`` (dense, or a ticket retrained) and score the detector's stop."""
     problem = make_problem(f"data:set5/{image}", "denoise", sigma=sigma, size=size, seed=seed)
-    model, z = build_prior("dip", model_options, problem, seed=seed)
-    if mask is not None:
-        mask.check(model)
+    if ticket is None:
+        model, z = build_prior("dip", model_options, problem, seed=seed)
+        mask = None
+    else:
+        model, z = ticket_input(ticket, problem, seed)
+        mask = ticket.mask
     rule = WindowedVariance(window=window, patience=patience)
     fired: list[int] = []
 
@@ -90,9 +95,9 @@ def run_image(
         return math.nan if image is None else problem.metric(image.cpu(), problem.clean)
 
     if curves is not None:
-        curves[image] = {"psnr": result.history["psnr"],
-                         "psnr_averaged": result.history["psnr_averaged"],
-                         "variance_steps": rule.variance_steps, "variances": rule.variances}
+        curves[image if ticket is None else f"{image} ticket"] = {
+            "psnr": result.history["psnr"], "psnr_averaged": result.history["psnr_averaged"],
+            "variance_steps": rule.variance_steps, "variances": rule.variances}
     return Row(image, s["peak"]["psnr"], s["peak"]["step"], s["peak_averaged"]["psnr"],
                s["peak_averaged"]["step"], score(rule.best_iterate), score(rule.best_mean),
                rule.best_step, fired[0] if fired else None,
@@ -135,8 +140,8 @@ def main() -> None:
     ap.add_argument("--csv", help="also write the rows as CSV")
     ap.add_argument("--markdown", help="also write the table as markdown")
     ap.add_argument("--curves", help="also write PSNR and variance curves as JSON")
-    # --ticket PATH is deliberately not here yet: lottery tickets are wired in by passing a
-    # Mask to run_image(..., mask=...) once src/lottery_prior/lottery.py exists.
+    ap.add_argument("--ticket", type=Path,
+                    help="also retrain this ticket (lip find) on every image, a row each")
     args = ap.parse_args()
 
     header = (f"Set5 {args.size}px, sigma {args.sigma:g}, dip width {args.width}, "
@@ -146,11 +151,17 @@ def main() -> None:
     curves: dict | None = {} if args.curves else None
     rows = []
     start = time.perf_counter()
-    for image in args.images:
+    ticket = Ticket.load(args.ticket) if args.ticket else None
+    runs = [(image, None) for image in args.images]
+    if ticket is not None:
+        runs += [(image, ticket) for image in args.images]
+    for image, prior in runs:
         row = run_image(image, steps=args.steps, window=args.window, patience=args.patience,
                         model_options={"width": args.width}, sigma=args.sigma, size=args.size,
                         fast=args.fast, device=args.device, seed=args.seed, quiet=args.quiet,
-                        curves=curves)
+                        curves=curves, ticket=prior)
+        if prior is not None:
+            row = replace(row, image=f"{image} (ticket {prior.sparsity:.0%})")
         rows.append(row)
         print(f"{image}: peak {row.peak:.2f} @ {row.peak_step}, ES {row.stop:.2f} @ "
               f"{row.stop_step} (fired {row.fired_step}), ES window mean {row.stop_mean:.2f}, "
