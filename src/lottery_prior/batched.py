@@ -34,6 +34,7 @@ from lottery_prior.fit import (
     FitResult,
     StepInfo,
     _autocast,
+    _perturbed,
     _scores,
     _Tracker,
     select_device,
@@ -156,10 +157,7 @@ def fit_batched(
     try:
         for step in range(1, cfg.steps + 1):
             optimizer.zero_grad(set_to_none=True)
-            net_input = z
-            if cfg.input_noise > 0:
-                eta.normal_(generator=noise_gen)
-                net_input = z + cfg.input_noise * eta
+            net_input = _perturbed(z, eta, noise_gen, cfg.input_noise)
             with _autocast(device, cfg.fast):
                 out = batched_forward(params, buffers, net_input)
             out = out.float()

@@ -131,6 +131,14 @@ def _autocast(device: torch.device, fast: bool) -> contextlib.AbstractContextMan
     return torch.autocast(device.type, dtype=torch.bfloat16)
 
 
+def _perturbed(z: Tensor, eta: Tensor, generator: torch.Generator, std: float) -> Tensor:
+    """``z + std * eta`` with ``eta`` redrawn in place from ``generator`` (z itself if std 0)."""
+    if std <= 0:
+        return z
+    eta.normal_(generator=generator)
+    return z + std * eta
+
+
 def fit(
     model: nn.Module,
     z: Tensor,
@@ -178,10 +186,7 @@ def fit(
     step = 0
     for step in range(1, cfg.steps + 1):
         optimizer.zero_grad(set_to_none=True)
-        net_input = z
-        if cfg.input_noise > 0:
-            eta.normal_(generator=noise_gen)
-            net_input = z + cfg.input_noise * eta
+        net_input = _perturbed(z, eta, noise_gen, cfg.input_noise)
         with _autocast(device, cfg.fast):
             out = model(net_input)
         out = out.float()
