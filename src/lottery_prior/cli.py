@@ -108,12 +108,11 @@ def add_imp_args(p: argparse.ArgumentParser) -> None:
         "(oracle: leaks the ground truth into the ticket)",
     )
     p.add_argument("--search-steps", type=int,
-                   help="steps per round while searching (the last ticket is then re-fitted "
-                   "with --steps); default: --steps")
+                   help="steps per round while searching (the last round, the final ticket, "
+                   "runs --steps); default: --steps")
     p.add_argument("--early-bird", type=float, metavar="THRESHOLD",
                    help="end a round once under THRESHOLD of the next mask changes between "
-                   "checks, 3 checks in a row (e.g. 0.05); the last ticket is then re-fitted "
-                   "in full")
+                   "checks, 3 checks in a row (e.g. 0.05); the last round runs in full")
 
 
 def build_parser() -> argparse.ArgumentParser:

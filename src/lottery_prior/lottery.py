@@ -4,7 +4,9 @@ Round 0 fits the dense prior. Each later round prunes a fraction of the remainin
 the previous round's trained network (one global magnitude threshold by default), rewinds the
 survivors to theta0 (or to the dense fit's weights at ``rewind_step``) and fits again with
 the mask fixed. The ticket is found on the observation; fitting the clean image, as the
-reference code did for denoising, is an explicit option (``target="clean"``).
+reference code did for denoising, is an explicit option (``target="clean"``). Searching rounds
+can be cut short (``search_steps``, or an early-bird stop once the next mask has stabilised);
+the last round, which fits the final ticket, always runs the full steps.
 
 A run lives in a folder named by a hash of all its settings. Each round is written as it
 ends (its ticket, its record, the next mask), so rerunning the same command after an
@@ -74,11 +76,6 @@ class ImpConfig:
         if self.early_bird_every <= 0:
             raise LipError(f"early-bird check interval must be positive, got "
                            f"{self.early_bird_every}")
-
-    @property
-    def abbreviated(self) -> bool:
-        """Whether rounds are cut short (then the last ticket is re-fitted in full)."""
-        return self.search_steps is not None or self.early_bird is not None
 
     @property
     def n_rounds(self) -> int:
@@ -184,26 +181,7 @@ class ImpRun:
                 log.info("round %d/%d: sparsity %.2f%% (counted), %s", k, rounds,
                          100 * record["sparsity"], format_scores(record["scores"]))
             self.records.append(record)
-        if self.imp.abbreviated:
-            self.records[-1]["evaluation"] = self._evaluate_last(progress)
         return self.records
-
-    def _evaluate_last(self, progress: Callable[[str], Sequence[Callback]] | None) -> dict:
-        """The last ticket re-fitted with the full steps (rounds were cut short)."""
-        k = self.imp.n_rounds
-        path = self.round_dir(k) / "evaluation.json"
-        if path.exists():
-            return json.loads(path.read_text())
-        callbacks = list(progress(f"ticket {k}: full fit")) if progress else []
-        result = evaluate_ticket(self.ticket(k), self.problem, self.fit_config,
-                                 stop=self.stop_factory() if self.stop_factory else None,
-                                 callbacks=callbacks)
-        evaluation = {"steps": result.steps, "seconds": round(result.seconds, 2),
-                      "scores": result.scores}
-        log.info("ticket %d (full fit, %d steps): %s", k, result.steps,
-                 format_scores(result.scores))
-        write_json(path, evaluation)
-        return evaluation
 
     def ticket(self, k: int) -> Ticket:
         """The ticket of round ``k`` (after the run has reached it)."""
@@ -239,8 +217,8 @@ class ImpRun:
         snapshot: dict[str, Tensor] = {}
         if k == 0 and self.imp.rewind_step > 0:
             callbacks.append(_snapshot_at(self.imp.rewind_step, snapshot))
-        config = self.fit_config
-        if self.imp.search_steps is not None:
+        config = self.fit_config  # the last round fits the final ticket in full
+        if self.imp.search_steps is not None and not last:
             config = replace(config, steps=self.imp.search_steps)
         if self.imp.early_bird is not None and not last:
             callbacks.append(EarlyBird(mask, self.imp.rate, layerwise=self.imp.layerwise,

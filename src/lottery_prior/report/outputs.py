@@ -65,14 +65,8 @@ def write_fit_outputs(
 
 def write_imp_report(run) -> str:
     """``results.csv``/``.md`` and ``psnr_vs_sparsity.png`` of an IMP run; returns the table."""
-    rows = []
-    for r in run.records:
-        rows.append(_round_row(r["round"], r, r))
-    if run.records and "evaluation" in run.records[-1]:
-        last = run.records[-1]
-        rows.append(_round_row(f"{last['round']} (full fit)", last, last["evaluation"]))
+    rows = [_round_row(r) for r in run.records]
     write_table(rows, run.folder / "results")
-    rows = [r for r in rows if isinstance(r["round"], int)]
     labels = [k for k in ("psnr_averaged", "psnr_peak", "psnr_stopped", "psnr_final")
               if rows and k in rows[0]]
     if labels:
@@ -85,11 +79,11 @@ def write_imp_report(run) -> str:
     return markdown_table(rows)
 
 
-def _round_row(label: int | str, record: dict, fitted: dict) -> dict:
-    row = {"round": label, "sparsity": round(record["sparsity"], 4),
-           "parameters": record["parameters"], "steps": fitted["steps"],
-           "seconds": fitted["seconds"]}
-    for name, entry in fitted["scores"].items():
+def _round_row(record: dict) -> dict:
+    row = {"round": record["round"], "sparsity": round(record["sparsity"], 4),
+           "parameters": record["parameters"], "steps": record["steps"],
+           "seconds": record["seconds"]}
+    for name, entry in record["scores"].items():
         if entry.get("psnr") is not None:
             row[f"psnr_{name}"] = round(entry["psnr"], 3)
     return row
