@@ -139,8 +139,7 @@ def fit_batched(
             params[name].mul_(m)
     optimizer = torch.optim.Adam(params.values(), lr=cfg.lr)
     noise_gen = torch.Generator(device=device).manual_seed(cfg.seed)
-    fmt = torch.channels_last if cfg.fast else torch.contiguous_format
-    eta = torch.empty_like(zs[0].to(device=device, memory_format=fmt))  # as fit() draws it
+    eta = torch.empty(zs[0].shape, dtype=zs[0].dtype, device=device)  # as fit() draws it
     if cfg.fast and device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
