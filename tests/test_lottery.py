@@ -172,6 +172,21 @@ def test_short_search_rounds_then_one_full_fit(problem, tmp_path):
     assert run.run() == records  # resumed, not refitted
 
 
+def test_comparison_refits_rounds_that_were_cut_short(problem, tmp_path):
+    run = ImpRun(problem, "dip", dict(TINY), FitConfig(steps=30, device="cpu"),
+                 ImpConfig(rounds=3, search_steps=10), root=tmp_path)
+    records = run.run()
+    rows = {r["method"]: r for r in compare_methods(run, 0.35, ["ticket", "dense"])}
+    # round 2 (36%) and round 0 were searched with 10 steps; their rows come from 30-step fits
+    assert [r["steps"] for r in records] == [10, 10, 10, 30]
+    want = evaluate_ticket(run.ticket(2), problem, run.fit_config).scores
+    assert rows["ticket"]["psnr_final"] == pytest.approx(want["final"]["psnr"], abs=1e-3)
+    assert rows["ticket"]["psnr_final"] != pytest.approx(
+        records[2]["scores"]["final"]["psnr"], abs=1e-3)
+    dense = evaluate_ticket(run.ticket(0), problem, run.fit_config).scores
+    assert rows["dense"]["psnr_final"] == pytest.approx(dense["final"]["psnr"], abs=1e-3)
+
+
 def test_one_ticket_found_on_several_images_at_once(problem, tmp_path):
     other = make_problem("builtin:astronaut", "denoise", sigma=50, size=32, seed=0)
     run = ImpRun(problem, "dip", dict(TINY), FitConfig(steps=10, device="cpu"),

@@ -10,6 +10,9 @@ the same observation and scored with the same metric; sparsity is counted from t
 * ``decoder``: the Deep Decoder whose parameter count is closest to the ticket's, fitted as its
   authors do, without input perturbation (with it, its small 1/32-scale code is swamped);
 * ``dense``: the unpruned network (IMP round 0).
+
+A round that was cut short while searching (``search_steps``, early bird) is fitted again in
+full for its row, so every method gets the same number of steps.
 """
 
 from __future__ import annotations
@@ -58,11 +61,19 @@ def compare_methods(
     ticket = run.ticket(chosen["round"])
     problem, config = run.problem, run.fit_config
     rows = []
+    def full_scores(record: dict, name: str) -> dict:
+        if run.fitted_in_full(record["round"]):
+            return record["scores"]
+        return evaluate_ticket(run.ticket(record["round"]), problem, config, stop=_stop(run),
+                               callbacks=_bar(progress, name)).scores
+
     for method in methods:
         if method == "ticket":
-            rows.append(row(method, chosen["sparsity"], chosen["parameters"], chosen["scores"]))
+            rows.append(row(method, chosen["sparsity"], chosen["parameters"],
+                            full_scores(chosen, method)))
         elif method == "dense":
-            rows.append(row(method, 0.0, records[0]["parameters"], records[0]["scores"]))
+            rows.append(row(method, 0.0, records[0]["parameters"],
+                            full_scores(records[0], method)))
         elif method == "decoder":
             k = decoder_width_for_params(chosen["parameters"], out_channels=problem.shape[0])
             model, z = build_prior("decoder", {"k": k}, problem, seed=config.seed)

@@ -183,6 +183,11 @@ class ImpRun:
             self.records.append(record)
         return self.records
 
+    def fitted_in_full(self, k: int) -> bool:
+        """Whether round ``k`` ran the full fit (searching rounds may be cut short)."""
+        imp = self.imp
+        return k == imp.n_rounds or (imp.search_steps is None and imp.early_bird is None)
+
     def ticket(self, k: int) -> Ticket:
         """The ticket of round ``k`` (after the run has reached it)."""
         return Ticket.load(self.ticket_path(k))
