@@ -76,8 +76,10 @@ def run_image(
     quiet: bool = False,
     curves: dict | None = None,
 ) -> Row:
-    """Fit ``data:set5/IMAGE`` (dense, or a ticket retrained) and score each detector's stop."""
-    problem = make_problem(f"data:set5/{image}", "denoise", sigma=sigma, size=size, seed=seed)
+    """Fit IMAGE (a Set5 name or any image spec; dense, or a ticket retrained) and score each
+    detector's stop."""
+    spec = f"data:set5/{image}" if image in SET5 else image
+    problem = make_problem(spec, "denoise", sigma=sigma, size=size, seed=seed)
     if ticket is None:
         model, z = build_prior("dip", model_options, problem, seed=seed)
         mask = None
@@ -164,7 +166,9 @@ def load_rows(path: Path) -> list[Row]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--images", nargs="+", default=list(SET5), choices=SET5)
+    ap.add_argument("--images", nargs="+", default=list(SET5),
+                    help="Set5 names (default: all five) or any image specs "
+                    "(e.g. data:denoising/F16 builtin:coffee)")
     ap.add_argument("--steps", type=int, default=2000, help="Adam steps per image (2000)")
     ap.add_argument("--sigma", type=float, default=25.0)
     ap.add_argument("--size", type=int, default=128)

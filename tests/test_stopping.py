@@ -43,7 +43,7 @@ def run(rule, outputs) -> int | None:
 def test_detector_stops_after_patience_at_the_variance_minimum():
     window, patience, centre = 11, 30, 60
     outputs = trajectory(200, centre)
-    rule = WindowedVariance(window=window, patience=patience)
+    rule = WindowedVariance(window=window, patience=patience, keep="iterate")
     stopped = run(rule, outputs)
     # the window ending at centre + (W-1)/2 is the one centred on the quietest step
     expected = centre + (window - 1) // 2
@@ -130,8 +130,9 @@ def test_make_stopping_rule():
     assert make_stopping_rule(None) is None and make_stopping_rule("none") is None
     rule = make_stopping_rule("wmv", window=20, patience=5)
     assert isinstance(rule, WindowedVariance) and (rule.window, rule.patience) == (20, 5)
-    assert (rule := make_stopping_rule("wmv")).window == 100 and rule.patience == 1000
-    assert make_stopping_rule("wmv", keep="mean").keep == "mean"
+    rule = make_stopping_rule("wmv")
+    assert (rule.window, rule.patience, rule.keep) == (100, 200, "mean")
+    assert make_stopping_rule("wmv", keep="iterate").keep == "iterate"
     assert isinstance(make_stopping_rule("fixed", step=3), FixedStep)
     with pytest.raises(LipError, match="unknown stopping rule"):
         make_stopping_rule("oracle")

@@ -9,7 +9,8 @@ image is known, every PSNR that is reported says which output it was measured on
 * ``averaged``: the moving average after the last step;
 * ``peak`` / ``peak_averaged``: the best PSNR over all steps (an oracle: it needs the truth);
 * ``stopped``: the output chosen by an automatic stopping rule (no truth needed); ``fired``
-  says whether the rule triggered or the steps ran out first (its best output so far).
+  says whether the rule triggered or the steps ran out first (its best output so far), and
+  ``kept`` which output it is (``iterate``, or ``mean`` of ES-WMV's window).
 """
 
 from __future__ import annotations
@@ -221,6 +222,7 @@ def fit(
     result.scores = _scores(result, clean, metric, tracker.peak, tracker.peak_avg, stop)
     if "stopped" in result.scores:
         result.scores["stopped"]["fired"] = stopped
+        result.scores["stopped"]["kept"] = getattr(stop, "keep", "iterate")
     return result
 
 
