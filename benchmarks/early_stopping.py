@@ -196,7 +196,8 @@ def main() -> None:
         print("\n".join(table(rows)))
         return
     ticket = Ticket.load(args.ticket) if args.ticket else None
-    header = (f"Set5 {args.size}px, sigma {args.sigma:g}, dip width {args.width}, "
+    images = "Set5" if set(args.images) <= set(SET5) else "images"
+    header = (f"{images} {args.size}px, sigma {args.sigma:g}, dip width {args.width}, "
               f"{args.steps} steps, {'bf16' if args.fast else 'fp32'}, seed {args.seed}, "
               f"ES-WMV W={args.window}")
     if ticket is not None:

@@ -6,6 +6,7 @@ peak), the fast/fp32 speed-up, and the PSNR of fp32 and fast mode after the same
 
     python benchmarks/speed.py                 # 128 and 256 px, paper network
     python benchmarks/speed.py --sizes 128 --steps 20 --quality-steps 300
+    python benchmarks/speed.py --sizes --quality-steps 1500       # quality only, at convergence
 """
 
 from __future__ import annotations
@@ -69,7 +70,8 @@ def quality(size: int, steps: int, fast: bool, device: str | None, seed: int) ->
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sizes", type=int, nargs="+", default=[128, 256])
+    ap.add_argument("--sizes", type=int, nargs="*", default=[128, 256],
+                    help="sizes to time (none: only the quality check)")
     ap.add_argument("--steps", type=int, default=10, help="timed steps per setting")
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--quality-size", type=int, default=128)
@@ -98,6 +100,8 @@ def main() -> None:
             print(f"{size:>5} {mode:>5} {t * 1e3:9.1f} {flops / 1e9:7.1f} {flops / t / 1e9:8.0f} "
                   f"{flops / t / peaks[mode]:8.1%} {floor * 1e3:9.1f} {t / floor:8.2f}")
         print(f"{size:>5} fast/fp32 speed-up: {ms['fp32'] / ms['fast']:.2f}x")
+    if not args.quality_seeds:
+        return
     p32, pfast = [], []
     for seed in range(args.quality_seeds):
         p32.append(quality(args.quality_size, args.quality_steps, False, args.device, seed))
