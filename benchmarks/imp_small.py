@@ -3,7 +3,9 @@ a CPU can run: IMP on a few images and seeds, then every method at the ticket's 
 
 Prints one row per method: mean and spread (over images x seeds) of the averaged-output PSNR
 after the last step, and of the oracle peak; the per-run rows go to a CSV. Differences of a
-few tenths of a dB are about the seed-to-seed noise, so read the spread.
+few tenths of a dB are about the seed-to-seed noise, so read the spread. Searching rounds end
+early-bird style by default (``benchmarks/imp_speed.py``: 10x less search time, same ticket
+PSNR within seed noise); the ticket and every baseline are fitted for the full ``--steps``.
 
     python benchmarks/imp_small.py                                  # ~1 h on 2 cores
     python benchmarks/imp_small.py --images builtin:astronaut --seeds 0 --rounds 4 --steps 300
@@ -38,6 +40,10 @@ def main() -> None:
     ap.add_argument("--sigma", type=float, default=25)
     ap.add_argument("--methods", nargs="+",
                     default=["ticket", "random", "random-layerwise", "decoder", "dense"])
+    ap.add_argument("--early-bird", type=float, default=0.05, metavar="THRESHOLD",
+                    help="early-bird threshold of the searching rounds (0.05)")
+    ap.add_argument("--full-rounds", action="store_true",
+                    help="the paper's protocol: every searching round runs all --steps")
     ap.add_argument("--fp32", action="store_true", help="no bf16 fast mode")
     ap.add_argument("--out", type=Path, default=Path("lip-out/bench-imp-small"))
     args = ap.parse_args()
@@ -48,7 +54,9 @@ def main() -> None:
         for seed in args.seeds:
             run = ImpRun(problem, "dip", {"width": args.width},
                          FitConfig(steps=args.steps, fast=not args.fp32, seed=seed),
-                         ImpConfig(rounds=args.rounds), root=args.out / "runs")
+                         ImpConfig(rounds=args.rounds,
+                                   early_bird=None if args.full_rounds else args.early_bird),
+                         root=args.out / "runs")
             for row in compare_methods(run, 1 - 0.8**args.rounds, args.methods):
                 rows.append({"image": image, "seed": seed, **row})
                 print(f"{image} seed {seed}: {row['method']:<18} sparsity "
@@ -70,7 +78,9 @@ def main() -> None:
         })
     write_table(summary, args.out / "summary")
     print(f"\n{args.size}px, sigma {args.sigma}, width {args.width}, {args.steps} steps, "
-          f"{args.rounds} rounds, {'fp32' if args.fp32 else 'bf16 fast mode'}; "
+          f"{args.rounds} rounds "
+          f"({'full' if args.full_rounds else f'early bird {args.early_bird}'} search), "
+          f"{'fp32' if args.fp32 else 'bf16 fast mode'}; "
           f"images {', '.join(args.images)}; seeds {args.seeds}\n")
     print(markdown_table(summary))
 
