@@ -60,13 +60,15 @@ def compare_methods(
     chosen = closest_round(records, sparsity)
     ticket = run.ticket(chosen["round"])
     problem, config = run.problem, run.fit_config
-    rows = []
+
     def full_scores(record: dict, name: str) -> dict:
+        """A round's scores, from a full fit (refitted if the search cut it short)."""
         if run.fitted_in_full(record["round"]):
             return record["scores"]
         return evaluate_ticket(run.ticket(record["round"]), problem, config, stop=_stop(run),
                                callbacks=_bar(progress, name)).scores
 
+    rows = []
     for method in methods:
         if method == "ticket":
             rows.append(row(method, chosen["sparsity"], chosen["parameters"],
