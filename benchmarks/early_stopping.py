@@ -121,39 +121,48 @@ def run_image(
 
 
 def table(rows: list[Row]) -> list[str]:
-    """Markdown table of the rows plus the mean of each group (dense, ticket)."""
+    """Markdown table of the rows plus the mean of each group (dense, ticket), for the
+    patiences every row has."""
     def step(v: int | None) -> str:
         return "-" if v is None else str(v)
 
-    patiences = [d.patience for d in rows[0].detected]
+    patiences = [d.patience for d in rows[0].detected
+                 if all(any(e.patience == d.patience for e in r.detected) for r in rows)]
+
+    def pick(r: Row, patience: int) -> Detected:
+        return next(d for d in r.detected if d.patience == patience)
+
     head = "| image | peak (step) | peak avg | final | final avg |"
     rule = "|---|---|---|---|---|"
     for p in patiences:
-        head += f" P={p}: iterate (kept/fired) | - peak | window mean |"
-        rule += "---|---|---|"
+        head += f" P={p}: iterate (kept/fired) | - peak | window mean | - peak avg |"
+        rule += "---|---|---|---|"
     lines = [head, rule]
     for r in rows:
         line = (f"| {r.image} | {r.peak:.2f} ({r.peak_step}) | {r.peak_avg:.2f} | "
                 f"{r.final:.2f} | {r.final_avg:.2f} |")
-        for d in r.detected:
+        for p in patiences:
+            d = pick(r, p)
             line += (f" {d.iterate:.2f} ({step(d.step)}/{step(d.fired)}) | "
-                     f"{d.iterate - r.peak:+.2f} | {d.mean:.2f} |")
+                     f"{d.iterate - r.peak:+.2f} | {d.mean:.2f} | {d.mean - r.peak_avg:+.2f} |")
         lines.append(line)
     groups = {"dense": [r for r in rows if not r.image.endswith("ticket")],
               "ticket": [r for r in rows if r.image.endswith("ticket")]}
     for group, members in groups.items():
         if not members:
             continue
+
         def mean(values) -> float:
             return statistics.fmean(values)
-        peak = mean(r.peak for r in members)
-        line = (f"| **mean, {group}** | {peak:.2f} | {mean(r.peak_avg for r in members):.2f} | "
+
+        peak, peak_avg = mean(r.peak for r in members), mean(r.peak_avg for r in members)
+        line = (f"| **mean, {group}** | {peak:.2f} | {peak_avg:.2f} | "
                 f"{mean(r.final for r in members):.2f} | "
                 f"{mean(r.final_avg for r in members):.2f} |")
-        for i in range(len(patiences)):
-            it = mean(r.detected[i].iterate for r in members)
-            line += (f" {it:.2f} | {it - peak:+.2f} | "
-                     f"{mean(r.detected[i].mean for r in members):.2f} |")
+        for p in patiences:
+            it = mean(pick(r, p).iterate for r in members)
+            wm = mean(pick(r, p).mean for r in members)
+            line += f" {it:.2f} | {it - peak:+.2f} | {wm:.2f} | {wm - peak_avg:+.2f} |"
         lines.append(line)
     return lines
 

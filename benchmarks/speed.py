@@ -87,8 +87,9 @@ def main() -> None:
              "fast": matmul_peak(torch.bfloat16, device)}
     print(f"matmul ceiling: fp32 {peaks['fp32'] / 1e9:.0f} GFLOP/s, "
           f"bf16 {peaks['fast'] / 1e9:.0f} GFLOP/s")
-    print(f"{'size':>5} {'mode':>5} {'ms/step':>9} {'GFLOP':>7} {'GFLOP/s':>8} "
-          f"{'of peak':>8} {'floor ms':>9} {'x floor':>8}")
+    if args.sizes:
+        print(f"{'size':>5} {'mode':>5} {'ms/step':>9} {'GFLOP':>7} {'GFLOP/s':>8} "
+              f"{'of peak':>8} {'floor ms':>9} {'x floor':>8}")
     for size in args.sizes:
         flops = step_flops(size)
         ms = {}
