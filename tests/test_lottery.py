@@ -162,6 +162,9 @@ def test_early_bird_ends_rounds_early_and_keeps_exact_sparsity(problem, tmp_path
     assert all(r["steps"] < 200 for r in records[:-1])  # the mask stabilised before the end
     assert run.ticket(2).mask.kept == round(0.8 * round(0.8 * run.ticket(0).mask.total))
     assert records[-1]["steps"] == 200  # the final ticket is fitted in full
+    for r in records[:-1]:  # the checks that ended each round are on record
+        assert max(d for _, d in r["early_bird_changes"][-3:]) < 0.1
+        assert r["early_bird_changes"][-1][0] == r["steps"]
 
 
 def test_short_search_rounds_then_one_full_fit(problem, tmp_path):

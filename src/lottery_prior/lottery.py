@@ -225,10 +225,11 @@ class ImpRun:
         config = self.fit_config  # the last round fits the final ticket in full
         if self.imp.search_steps is not None and not last:
             config = replace(config, steps=self.imp.search_steps)
+        early_bird = None
         if self.imp.early_bird is not None and not last:
-            callbacks.append(EarlyBird(mask, self.imp.rate, layerwise=self.imp.layerwise,
-                                       threshold=self.imp.early_bird,
-                                       every=self.imp.early_bird_every))
+            early_bird = EarlyBird(mask, self.imp.rate, layerwise=self.imp.layerwise,
+                                   threshold=self.imp.early_bird, every=self.imp.early_bird_every)
+            callbacks.append(early_bird)
         if self.others:
             result, per_image, model = self._fit_together(model, z, mask, config, callbacks)
         else:
@@ -260,6 +261,8 @@ class ImpRun:
             magnitude_prune(model, mask, self.imp.rate, layerwise=self.imp.layerwise).save(
                 rd / "next_mask.safetensors")
         record = round_record(k, result, mask, sparsity, layers, parameter_count(model, mask))
+        if early_bird is not None:  # fraction of the next mask that changed, per check
+            record["early_bird_changes"] = [[step, round(d, 5)] for step, d in early_bird.distances]
         if per_image is not None:
             record["scores"] = mean_scores(list(per_image.values()))
             record["per_image"] = per_image
