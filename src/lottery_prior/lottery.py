@@ -178,8 +178,10 @@ class ImpRun:
                     theta0 = self._rewind_weights(theta0)
                 callbacks = list(progress(f"round {k}/{rounds}")) if progress else []
                 record = self._round(k, theta0, z, mask, callbacks, last=k == rounds)
-                log.info("round %d/%d: sparsity %.2f%% (counted), %s", k, rounds,
-                         100 * record["sparsity"], format_scores(record["scores"]))
+                log.info("round %d/%d: sparsity %.2f%% (counted), %d steps%s: %s", k, rounds,
+                         100 * record["sparsity"], record["steps"],
+                         "" if self.fitted_in_full(k) else " (search)",
+                         format_scores(record["scores"]))
             self.records.append(record)
         return self.records
 
