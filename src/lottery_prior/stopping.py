@@ -10,8 +10,9 @@ the count of checks without a new minimum triggers the stop. Their values are wi
 patience P = 1000, and the output kept is the iterate of the minimum-variance step
 (``keep="iterate"``). Our defaults differ in two ways, both measured on Set5 (σ = 25, 128 px,
 3000 steps; ``benchmarks/early_stopping.py``): P = 200, because after the first valley the
-variance of these runs drifts slowly down again while the PSNR falls, so P = 1000 or 500 kept
-a late, overfitted step on 2 of 5 images; and ``keep="mean"``, the mean of the minimum-variance
+variance of these runs drifts slowly down again while the PSNR falls, so P = 1000 kept a late,
+overfitted step on 2 of 5 images (for the dense net and a ticket; 500 and 300 did in some runs;
+200 held on four more images); and ``keep="mean"``, the mean of the minimum-variance
 window (free: the window is held anyway), which averages out the step-to-step jitter of DIP's
 outputs and scored ~1.8 dB above the iterate at the same step.
 """
