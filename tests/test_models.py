@@ -40,6 +40,34 @@ def test_paper_dip_convs_are_plain_reflect_convs():
     assert all(c.padding_mode == "reflect" for c in convs if c.kernel_size == (3, 3))
 
 
+@pytest.mark.parametrize("fast", [False, True])
+def test_reflect_conv_equals_torch_reflect_conv(fast):
+    """The bf16-padding conv gives nn.Conv2d(padding_mode="reflect")'s outputs and weight
+    gradients exactly, in fp32 and under bf16 autocast (padding only moves values)."""
+    from lottery_prior.models.skip import ReflectConv2d
+
+    torch.manual_seed(0)
+    ours = ReflectConv2d(6, 5, 3, stride=2, padding=1, padding_mode="reflect")
+    ref = nn.Conv2d(6, 5, 3, stride=2, padding=1, padding_mode="reflect")
+    ref.load_state_dict(ours.state_dict())
+    x = torch.rand(1, 6, 12, 12)
+    outs, grads = [], []
+    for conv in (ours, ref):
+        inp = x.clone().requires_grad_()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=fast):
+            hidden = torch.nn.functional.leaky_relu(inp)  # bf16 activations under autocast
+            hidden = hidden.bfloat16() if fast else hidden
+            out = conv(hidden)
+        out.float().square().sum().backward()
+        outs.append(out)
+        grads.append((inp.grad, conv.weight.grad))
+    assert outs[0].dtype == outs[1].dtype == (torch.bfloat16 if fast else torch.float32)
+    assert torch.equal(outs[0], outs[1])
+    assert torch.equal(grads[0][1], grads[1][1])  # weight gradients
+    # the input gradient of a reflected border pixel sums in bf16 instead of fp32: <= 2 ulp
+    torch.testing.assert_close(grads[0][0], grads[1][0], rtol=2**-7 if fast else 0, atol=0)
+
+
 @pytest.mark.parametrize(("k", "count"), [(64, 25_536), (128, 100_224)])
 def test_decoder_counts(k, count):
     model = create_model("decoder", k=k)
