@@ -151,10 +151,7 @@ def table(rows: list[Row]) -> list[str]:
     for group, members in groups.items():
         if not members:
             continue
-
-        def mean(values) -> float:
-            return statistics.fmean(values)
-
+        mean = statistics.fmean
         peak, peak_avg = mean(r.peak for r in members), mean(r.peak_avg for r in members)
         line = (f"| **mean, {group}** | {peak:.2f} | {peak_avg:.2f} | "
                 f"{mean(r.final for r in members):.2f} | "

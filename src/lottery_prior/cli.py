@@ -420,7 +420,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
     """The whole method in miniature: IMP on a built-in image, then ticket vs baselines."""
     demo = build_parser().parse_args(
         ["compare", *DEMO, "--out", str(args.out), *(["--quiet"] if args.quiet else [])])
-    print("demo: lottery image priors in miniature (a few minutes on a 2-core CPU)\n"
+    print("demo: lottery image priors in miniature (about 2 minutes on a 2-core CPU)\n"
           "  denoise a 64x64 astronaut (sigma 25) with a 32-wide skip hourglass, 1000 steps "
           "per fit\n  (about where the PSNR peaks) in fast mode (bf16); IMP with rewinding to "
           "67% sparsity (5 rounds, each\n  ended early once its next mask is stable: early "
