@@ -36,13 +36,16 @@ def psnr(x: Tensor, ref: Tensor, data_range: float = 1.0) -> float:
 
 def rgb_to_y(x: Tensor) -> Tensor:
     """Luma of (..., 3, H, W) RGB in [0,1] as (..., 1, H, W), the MATLAB rgb2ycbcr convention
-    (Y in [16/255, 235/255]); a 1-channel image is returned as is."""
+    (Y in [16/255, 235/255]). A 1-channel (gray) image is R = G = B, so its Y' is its value
+    and it gets the same scaling: gray and the same image as RGB have the same luma."""
     if x.dim() < 3 or x.shape[-3] not in (1, 3):
         raise LipError(f"rgb_to_y takes (..., C, H, W) with C=1 or 3, got {tuple(x.shape)}")
     if x.shape[-3] == 1:
-        return x
-    r, g, b = x.unbind(-3)
-    return ((16.0 + 219.0 * (0.299 * r + 0.587 * g + 0.114 * b)) / 255.0).unsqueeze(-3)
+        luma = x
+    else:
+        r, g, b = x.unbind(-3)
+        luma = (0.299 * r + 0.587 * g + 0.114 * b).unsqueeze(-3)
+    return (16.0 + 219.0 * luma) / 255.0
 
 
 def psnr_y(x: Tensor, ref: Tensor, border: int = 4) -> float:
