@@ -1,5 +1,6 @@
 """Shared fixtures: small deterministic test images, a seeded generator, the shared data folder."""
 
+import os
 from pathlib import Path
 
 import pytest
@@ -42,10 +43,20 @@ def generator() -> torch.Generator:
     return torch.Generator().manual_seed(0)
 
 
+def require_shared_data() -> Path | None:
+    """The shared test-image folder, or None (skip) when it is absent; in CI (``CI`` set to a
+    non-empty value) a missing folder fails the test instead, so it is never hidden."""
+    root = data_root()
+    if root is None and os.environ.get("CI"):
+        pytest.fail("CI is set but the shared test images are missing: put them in "
+                    "../shared/data or set LIP_DATA", pytrace=False)
+    return root
+
+
 @pytest.fixture
 def shared_data() -> Path:
-    """The shared test-image folder; skips the test when it is absent."""
-    root = data_root()
+    """The shared test-image folder; skips the test when it is absent (fails in CI)."""
+    root = require_shared_data()
     if root is None:
         pytest.skip("shared test images not available (set LIP_DATA)")
     return root

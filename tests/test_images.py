@@ -7,11 +7,13 @@ import pytest
 import torch
 from PIL import Image
 
+from lottery_prior import images
 from lottery_prior.errors import LipError
 from lottery_prior.images import (
     bernoulli_mask,
     center_crop,
     data_root,
+    image_size,
     list_builtin,
     load_image,
     load_mask,
@@ -43,6 +45,7 @@ def test_load_rgb_formats(tmp_path, rgb_u8, ext):
 def test_gray_stays_one_channel(tmp_path, rgb_u8):
     img = load_image(write(tmp_path / "g.png", rgb_u8[..., 0]), multiple=1)
     assert img.shape == (1, 37, 70)
+    assert torch.equal(img[0], torch.from_numpy(rgb_u8[..., 0]).float() / 255)
 
 
 def test_alpha_dropped_with_notice(tmp_path, rgb_u8, caplog):
@@ -74,6 +77,39 @@ def test_crop_to_multiple_with_notice(tmp_path, caplog):
         load_image(path, multiple=500)
 
 
+def test_too_small_for_the_multiple_names_real_options(tmp_path):
+    path = write(tmp_path / "a.png", np.zeros((20, 40, 3), np.uint8))
+    with pytest.raises(LipError) as e:
+        load_image(path)
+    message = str(e.value)
+    assert "20x40" in message and "\n" not in message
+    assert "--size 32" in message and "--model-opt scales=N" in message
+    assert load_image(path, size=32).shape == (3, 32, 32)  # the advice works
+
+
+def test_huge_size_is_refused_before_allocating(monkeypatch):
+    def no_resize(*args, **kwargs):
+        raise AssertionError("resized before checking the memory")
+
+    monkeypatch.setattr(images, "resize", no_resize)
+    with pytest.raises(LipError, match="--size 1000000 would need about") as e:
+        load_image("builtin:camera", size=1_000_000)
+    assert "\n" not in str(e.value) and "smaller --size" in str(e.value)
+    monkeypatch.setattr(images, "memory_bytes", lambda: 64 * 64 * 3 * 4)  # one image's bytes
+    with pytest.raises(LipError, match="--size 64 would need"):
+        load_image("builtin:camera", size=64)
+
+
+def test_memory_estimate():
+    have = images.memory_bytes()
+    assert have is None or have > 2**20
+    if have is not None:
+        side = int((have / (3 * 4)) ** 0.5) + 1  # 3 float32 channels alone exceed memory
+        with pytest.raises(LipError, match="memory"):
+            images.check_size_fits_memory(side)
+        images.check_size_fits_memory(64)
+
+
 def test_center_crop_is_central():
     t = torch.arange(30.0).reshape(1, 5, 6)
     assert torch.equal(center_crop(t, 3, 2), t[:, 1:4, 2:4])
@@ -87,7 +123,9 @@ def test_size_square_resize(tmp_path, rgb_u8, caplog, size, word):
     with caplog.at_level(logging.INFO, logger="lottery_prior"):
         img = load_image(write(tmp_path / "a.png", big), size=size)
     assert img.shape == (3, size // 32 * 32, size // 32 * 32)
-    assert 0 <= img.min() and img.max() <= 1
+    square = center_crop(torch.from_numpy(big.copy()).permute(2, 0, 1).float() / 255, 100, 100)
+    expected = center_crop(resize(square, size, size), img.shape[1], img.shape[2])
+    assert torch.equal(img, expected)  # the centre square, resized, then cropped
     assert word in caplog.text
     with pytest.raises(LipError, match="size"):
         load_image(str(tmp_path / "a.png"), size=0)
@@ -184,6 +222,61 @@ def test_load_mask(tmp_path, caplog):
         load_mask(path, (32, 32))
 
 
+def halves_mask(tmp_path, h, w, name="m.png"):
+    """A mask file h x w whose left half is missing (0) and right half observed (255)."""
+    arr = np.full((h, w), 255, np.uint8)
+    arr[:, : w // 2] = 0
+    return write(tmp_path / name, arr)
+
+
+def test_mask_of_the_images_original_size_follows_size(tmp_path):
+    path = halves_mask(tmp_path, 96, 96)
+    mask = load_mask(path, (32, 32), size=32, source_hw=(96, 96))
+    assert mask.shape == (1, 32, 32)
+    assert mask[0, :, :15].sum() == 0 and mask[0, :, 17:].min() == 1
+    # not square: the same centre square and resize as the image
+    wide = halves_mask(tmp_path, 60, 150, "wide.png")
+    mask = load_mask(wide, (32, 32), size=32, source_hw=(60, 150))
+    expected = (load_image(wide, size=32).mean(0, keepdim=True) >= 0.5).float()
+    assert torch.equal(mask, expected) and 0 < mask.mean() < 1
+
+
+def test_mask_of_the_loaded_size_is_taken_as_is_with_size(tmp_path):
+    path = halves_mask(tmp_path, 64, 64)
+    mask = load_mask(path, (64, 64), size=64, source_hw=(512, 512))
+    assert mask[0, :, :32].sum() == 0 and mask[0, :, 32:].min() == 1
+    assert torch.equal(load_mask(halves_mask(tmp_path, 70, 70, "c.png"), (64, 64), size=64,
+                                 source_hw=(512, 512)), center_crop(mask, 64, 64))
+
+
+@pytest.mark.parametrize("source_hw", [(512, 512), None])
+def test_mask_of_another_size_is_refused_not_resized(tmp_path, source_hw):
+    """A 10x10 mask on a 512x512 image loaded with --size 64 used to be stretched to 64x64."""
+    path = halves_mask(tmp_path, 10, 10)
+    with pytest.raises(LipError) as e:
+        load_mask(path, (64, 64), size=64, source_hw=source_hw)
+    message = str(e.value)
+    assert message.startswith("mask 10x10 does not match image ") and "\n" not in message
+    assert "64x64" in message and "give a mask of" in message
+    if source_hw:
+        assert "image 512x512 (64x64 after --size 64)" in message
+    with pytest.raises(LipError, match="mask 10x10 does not match image 64x64; give"):
+        load_mask(path, (64, 64))
+
+
+def test_image_size_is_the_stored_upright_size(tmp_path, rgb_u8):
+    assert image_size(write(tmp_path / "a.png", rgb_u8)) == (37, 70)
+    assert image_size("builtin:astronaut") == (512, 512)
+    turned = Image.fromarray(rgb_u8)
+    exif = turned.getexif()
+    exif[0x0112] = 6  # rotate 90 degrees on display
+    turned.save(tmp_path / "t.jpg", exif=exif)
+    assert image_size(str(tmp_path / "t.jpg")) == (70, 37)
+    assert load_image(str(tmp_path / "t.jpg"), multiple=1).shape[1:] == (70, 37)
+    with pytest.raises(LipError, match="no such"):
+        image_size(str(tmp_path / "missing.png"))
+
+
 def test_save_roundtrip(tmp_path, rgb_image, gray_image):
     path = tmp_path / "out" / "deep" / "x.png"
     save_image(rgb_image[None], path)
@@ -216,3 +309,14 @@ def test_bernoulli_mask(generator):
     for keep in (0.0, -0.1, 1.5):
         with pytest.raises(LipError, match="keep"):
             bernoulli_mask(5, 5, keep, generator)
+
+
+@pytest.mark.parametrize(("ci", "outcome"), [("true", pytest.fail.Exception),
+                                             ("", pytest.skip.Exception)])
+def test_shared_data_fixture_fails_in_ci_when_the_folder_is_missing(
+    tmp_path, monkeypatch, request, ci, outcome
+):
+    monkeypatch.setenv("LIP_DATA", str(tmp_path / "nowhere"))
+    monkeypatch.setenv("CI", ci)
+    with pytest.raises(outcome, match="shared test images"):
+        request.getfixturevalue("shared_data")

@@ -1,9 +1,12 @@
 """Forward models: shapes, the Lanczos-2 downsampler, masking, noise, factories and errors."""
 
 import json
+import math
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from lottery_prior.errors import LipError
 from lottery_prior.images import bernoulli_mask
@@ -36,11 +39,68 @@ def test_shapes_and_describe(op, rgb_image, generator):
     out = op(x_hat)
     assert out.shape == y.shape
     out.square().mean().backward()
-    assert x_hat.grad is not None
+    assert x_hat.grad is not None and x_hat.grad.abs().sum() > 0
+    # A is linear: A(a u + b v) = a A(u) + b A(v)
+    u, v = torch.rand(x.shape, generator=generator), torch.rand(x.shape, generator=generator)
+    torch.testing.assert_close(op(0.3 * u - 2.0 * v), 0.3 * op(u) - 2.0 * op(v))
     info = json.loads(json.dumps(op.describe()))
     assert info["task"] == op.task in TASK_DEFAULTS
     with pytest.raises(LipError, match="batched"):
         op.observe(rgb_image)
+
+
+def dip_lanczos2_kernel(factor: int) -> np.ndarray:
+    """DIP's ``get_kernel(factor, 'lanczos', phase=0.5, kernel_width=4 * factor + 1,
+    support=2)``, written out from the formula with loops (PROTOCOL section 2)."""
+    support, width = 2, 4 * factor + 1
+    size = width - 1  # phase 1/2 drops one row and column
+    center = (width + 1) / 2
+    kernel = np.zeros((size, size))
+    for i in range(1, size + 1):
+        for j in range(1, size + 1):
+            di = abs(i + 0.5 - center) / factor
+            dj = abs(j + 0.5 - center) / factor
+            val = 1.0
+            for d in (di, dj):
+                if d != 0:
+                    val *= support * math.sin(math.pi * d) * math.sin(math.pi * d / support)
+                    val /= math.pi * math.pi * d * d
+            kernel[i - 1, j - 1] = val
+    return kernel / kernel.sum()
+
+
+def reference_downsample(x: np.ndarray, factor: int) -> np.ndarray:
+    """DIP's Downsampler(preserve_size=True) on (C,H,W): replication pad (4f - f)/2, then a
+    stride-f correlation with the kernel, channel by channel, as explicit sums."""
+    kernel = dip_lanczos2_kernel(factor)
+    n, pad = kernel.shape[0], (4 * factor - factor) // 2
+    padded = np.pad(x, ((0, 0), (pad, pad), (pad, pad)), mode="edge")
+    C, H, W = x.shape
+    out = np.zeros((C, H // factor, W // factor))
+    for c in range(C):
+        for i in range(H // factor):
+            for j in range(W // factor):
+                window = padded[c, i * factor : i * factor + n, j * factor : j * factor + n]
+                out[c, i, j] = (window * kernel).sum()
+    return out
+
+
+@pytest.mark.parametrize("factor", [2, 4, 8])
+def test_lanczos_kernel_equals_dips_formula(factor):
+    expected = dip_lanczos2_kernel(factor)
+    assert expected.shape == (4 * factor, 4 * factor)
+    np.testing.assert_allclose(lanczos2_kernel(factor).double().numpy(), expected,
+                               rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize(("factor", "hw"), [(2, (6, 10)), (4, (8, 12)), (8, (16, 24))])
+def test_sr_forward_equals_a_numpy_reference(factor, hw):
+    g = torch.Generator().manual_seed(factor)
+    x = torch.rand((1, 2, *hw), generator=g, dtype=torch.float64)
+    out = SuperResolve(factor).to(torch.float64)(x)
+    assert out.shape == (1, 2, hw[0] // factor, hw[1] // factor)
+    np.testing.assert_allclose(out[0].numpy(), reference_downsample(x[0].numpy(), factor),
+                               rtol=1e-6, atol=1e-7)
 
 
 @pytest.mark.parametrize("factor", [2, 4, 8])
@@ -52,16 +112,6 @@ def test_lanczos_kernel(factor):
     c = 2 * factor
     assert k[c - 1 : c + 1, c - 1 : c + 1].min() == k.max()  # peak in the central 2x2
     assert (k < 0).any()  # Lanczos lobes
-
-
-def test_lanczos_kernel_values():
-    """Entry (1,1) of the f=2 kernel from the formula: L(d)^2 with d = |1.5 - 5| / 2."""
-    d = torch.tensor(1.75, dtype=torch.float64)
-    lobe = 2 * torch.sin(torch.pi * d) * torch.sin(torch.pi * d / 2) / (torch.pi**2 * d**2)
-    ds = (torch.arange(1, 9, dtype=torch.float64) + 0.5 - 5).abs() / 2
-    row = 2 * torch.sin(torch.pi * ds) * torch.sin(torch.pi * ds / 2) / (torch.pi**2 * ds**2)
-    expected = lobe**2 / row.sum() ** 2
-    assert lanczos2_kernel(2)[0, 0].item() == pytest.approx(expected.item(), rel=1e-6)
 
 
 @pytest.mark.parametrize("factor", [2, 4, 8])
@@ -136,7 +186,38 @@ def test_make_operator(generator):
 
 def test_make_operator_mask_file(shared_data):
     op = make_operator("inpaint", (512, 512), mask="data:inpainting/kate_mask")
-    assert op.mask.shape == (1, 1, 512, 512) and 0 < op.mask.mean() < 1
+    assert op.mask.shape == (1, 1, 512, 512)
+    stored = np.asarray(Image.open(shared_data / "inpainting" / "kate_mask.png").convert("L"))
+    assert torch.equal(op.mask[0, 0], torch.from_numpy((stored >= 128).astype(np.float32)))
+    assert 0.02 < 1 - op.mask.mean().item() < 0.1  # the text covers 4.3% of the image
+
+
+def write_mask(path, arr):
+    Image.fromarray(arr.astype(np.uint8)).save(path)
+    return str(path)
+
+
+def test_make_operator_mask_follows_size_only_from_the_original_size(tmp_path):
+    arr = np.full((96, 96), 255)
+    arr[:, :48] = 0
+    path = write_mask(tmp_path / "m.png", arr)
+    op = make_operator("inpaint", (32, 32), mask=path, size=32, source_hw=(96, 96))
+    assert op.mask.shape == (1, 1, 32, 32) and op.mask[..., :15].sum() == 0
+    small = write_mask(tmp_path / "s.png", np.full((10, 10), 255))
+    with pytest.raises(LipError, match="mask 10x10 does not match image 512x512"):
+        make_operator("inpaint", (64, 64), mask=small, size=64, source_hw=(512, 512))
+    # the crop to a multiple follows the image's multiple
+    op = make_operator("inpaint", (40, 40), mask=write_mask(tmp_path / "o.png", arr[:44, 26:70]),
+                       multiple=8)
+    assert op.mask.shape == (1, 1, 40, 40)
+
+
+def test_a_mask_that_observes_nothing_is_refused(tmp_path):
+    black = write_mask(tmp_path / "black.png", np.zeros((48, 80)))
+    with pytest.raises(LipError, match="mask observes no pixel"):
+        make_operator("inpaint", (48, 80), mask=black)
+    with pytest.raises(LipError, match="mask observes no pixel"):
+        Inpaint(torch.zeros(1, 8, 8))
 
 
 def test_task_defaults():

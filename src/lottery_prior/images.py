@@ -132,10 +132,45 @@ def resize(t: Tensor, h: int, w: int, *, method: str = "lanczos") -> Tensor:
     return torch.from_numpy(out).reshape(*src.shape[:-2], h, w).clamp(0, 1).to(t.device)
 
 
+# Bytes one pixel of a --size image may cost while loading: 3 float32 channels, times the
+# copies made on the way (Pillow planes, the stacked array, the clamped tensor, the
+# observation, the batch, the fit's output and its average).
+_BYTES_PER_PIXEL = 3 * 4 * 8
+
+
+def memory_bytes() -> int | None:
+    """This machine's memory in bytes (physical pages, or a smaller cgroup v2 limit); None if
+    it cannot be told."""
+    try:
+        total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
+    if total <= 0:
+        return None
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+    except OSError:
+        limit = "max"
+    return min(total, int(limit)) if limit.isdigit() and int(limit) > 0 else total
+
+
+def check_size_fits_memory(size: int) -> None:
+    """Refuse (LipError) a ``--size`` whose size x size image would not fit in memory, before
+    anything of that size is allocated."""
+    need, have = _BYTES_PER_PIXEL * size * size, memory_bytes()
+    if have is not None and need > have:
+        raise LipError(
+            f"--size {size} would need about {need / 2**30:,.0f} GiB to hold a {size}x{size} "
+            f"image, more than this machine's {have / 2**30:,.1f} GiB of memory; use a smaller "
+            "--size"
+        )
+
+
 def _fit(img: Tensor, name: str, size: int | None, multiple: int) -> Tensor:
     if size is not None:
         if size < 1:
             raise LipError(f"size must be a positive number of pixels, got {size}")
+        check_size_fits_memory(size)
         H, W = img.shape[-2:]
         side = min(H, W)
         if H != W:
@@ -150,7 +185,11 @@ def _fit(img: Tensor, name: str, size: int | None, multiple: int) -> Tensor:
     H, W = img.shape[-2:]
     h, w = H // multiple * multiple, W // multiple * multiple
     if h == 0 or w == 0:
-        raise LipError(f"{name} is {H}x{W}, smaller than multiple={multiple}; lower the multiple")
+        raise LipError(
+            f"{name} is {H}x{W}, smaller than {multiple} pixels, the size multiple the network "
+            f"needs; use --size {multiple} or larger (or a larger image), or a network with "
+            "fewer scales (--model-opt scales=N)"
+        )
     if (h, w) != (H, W):
         log.info("%s: cropped %dx%d to %dx%d (multiple of %d)", name, H, W, h, w, multiple)
         img = center_crop(img, h, w)
@@ -166,33 +205,64 @@ def load_image(spec: str, *, size: int | None = None, multiple: int = 32) -> Ten
     return _fit(_read(spec), spec, size, multiple)
 
 
+def image_size(spec: str) -> tuple[int, int]:
+    """The (H, W) of image ``spec`` as stored, before any crop or resize (``load_image`` turns
+    it upright first, so an EXIF rotation by 90 degrees swaps H and W here too).
+
+    This is the ``source_hw`` that :func:`load_mask` needs to let a mask follow ``--size``.
+    """
+    if spec.startswith("builtin:"):
+        return tuple(_read(spec).shape[-2:])  # type: ignore[return-value]
+    path = _resolve_path(spec)
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+            turned = im.getexif().get(0x0112) in (5, 6, 7, 8)  # EXIF orientation
+    except (UnidentifiedImageError, OSError, ValueError) as e:
+        raise LipError(f"cannot read {path} as an image ({e}); give a PNG/JPEG/TIFF/BMP") from e
+    return (w, h) if turned else (h, w)
+
+
 def load_mask(spec: str, shape: tuple[int, int], *, multiple: int = 32,
-              size: int | None = None) -> Tensor:
+              size: int | None = None, source_hw: tuple[int, int] | None = None) -> Tensor:
     """Load an 8-bit mask file (255 = observed) as (1,H,W) float 0/1 of the given shape.
 
-    A larger mask is accepted when centre-cropping it to a multiple of ``multiple`` gives
-    ``shape`` (the crop ``load_image`` applied to its image). With ``size`` the mask gets the
-    same square crop and resize as its image had (``load_image(..., size=size)``).
+    The mask must have the image's size: either ``shape`` itself, or a larger size whose
+    centre crop to a multiple of ``multiple`` is ``shape`` (the crop ``load_image`` applied to
+    its image). With ``size`` (the image was loaded with ``load_image(..., size=size)``), a
+    mask of the image's original size ``source_hw`` (see :func:`image_size`) gets the same
+    square crop and resize as its image. Any other size is a LipError: a mask is never
+    stretched to fit an image it was not made for.
     """
-    if size is not None:
-        resized = load_image(spec, size=size, multiple=multiple).mean(0, keepdim=True)
-        if tuple(resized.shape[-2:]) != tuple(shape):
-            raise LipError(f"mask resized to {resized.shape[-2]}x{resized.shape[-1]} does not "
-                           f"match image {shape[0]}x{shape[1]}")
-        return (resized >= 0.5).float()
-    im = _open(_resolve_path(spec))
-    arr = np.asarray(im.convert("L"), dtype=np.uint8)
-    mask = torch.from_numpy((arr >= 128).astype(np.float32))[None]
-    H, W = mask.shape[-2:]
     h, w = shape
-    if (H, W) != (h, w):
-        if (H // multiple * multiple, W // multiple * multiple) != (h, w):
+    im = _open(_resolve_path(spec))
+    gray = np.asarray(im.convert("L"), dtype=np.uint8)
+    H, W = gray.shape
+    source = None if source_hw is None else (int(source_hw[0]), int(source_hw[1]))
+    if size is not None and source == (H, W):
+        resized = _fit(torch.from_numpy(gray.astype(np.float32) / 255.0)[None], spec, size,
+                       multiple)
+        if tuple(resized.shape[-2:]) != (h, w):
             raise LipError(
-                f"mask {H}x{W} does not match image {h}x{w}; give a mask of the image's size"
+                f"mask {H}x{W} resized like its image by --size {size} gives "
+                f"{resized.shape[-2]}x{resized.shape[-1]}, not the image's {h}x{w}"
             )
+        return (resized >= 0.5).float()
+    mask = torch.from_numpy((gray >= 128).astype(np.float32))[None]
+    if (H, W) == (h, w):
+        return mask
+    if (H // multiple * multiple, W // multiple * multiple) == (h, w):
         log.info("%s: cropped %dx%d to %dx%d (multiple of %d)", spec, H, W, h, w, multiple)
-        mask = center_crop(mask, h, w).contiguous()
-    return mask
+        return center_crop(mask, h, w).contiguous()
+    if size is not None and source is not None:
+        fix = (f"give a mask of the image's own size ({source[0]}x{source[1]}, resized with "
+               f"it) or of {h}x{w}")
+        image = f"image {source[0]}x{source[1]} ({h}x{w} after --size {size})"
+    elif size is not None:
+        fix, image = f"give a mask of {h}x{w}", f"image {h}x{w} (after --size {size})"
+    else:
+        fix, image = "give a mask of the image's size", f"image {h}x{w}"
+    raise LipError(f"mask {H}x{W} does not match {image}; {fix}")
 
 
 def save_image(img: Tensor, path: str | os.PathLike) -> None:

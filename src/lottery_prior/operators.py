@@ -82,6 +82,9 @@ class Inpaint(Operator):
             raise LipError(f"mask must be (1,H,W) or (1,1,H,W), got {tuple(mask.shape)}")
         if not ((mask == 0) | (mask == 1)).all():
             raise LipError("mask values must be 0 (missing) or 1 (observed)")
+        if not mask.any():
+            raise LipError("mask observes no pixel (it is 0 everywhere); white (1, or 255 in a "
+                           "file) marks the observed pixels")
         self.register_buffer("mask", mask.float())
         self.source = source
 
@@ -186,12 +189,17 @@ def make_operator(
     factor: int = 4,
     generator: torch.Generator | None = None,
     size: int | None = None,
+    source_hw: tuple[int, int] | None = None,
+    multiple: int = 32,
 ) -> Operator:
-    """The operator for ``task`` on images of size image_hw (``size``: the square resize the
-    image had, applied to a mask file too).
+    """The operator for ``task`` on images of size image_hw.
 
     Inpainting uses ``mask`` (a file/``data:`` spec, or "text" for ``images.text_mask``),
-    else a Bernoulli mask keeping pixels with probability ``keep`` (default 0.5).
+    else a Bernoulli mask keeping pixels with probability ``keep`` (default 0.5). A mask file
+    must have the image's size (see ``images.load_mask``): ``image_hw``, or larger by the crop
+    to ``multiple`` that ``load_image`` applied, or, when the image was loaded with
+    ``size``, the image's original size ``source_hw`` (``images.image_size(spec)``), which
+    then gets the image's square crop and resize.
     """
     h, w = image_hw
     if task == "denoise":
@@ -202,7 +210,9 @@ def make_operator(
         if mask == "text":
             return Inpaint(images.text_mask(h, w), source="text")
         if mask is not None:
-            return Inpaint(images.load_mask(mask, (h, w), size=size), source=mask)
+            loaded = images.load_mask(mask, (h, w), multiple=multiple, size=size,
+                                      source_hw=source_hw)
+            return Inpaint(loaded, source=mask)
         keep = 0.5 if keep is None else keep
         return Inpaint(images.bernoulli_mask(h, w, keep, generator), source=f"bernoulli:{keep}")
     if task == "sr":
