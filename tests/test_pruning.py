@@ -46,7 +46,7 @@ def state(model: nn.Module) -> dict[str, torch.Tensor]:
 
 @pytest.fixture(scope="module")
 def setup():
-    problem = make_problem("builtin:chelsea", "denoise", size=16, multiple=8, seed=0)
+    problem = make_problem("builtin:chelsea", "denoise", size=16, multiple=8, noise_seed=0)
     model, z = build_prior("dip", TINY, problem, seed=0)
     return model, z, dip_loss_fn(z, problem.operator, problem.observation)
 
@@ -154,11 +154,100 @@ def test_prune_at_init_leaves_model_unchanged(setup, at_init):
 
 @pytest.mark.parametrize("name, options, size", [("dip", TINY, 16), ("decoder", {"k": 16}, 32)])
 def test_synflow_scores_are_finite_and_nonzero(name, options, size):
-    problem = make_problem("builtin:chelsea", "denoise", size=size, multiple=size, seed=0)
+    problem = make_problem("builtin:chelsea", "denoise", size=size, multiple=size, noise_seed=0)
     model, z = build_prior(name, options, problem, seed=0)
     scores = score_synflow(model, Mask.ones(model), z.shape)
+    # every weight of a dense network lies on a positive path: no overflow, no dead score
     for s in scores.values():
-        assert s.dtype == torch.float64 and torch.isfinite(s).all() and (s > 0).any()
+        assert s.dtype == torch.float64 and torch.isfinite(s).all() and (s > 0).all()
+
+
+def test_synflow_score_formula_on_two_linear_layers():
+    """Two bias-free 1x1 convs on an all-ones 4x4 input: R = 16 sum |W2||W1|, so the score
+    of W1[j,i] is 16 |W1[j,i]| sum_k |W2[k,j]| and of W2[k,j] is 16 |W2[k,j]| sum_i |W1[j,i]|."""
+    g = gen(3)
+    model = nn.Sequential(nn.Conv2d(2, 3, 1, bias=False), nn.Conv2d(3, 2, 1, bias=False))
+    with torch.no_grad():
+        for conv in model:
+            conv.weight.copy_(torch.randn(conv.weight.shape, generator=g))
+    w1 = model[0].weight.detach().double()[:, :, 0, 0].abs()  # (3, 2)
+    w2 = model[1].weight.detach().double()[:, :, 0, 0].abs()  # (2, 3)
+    scores = score_synflow(model, ["0.weight", "1.weight"], (1, 2, 4, 4))
+    torch.testing.assert_close(scores["0.weight"][:, :, 0, 0], 16 * w1 * w2.sum(0)[:, None])
+    torch.testing.assert_close(scores["1.weight"][:, :, 0, 0], 16 * w2 * w1.sum(1)[None, :])
+    # with a mask, the pruned weights carry no flow
+    mask = Mask({"0.weight": torch.tensor([[1, 1], [0, 0], [1, 1]]).bool()[:, :, None, None],
+                 "1.weight": torch.ones(2, 3, 1, 1, dtype=torch.bool)})
+    masked = score_synflow(model, mask, (1, 2, 4, 4), mask=mask)
+    assert (masked["1.weight"][:, 1] == 0).all() and (masked["0.weight"][1] == 0).all()
+    w1m = w1 * mask["0.weight"][:, :, 0, 0]
+    torch.testing.assert_close(masked["1.weight"][:, :, 0, 0], 16 * w2 * w1m.sum(1)[None, :])
+
+
+def test_synflow_iterates_on_an_exponential_schedule_with_the_mask_applied(setup, monkeypatch):
+    """The default 100 scoring rounds; before round k the scored network keeps exactly
+    round(total * density^((k-1)/100)) weights, the others are zero in it (the mask is
+    re-applied) and stay pruned: the kept sets shrink, nested, to the final mask."""
+    import lottery_prior.pruning as pruning
+
+    model, z, _ = setup
+    template = Mask.ones(model)
+    names = list(template)
+    scored: list[dict[str, torch.Tensor]] = []
+    real = pruning._synflow_scores
+
+    def spy(net, which, input_shape):
+        params = dict(net.named_parameters())
+        scored.append({n: params[n].detach() != 0 for n in names})
+        return real(net, which, input_shape)
+
+    monkeypatch.setattr(pruning, "_synflow_scores", spy)
+    final = prune_at_init(model, template, SPARSITY, "synflow", input_shape=z.shape)
+    total, keep = template.total, template.total - round(SPARSITY * template.total)
+    assert final.kept == keep
+    assert len(scored) == 100
+    density = keep / total
+    previous = None
+    for k, nonzero in enumerate(scored):
+        assert sum(int(m.sum()) for m in nonzero.values()) == round(total * density ** (k / 100))
+        if previous is not None:
+            assert all(not (nonzero[n] & ~previous[n]).any() for n in names)
+        previous = nonzero
+    assert all(not (final[n] & ~previous[n]).any() for n in names)
+    # iterating matters: one round prunes differently
+    once = prune_at_init(model, template, SPARSITY, "synflow", input_shape=z.shape, iterations=1)
+    assert len(scored) == 101 and once != final
+
+
+def test_pruning_never_touches_the_global_rng(setup):
+    model, z, loss_fn = setup
+    noisy = dip_loss_fn(z, nn.Identity(), torch.zeros(1, 3, 16, 16), input_noise=0.03,
+                        generator=gen(5))
+    before = torch.get_rng_state()
+    for method in PRUNING_METHODS:
+        prune_at_init(model, Mask.ones(model), 0.5, method, loss_fn=loss_fn,
+                      input_shape=z.shape, generator=gen(), iterations=2)
+    prune_at_init(model, Mask.ones(model), 0.5, "snip", loss_fn=noisy)
+    random_mask(Mask.ones(model), 0.5, gen())
+    assert torch.equal(torch.get_rng_state(), before)
+
+
+def test_a_noisy_pruning_batch_comes_from_its_generator(setup):
+    model, z, _ = setup
+    y = torch.zeros(1, 3, 16, 16)
+
+    def snip_with(seed):
+        loss = dip_loss_fn(z, nn.Identity(), y, input_noise=0.03, generator=gen(seed))
+        return prune_at_init(model, Mask.ones(model), 0.5, "snip", loss_fn=loss)
+
+    assert snip_with(1) == snip_with(1)
+    assert snip_with(1) != snip_with(2)
+    assert snip_with(1) != prune_at_init(model, Mask.ones(model), 0.5, "snip",
+                                         loss_fn=dip_loss_fn(z, nn.Identity(), y))
+    with pytest.raises(LipError, match="generator"):
+        dip_loss_fn(z, nn.Identity(), y, input_noise=0.03)
+    with pytest.raises(LipError, match="input_noise"):
+        dip_loss_fn(z, nn.Identity(), y, input_noise=-1.0)
 
 
 def test_snip_and_grasp_formulas_on_a_quadratic():
@@ -200,6 +289,8 @@ def test_bad_input(setup):
                           ("random", "generator")):
         with pytest.raises(LipError, match=needs):
             prune_at_init(model, ones, 0.5, method)
+    with pytest.raises(LipError, match="seeded generator"):
+        random_mask(ones, 0.5, None)  # never torch's global generator
     with pytest.raises(LipError, match="every layer"):
         random_mask(ones, 0.5, gen(), layer_sparsity={"head.0.weight": 0.5})
     with pytest.raises(LipError, match="already sparser"):

@@ -32,15 +32,26 @@ LossFn = Callable[[nn.Module], Tensor]
 Scores = dict[str, Tensor]
 
 
-def dip_loss_fn(z: Tensor, operator: nn.Module, observation: Tensor) -> LossFn:
-    """The DIP data term ``mse(A(G(z)), y)`` at the fixed code ``z`` (no input noise).
+def dip_loss_fn(z: Tensor, operator: nn.Module, observation: Tensor, *,
+                input_noise: float = 0.0, generator: torch.Generator | None = None) -> LossFn:
+    """The DIP data term ``mse(A(G(z + η)), y)``: the batch SNIP and GraSP score on.
 
-    The closure moves ``z``, ``y`` and the operator to the device of the model it is given.
+    By default η = 0 (the fixed code ``z``: no randomness at all). With ``input_noise`` σ > 0,
+    each call draws η ~ N(0, σ²) from ``generator`` (required: a CPU generator of its own
+    stream, e.g. ``seeding.generator(seed, "snip-batch")``; torch's global generator is never
+    used). The closure moves ``z``, ``y`` and the operator to the device of the model.
     """
+    if not (input_noise >= 0 and input_noise < float("inf")):
+        raise LipError(f"input_noise must be >= 0, got {input_noise}")
+    if input_noise > 0 and generator is None:
+        raise LipError("a noisy pruning batch needs a seeded generator")
 
     def loss(model: nn.Module) -> Tensor:
         device = next(model.parameters()).device
-        out = model(z.to(device))
+        code = z
+        if input_noise > 0:
+            code = z + input_noise * torch.randn(z.shape, generator=generator).to(z.dtype)
+        out = model(code.to(device))
         return F.mse_loss(operator.to(device)(out), observation.to(device))
 
     return loss
@@ -70,6 +81,9 @@ def random_mask(template: Mask, sparsity: float, generator: torch.Generator, *,
     in each layer; ``sparsity`` is then only checked, the per-layer ratios decide.
     """
     _check_open("sparsity", sparsity)
+    if not isinstance(generator, torch.Generator):
+        raise LipError("random pruning needs a seeded generator (e.g. seeding.generator(seed, "
+                       "\"baseline-mask\")), never torch's global one")
     scores = {n: torch.rand(template[n].shape, generator=generator, dtype=torch.float64)
               for n in sorted(template)}
     if layer_sparsity is None:
