@@ -88,21 +88,43 @@ def test_decoder_width_for_params():
         decoder_width_for_params(0)
 
 
+def assert_wired(model: nn.Module, z: torch.Tensor) -> torch.Tensor:
+    """The output depends on z, and every parameter gets a nonzero gradient (nothing is
+    disconnected); returns the output."""
+    out = model(z)
+    assert not torch.allclose(model(z.flip(-1)), out)
+    (out * torch.linspace(0, 1, out.numel()).view(out.shape)).sum().backward()
+    dead = [n for n, p in model.named_parameters() if p.grad is None or p.grad.abs().sum() == 0]
+    assert not dead, dead
+    return out.detach()
+
+
 @pytest.mark.parametrize("upsample", ["bilinear", "nearest"])
 def test_narrow_dip_forward(upsample):
+    torch.manual_seed(0)
     model = create_model("dip", width=16, scales=3, upsample=upsample)
-    out = model(model.make_input(32, 32, torch.Generator().manual_seed(0)))
+    z = model.make_input(32, 32, torch.Generator().manual_seed(0))
+    out = assert_wired(model, z)
     assert out.shape == (1, 3, 32, 32)
-    assert out.min() > 0 and out.max() < 1
+    modes = {m.mode for m in model.modules() if isinstance(m, nn.Upsample)}
+    assert modes == {upsample}
+    other = create_model("dip", width=16, scales=3,
+                         upsample="nearest" if upsample == "bilinear" else "bilinear")
+    other.load_state_dict(model.state_dict())
+    assert not torch.allclose(other(z), model(z))  # the mode is really used
 
 
 def test_decoder_forward():
+    torch.manual_seed(0)
     model = create_model("decoder", k=16)
     z = model.make_input(64, 64, torch.Generator().manual_seed(0))
     assert z.shape == (1, 16, 2, 2)
-    out = model(z)
+    out = assert_wired(model, z)
     assert out.shape == (1, 3, 64, 64)
-    assert out.min() > 0 and out.max() < 1
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    assert [c.kernel_size for c in convs] == [(1, 1)] * 7  # six of width k, one to RGB
+    assert [c.out_channels for c in convs] == [16] * 6 + [3]
+    assert sum(isinstance(m, nn.Upsample) for m in model.modules()) == 5
 
 
 def test_odd_but_valid_size():
@@ -115,6 +137,14 @@ def test_per_scale_lists():
         "dip", scales=3, channels_down=(8, 16, 16), channels_up=[8, 12, 16], channels_skip=(0, 2, 4)
     )
     assert model(model.make_input(16, 24)).shape == (1, 3, 16, 24)
+    level, seen = model.body, []
+    while level is not None:
+        down, up = level.deeper[0][0], level.merge[1][0]
+        skip = level.skip[0].out_channels if level.skip is not None else 0
+        seen.append((down.out_channels, up.out_channels, skip))
+        deeper = [m for m in level.deeper if type(m).__name__ == "_Scale"]
+        level = deeper[0] if deeper else None
+    assert seen == [(8, 8, 0), (16, 12, 2), (16, 16, 4)]
     with pytest.raises(LipError, match="channels_down"):
         create_model("dip", scales=3, channels_down=(8, 16))
 

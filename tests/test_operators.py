@@ -139,6 +139,11 @@ def test_sr_observation_and_upscale(rgb_image):
     assert (op(rgb_image[None]) - y).abs().mean() < 0.02
     up = op.upscale(y)
     assert up.shape == (1, 3, H, W) and 0 <= up.min() and up.max() <= 1
+    # a real interpolation: closer to x than repeating each low-res pixel 4x4 times
+    blocky = y.repeat_interleave(4, -2).repeat_interleave(4, -1)
+    assert (up - rgb_image).square().mean() < 0.9 * (blocky - rgb_image).square().mean()
+    flat = torch.full((1, 3, H // 4, W // 4), 0.6)
+    torch.testing.assert_close(op.upscale(flat), torch.full((1, 3, H, W), 0.6))
 
 
 def test_inpaint_masks_exactly(rgb_image, generator):
