@@ -121,9 +121,12 @@ class Mask(Mapping[str, Tensor]):
         return Mask({n: m.to(device) for n, m in self._masks.items()})
 
     def save(self, path: str | Path, metadata: dict[str, str] | None = None) -> None:
-        """Write as safetensors (uint8), with optional string metadata."""
+        """Write as safetensors (uint8), with optional string metadata (atomically)."""
+        from lottery_prior.files import atomic_path
+
         tensors = {n: m.to(torch.uint8).contiguous().cpu() for n, m in self._masks.items()}
-        save_file(tensors, str(path), metadata=metadata)
+        with atomic_path(path) as tmp:
+            save_file(tensors, str(tmp), metadata=metadata)
 
     @classmethod
     def load(cls, path: str | Path) -> Mask:
