@@ -79,7 +79,7 @@ def run_image(
     """Fit IMAGE (a Set5 name or any image spec; dense, or a ticket retrained) and score each
     detector's stop."""
     spec = f"data:set5/{image}" if image in SET5 else image
-    problem = make_problem(spec, "denoise", sigma=sigma, size=size, seed=seed)
+    problem = make_problem(spec, "denoise", sigma=sigma, size=size, noise_seed=seed)
     if ticket is None:
         model, z = build_prior("dip", model_options, problem, seed=seed)
         mask = None

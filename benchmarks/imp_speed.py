@@ -58,7 +58,7 @@ def main() -> None:
     }
     results: dict[str, list[tuple[float, float, int, float, float]]] = {n: [] for n in variants}
     for seed in args.seeds:
-        problem = make_problem(args.image, "denoise", size=args.size, seed=seed)
+        problem = make_problem(args.image, "denoise", size=args.size, noise_seed=seed)
         config = FitConfig(steps=args.steps, fast=not args.fp32, seed=seed)
         for name, imp in variants.items():
             run = ImpRun(problem, "dip", {"width": args.width}, config, imp, root=args.out)

@@ -61,7 +61,7 @@ def matmul_peak(dtype: torch.dtype, device: torch.device, n: int = 4096, reps: i
 
 def quality(size: int, steps: int, fast: bool, device: str | None, seed: int) -> float:
     """PSNR of the averaged output after a short denoising fit (same seed in both modes)."""
-    problem = make_problem("builtin:astronaut", "denoise", size=size, seed=seed)
+    problem = make_problem("builtin:astronaut", "denoise", size=size, noise_seed=seed)
     model, z = build_prior("dip", {}, problem, seed=seed)
     res = fit(model, z, problem.operator, problem.observation, clean=problem.clean,
               config=FitConfig(steps=steps, fast=fast, device=device, seed=seed))

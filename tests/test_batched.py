@@ -26,12 +26,12 @@ CONFIG = FitConfig(steps=20, device="cpu", seed=0)
 
 @pytest.fixture(scope="module")
 def denoise():
-    return make_problem("builtin:chelsea", "denoise", sigma=50, size=32, seed=0)
+    return make_problem("builtin:chelsea", "denoise", sigma=50, size=32, noise_seed=0)
 
 
 @pytest.fixture(scope="module")
 def inpaint():
-    return make_problem("builtin:astronaut", "inpaint", size=32, seed=1)
+    return make_problem("builtin:astronaut", "inpaint", size=32, noise_seed=1)
 
 
 def prior(problem, seed, dtype=torch.float64):

@@ -64,6 +64,16 @@ def test_find_then_eval_a_ticket(png, tmp_path, capsys):
     code, _, err = run(["eval", ticket, png, "--task", "inpaint", "--steps", 5, "--quiet",
                         "--out", tmp_path / "eval"], capsys)
     assert code == 0, err
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    origin = metrics["settings"]["ticket"]
+    assert origin["path"] == str(ticket) and origin["round"] == 2 and origin["run"] == folder.name
+    assert len(origin["sha256"]) == 64 and origin["z"] == "the ticket's own"
+
+    code, _, err = run(["eval", ticket, "builtin:astronaut", "--size", 64, "--steps", 5,
+                        "--quiet", "--out", tmp_path / "eval64"], capsys)
+    assert code == 0, err
+    metrics = json.loads((tmp_path / "eval64" / "metrics.json").read_text())
+    assert metrics["settings"]["ticket"]["z"].startswith("redrawn")
 
 
 @pytest.mark.parametrize(
@@ -82,6 +92,11 @@ def test_find_then_eval_a_ticket(png, tmp_path, capsys):
         (["find", "IMG", "--rounds", "0"], "rounds"),
         (["find", "IMG", "--target-sparsity", "1.5"], "sparsity"),
         (["compare", "IMG", "--sparsity", "0"], "sparsity"),
+        (["compare", "IMG", "--sparsity", "0.5", "--observed"], "observed"),
+        (["compare", "IMG", "--sparsity", "0.5", "--methods", "ticket", "lasso"], "lasso"),
+        (["find", "IMG", "--steps", "5", "--rewind-step", "6"], "rewind"),
+        (["fit", "IMG", "--lr", "nan"], "learning rate"),
+        (["fit", "IMG", "--out", "IMG"], "is a file"),
     ],
 )
 def test_bad_input_gets_one_line_and_exit_2(argv, message, png, tmp_path, capsys):
@@ -90,12 +105,61 @@ def test_bad_input_gets_one_line_and_exit_2(argv, message, png, tmp_path, capsys
     mask = tmp_path / "mask.png"
     Image.fromarray(np.full((20, 20), 255, np.uint8)).save(mask)
     subst = {"IMG": png, "NOTIMAGE": junk, "MASK": mask}
-    argv = [str(subst.get(a, a)) for a in argv] + ["--quiet", "--out", str(tmp_path / "o")]
+    argv = [str(subst.get(a, a)) for a in argv] + ["--quiet"]
+    if "--out" not in argv:
+        argv += ["--out", str(tmp_path / "o")]
     code, _, err = run(argv, capsys)
     lines = [line for line in err.splitlines() if line.startswith("lip: error")]
     assert code == 2
     assert len(lines) == 1 and message in lines[0], err
     assert "Traceback" not in err
+    assert not list(tmp_path.glob("o/**/*.safetensors"))  # refused before any work
+
+
+def test_default_output_folders_never_mix_runs(png, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for sigma in (25, 50, 25):
+        assert run(["fit", png, "--steps", 3, "--quiet", "--sigma", sigma, *TINY], capsys)[0] == 0
+    folders = sorted((tmp_path / "lip-out" / "fit").iterdir())
+    assert len(folders) == 2 and all(f.name.startswith("img-denoise-") for f in folders)
+
+
+def test_transfer_names_tickets_by_run_and_checks_every_pair_first(png, tmp_path, capsys):
+    runs = tmp_path / "runs"
+    for seed in (0, 1):
+        run(["find", png, "--steps", 4, "--rounds", 1, "--seed", seed, "--quiet", "--out", runs,
+             *TINY], capsys)
+    tickets = sorted(runs.glob("imp-*/round-01/ticket.safetensors"))
+    assert len(tickets) == 2
+    out = tmp_path / "transfer"
+    code, _, err = run(["transfer", "--tickets", *tickets, "--images", png, "builtin:astronaut",
+                        "--size", 32, "--steps", 3, "--quiet", "--out", out], capsys)
+    assert code == 0, err
+    rows = (out / "transfer.csv").read_text().splitlines()[1:]
+    names = {r.split(",")[0] for r in rows}
+    assert names == {f"{t.parent.parent.name}/round-01" for t in tickets}
+    assert len(rows) == 4  # 2 tickets x 2 images: no cell overwrote another
+
+    code, _, err = run(["transfer", "--tickets", *tickets, "--images", "builtin:astronaut",
+                        "builtin:camera", "--size", 32, "--steps", 3, "--quiet", "--out",
+                        tmp_path / "t2"], capsys)
+    assert code == 2 and "cannot be retrained on camera" in err
+    assert not (tmp_path / "t2" / "transfer.csv").exists()
+
+
+def test_compare_keeps_one_observation_over_network_seeds(png, tmp_path, capsys):
+    out = tmp_path / "cmp"
+    code, _, err = run(["compare", png, "--sparsity", 0.2, "--rounds", 1, "--steps", 4,
+                        "--methods", "ticket", "dense", "--seeds", 0, 1, "--quiet", "--out", out,
+                        *TINY], capsys)
+    assert code == 0, err
+    settings = [json.loads(p.read_text()) for p in sorted(out.glob("runs/imp-*/settings.json"))]
+    assert len(settings) == 2
+    assert settings[0]["problem"]["observation_sha256"] == \
+        settings[1]["problem"]["observation_sha256"]
+    assert {s["fit"]["seed"] for s in settings} == {0, 1}
+    header = (out / "comparison.md").read_text().splitlines()[0]
+    assert "peak, iterate (oracle)" in header and "peak, averaged (oracle)" in header
 
 
 def test_a_mask_file_follows_the_images_resize(tmp_path):

@@ -13,7 +13,7 @@ TINY = {"width": 16, "scales": 3}
 
 @pytest.fixture(scope="module")
 def problem():
-    return make_problem("builtin:chelsea", "denoise", sigma=50, size=64, seed=0)
+    return make_problem("builtin:chelsea", "denoise", sigma=50, size=64, noise_seed=0)
 
 
 def tiny_fit(problem, **overrides):

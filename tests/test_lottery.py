@@ -18,7 +18,7 @@ STEPS = 25
 
 @pytest.fixture(scope="module")
 def problem():
-    return make_problem("builtin:chelsea", "denoise", sigma=50, size=32, seed=0)
+    return make_problem("builtin:chelsea", "denoise", sigma=50, size=32, noise_seed=0)
 
 
 def make_run(problem, root, rounds=3, **imp):
@@ -52,7 +52,7 @@ def test_layerwise_imp_prunes_every_layer_alike(problem, tmp_path):
 
 
 def test_rewound_ticket_weights_equal_theta0_bit_for_bit(finished):
-    theta0 = finished.ticket(0).theta0
+    theta0 = finished.ticket(0).rewind_weights
     ticket = finished.ticket(3)
     model = ticket.build()
     state = model.state_dict()
@@ -157,13 +157,13 @@ def test_comparison_has_every_method_at_matched_sparsity(finished):
 
 def test_early_bird_ends_rounds_early_and_keeps_exact_sparsity(problem, tmp_path):
     run = ImpRun(problem, "dip", dict(TINY), FitConfig(steps=200, device="cpu"),
-                 ImpConfig(rounds=2, early_bird=0.1, early_bird_every=10), root=tmp_path)
+                 ImpConfig(rounds=2, early_bird=0.25, early_bird_every=10), root=tmp_path)
     records = run.run()
     assert all(r["steps"] < 200 for r in records[:-1])  # the mask stabilised before the end
     assert run.ticket(2).mask.kept == round(0.8 * round(0.8 * run.ticket(0).mask.total))
     assert records[-1]["steps"] == 200  # the final ticket is fitted in full
     for r in records[:-1]:  # the checks that ended each round are on record
-        assert max(d for _, d in r["early_bird_changes"][-3:]) < 0.1
+        assert max(d for _, d in r["early_bird_changes"][-3:]) < 0.25
         assert r["early_bird_changes"][-1][0] == r["steps"]
 
 
@@ -191,7 +191,7 @@ def test_comparison_refits_rounds_that_were_cut_short(problem, tmp_path):
 
 
 def test_one_ticket_found_on_several_images_at_once(problem, tmp_path):
-    other = make_problem("builtin:astronaut", "denoise", sigma=50, size=32, seed=0)
+    other = make_problem("builtin:astronaut", "denoise", sigma=50, size=32, noise_seed=0)
     run = ImpRun(problem, "dip", dict(TINY), FitConfig(steps=10, device="cpu"),
                  ImpConfig(rounds=2), root=tmp_path, others=(other,))
     records = run.run()
@@ -204,3 +204,86 @@ def test_one_ticket_found_on_several_images_at_once(problem, tmp_path):
     with pytest.raises(LipError, match="share size"):
         ImpRun(problem, "dip", dict(TINY), FitConfig(steps=10), ImpConfig(rounds=1),
                others=(make_problem("builtin:astronaut", size=64),))
+
+
+def test_rounds_retrain_from_an_independently_built_theta0(finished, problem):
+    """Round 2's fit equals a fit, made here from scratch, of a fresh network at the seed's
+    init with round 2's mask: so the round was rewound, not trained on from round 1."""
+    from lottery_prior.fit import fit
+    from lottery_prior.problem import build_prior
+
+    model, z = build_prior("dip", dict(TINY), problem, seed=0)
+    ticket = finished.ticket(2)
+    for name, w in model.state_dict().items():
+        assert torch.equal(ticket.rewind_weights[name], w), name
+    assert torch.equal(ticket.z, z)
+    result = fit(model, z, problem.operator, problem.observation, clean=problem.clean,
+                 config=FitConfig(steps=STEPS, device="cpu"), mask=ticket.mask)
+    assert result.scores == finished.records[2]["scores"]
+
+
+def test_late_rewinding_restarts_from_the_dense_fits_step_k(problem, tmp_path):
+    from lottery_prior.fit import fit
+    from lottery_prior.problem import build_prior
+
+    run = make_run(problem, tmp_path, rounds=1, rewind_step=10)
+    run.run()
+    model, z = build_prior("dip", dict(TINY), problem, seed=0)
+    fit(model, z, problem.operator, problem.observation,
+        config=FitConfig(steps=10, device="cpu"))  # the first 10 steps of round 0
+    ticket = run.ticket(1)
+    assert ticket.rewind_step == 10
+    for name, w in model.state_dict().items():
+        assert torch.equal(ticket.rewind_weights[name], w), name
+    theta0, _ = build_prior("dip", dict(TINY), problem, seed=0)
+    assert not torch.equal(ticket.rewind_weights["head.0.weight"],
+                           theta0.state_dict()["head.0.weight"])
+
+
+@pytest.mark.parametrize("imp", [{"rewind_step": STEPS + 1},
+                                 {"rewind_step": 20, "search_steps": 10},
+                                 {"rewind_step": 30, "early_bird": 0.1, "early_bird_every": 5}])
+def test_a_rewind_step_past_round_0_is_refused_before_any_work(problem, tmp_path, imp):
+    with pytest.raises(LipError, match="rewind"):
+        ImpRun(problem, "dip", dict(TINY), FitConfig(steps=STEPS if "early_bird" not in imp
+                                                     else 100, device="cpu"),
+               ImpConfig(rounds=1, **imp), root=tmp_path)
+    assert not any(tmp_path.iterdir())
+
+
+def test_the_observation_is_part_of_the_run_identity(problem, tmp_path):
+    other_noise = make_problem("builtin:chelsea", "denoise", sigma=50, size=32, noise_seed=1)
+    assert make_run(problem, tmp_path).folder != make_run(other_noise, tmp_path).folder
+    masks = [make_problem("builtin:chelsea", "inpaint", size=32, noise_seed=s) for s in (0, 1)]
+    assert make_run(masks[0], tmp_path).folder != make_run(masks[1], tmp_path).folder
+    described = masks[0].describe()
+    assert described["mask_sha256"] != masks[1].describe()["mask_sha256"]
+    assert described["observation_sha256"] != masks[1].describe()["observation_sha256"]
+
+
+def test_a_stopping_rule_inside_imp_records_the_stop_and_runs_every_step(problem, tmp_path):
+    from lottery_prior.stopping import make_stopping_rule
+
+    run = ImpRun(problem, "dip", dict(TINY), FitConfig(steps=STEPS, device="cpu"),
+                 ImpConfig(rounds=1), root=tmp_path, stop_name="wmv",
+                 stop_factory=lambda: make_stopping_rule("wmv", window=4, patience=3))
+    records = run.run()
+    assert [r["steps"] for r in records] == [STEPS, STEPS]
+    for r in records:
+        assert r["scores"]["stopped"]["step"] < STEPS and r["scores"]["stopped"]["fired"]
+    plain = make_run(problem, tmp_path, rounds=1)
+    plain.run()  # the same fits, so pruning ranked the same weights
+    assert plain.ticket(1).mask == run.ticket(1).mask
+
+
+def test_mask_change_is_zero_for_equal_and_one_for_disjoint_choices():
+    from lottery_prior.lottery import mask_change
+    from lottery_prior.masks import Mask
+
+    mask = Mask({"w": torch.ones(10, dtype=torch.bool)})
+    a = Mask({"w": torch.tensor([0, 0, 1, 1, 1, 1, 1, 1, 1, 1], dtype=torch.bool)})
+    b = Mask({"w": torch.tensor([1, 1, 0, 0, 1, 1, 1, 1, 1, 1], dtype=torch.bool)})
+    c = Mask({"w": torch.tensor([0, 1, 0, 1, 1, 1, 1, 1, 1, 1], dtype=torch.bool)})
+    assert mask_change(a, a, mask) == 0
+    assert mask_change(a, b, mask) == 1
+    assert mask_change(a, c, mask) == 0.5

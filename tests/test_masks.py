@@ -78,7 +78,7 @@ def test_apply_zeroes_exactly_the_masked_entries(model):
 
 
 def test_masked_weights_and_adam_state_stay_zero_through_fit(monkeypatch):
-    problem = make_problem("builtin:chelsea", "denoise", size=16, multiple=8, seed=0)
+    problem = make_problem("builtin:chelsea", "denoise", size=16, multiple=8, noise_seed=0)
     net, z = build_prior("dip", TINY, problem, seed=0)
     mask = half_mask(net)
     start = {n: p.detach().clone() for n, p in net.named_parameters()}

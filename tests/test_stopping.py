@@ -143,7 +143,7 @@ def test_make_stopping_rule():
 
 
 def test_tiny_fit_stops_early_with_the_detector():
-    problem = make_problem("builtin:chelsea", "denoise", sigma=50, size=64, seed=0)
+    problem = make_problem("builtin:chelsea", "denoise", sigma=50, size=64, noise_seed=0)
     model, z = build_prior("dip", {"width": 16, "scales": 3}, problem, seed=0)
     rule = WindowedVariance(window=10, patience=20)
     steps = 400

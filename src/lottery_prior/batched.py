@@ -37,6 +37,7 @@ from lottery_prior.fit import (
     _perturbed,
     _scores,
     _Tracker,
+    perturbation_generator,
     select_device,
 )
 from lottery_prior.masks import Mask
@@ -138,11 +139,8 @@ def fit_batched(
         for name, m in stacked_masks.items():
             params[name].mul_(m)
     optimizer = torch.optim.Adam(params.values(), lr=cfg.lr)
-    noise_gen = torch.Generator(device=device).manual_seed(cfg.seed)
+    noise_gen = perturbation_generator(cfg.seed, device)
     eta = torch.empty(zs[0].shape, dtype=zs[0].dtype, device=device)  # as fit() draws it
-    if cfg.fast and device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
 
     trackers = [
         _Tracker(truth, metric, name=f"fit {i} of the batch") for i, truth in enumerate(truths)

@@ -56,6 +56,9 @@ def add_task_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--keep", type=float, help="inpainting: Bernoulli keep ratio per pixel (0.5)")
     p.add_argument("--factor", type=int, default=4, help="super-resolution factor: 2, 4, 8")
     p.add_argument("--size", type=int, help="centre-crop and resize to SIZE x SIZE first")
+    p.add_argument("--noise-seed", type=int, default=0,
+                   help="seed of the observation (noise, Bernoulli mask), separate from --seed "
+                   "so that network seeds vary on one fixed observation (0)")
 
 
 def add_fit_args(p: argparse.ArgumentParser) -> None:
@@ -75,7 +78,8 @@ def add_optim_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--input-noise", type=float, help="std of the input perturbation (per task)")
     p.add_argument("--fast", action="store_true", help="bf16 autocast + channels_last")
     p.add_argument("--device", help="cpu, cuda, cuda:N (default: CUDA if available)")
-    p.add_argument("--seed", type=int, default=0, help="seed of init, z, noise (0)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the network: init, z, input perturbation (0)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -132,7 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_problem_args(p)
     add_fit_args(p)
     add_stop_args(p)
-    p.add_argument("--out", type=Path, help="output folder (default: lip-out/<image>-<task>)")
+    p.add_argument("--out", type=Path,
+                   help="output folder (default: lip-out/fit/<image>-<task>-<settings hash>)")
     p.set_defaults(handler=cmd_fit)
 
     p = sub.add_parser("find", help="find lottery image priors by IMP with rewinding",
@@ -157,7 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_problem_args(p)
     add_optim_args(p)
     add_stop_args(p)
-    p.add_argument("--out", type=Path, help="output folder (default: lip-out/eval-<image>-<task>)")
+    p.add_argument("--out", type=Path, help="output folder (default: "
+                   "lip-out/eval/<image>-<task>-<settings hash>)")
     p.set_defaults(handler=cmd_eval)
 
     p = sub.add_parser("compare", help="ticket vs random, pruning at init, Deep Decoder, dense",
@@ -174,7 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="ticket random random-layerwise magnitude snip grasp synflow decoder "
                    "dense (default: ticket random random-layerwise decoder dense)")
     p.add_argument("--seeds", type=int, nargs="+", help="repeat with these seeds (default: --seed)")
-    p.add_argument("--out", type=Path, default=Path("lip-out/compare"), help="output folder")
+    p.add_argument("--out", type=Path, help="output folder; IMP runs go in its runs/ "
+                   "(default: lip-out/compare/<image>-<task>-<settings hash>)")
     p.set_defaults(handler=cmd_compare)
 
     p = sub.add_parser("transfer", help="tickets retrained on other images and tasks",
@@ -185,7 +192,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tasks", nargs="+", default=["denoise"], help="tasks (default: denoise)")
     add_task_args(p)
     add_optim_args(p)
-    p.add_argument("--out", type=Path, default=Path("lip-out/transfer"), help="output folder")
+    p.add_argument("--out", type=Path,
+                   help="output folder (default: lip-out/transfer/<settings hash>)")
     p.set_defaults(handler=cmd_transfer)
 
     p = sub.add_parser("demo", help="the whole method in miniature on a built-in image",
@@ -197,6 +205,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_demo)
     add_gan_commands(sub)
     return parser
+
+
+def default_out(args: argparse.Namespace, name: str) -> Path:
+    """``args.out``, else ``lip-out/<command>/<name>-<hash of every setting>``: runs with other
+    settings never share (and overwrite) a default folder; checked writable before any work."""
+    from lottery_prior.lottery import settings_hash
+
+    if args.out is None:
+        ignored = {"handler", "out", "quiet", "device"}
+        settings = {k: v for k, v in vars(args).items() if k not in ignored}
+        args.out = Path("lip-out") / args.command / f"{name}-{settings_hash(settings)[:8]}"
+    check_writable(args.out)
+    return args.out
+
+
+def check_writable(folder: Path) -> None:
+    """Refuse an output folder that is a file or cannot be written, before any work."""
+    import tempfile
+
+    if folder.exists() and not folder.is_dir():
+        raise LipError(f"--out {folder} is a file, not a folder; give a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError as err:
+        raise LipError(f"cannot write to {folder} ({err.strerror}); give another --out") from err
 
 
 def image_stem(spec: str) -> str:
@@ -212,17 +246,20 @@ def problem_from_args(args: argparse.Namespace, image: str | None = None,
     return make_problem(
         image or args.image, task or args.task, sigma=args.sigma, mask=args.mask,
         keep=args.keep, factor=args.factor, size=args.size,
-        observed=getattr(args, "observed", False), seed=args.seed,
+        observed=getattr(args, "observed", False), noise_seed=args.noise_seed,
     )
 
 
-def fit_config_from_args(args: argparse.Namespace, task: str):
+def fit_config_from_args(args: argparse.Namespace, task: str, model: str = "dip"):
+    """The fit settings: the task's defaults, then the model's own (the Deep Decoder has no
+    input perturbation), then what the user set."""
     from lottery_prior.fit import FitConfig
+    from lottery_prior.models import model_fit_defaults
     from lottery_prior.operators import TASK_DEFAULTS
 
     if task not in TASK_DEFAULTS:
         raise LipError(f"unknown task {task!r}; choose one of {', '.join(TASK_DEFAULTS)}")
-    defaults = TASK_DEFAULTS[task]
+    defaults = TASK_DEFAULTS[task] | model_fit_defaults(model)
     noise = getattr(args, "input_noise", None)
     return FitConfig(
         steps=defaults["steps"] if args.steps is None else args.steps, lr=args.lr,
@@ -255,7 +292,7 @@ def progress_from_args(args: argparse.Namespace):
 
 
 def fit_and_report(args: argparse.Namespace, out: Path, problem, model, z, mask=None,
-                   config=None) -> dict:
+                   config=None, provenance: dict | None = None) -> dict:
     """Fit a prior (dense or masked) to a problem, print its scores, write its outputs."""
     from lottery_prior.fit import fit
     from lottery_prior.progress import ProgressBar
@@ -282,7 +319,7 @@ def fit_and_report(args: argparse.Namespace, out: Path, problem, model, z, mask=
         for b in bar:
             b.close()
     settings = {"model": model.spec, "parameters": n_params, "fit": vars(config),
-                "stop": args.stop}
+                "stop": args.stop, **(provenance or {})}
     paths = write_fit_outputs(out, problem, result, settings)
     if problem.clean is not None and problem.task != "sr":
         from lottery_prior.metrics import psnr
@@ -316,10 +353,10 @@ def print_scores(scores: dict, metric_name: str) -> None:
 def cmd_fit(args: argparse.Namespace) -> None:
     from lottery_prior.problem import build_prior
 
-    config = fit_config_from_args(args, args.task)  # settings are checked before any work
+    config = fit_config_from_args(args, args.task, args.model)  # checked before any work
+    out = default_out(args, f"{image_stem(args.image)}-{args.task}")
     problem = problem_from_args(args)
     model, z = build_prior(args.model, dict(args.model_opt), problem, seed=args.seed)
-    out = args.out or Path("lip-out") / f"{image_stem(args.image)}-{args.task}"
     fit_and_report(args, out, problem, model, z, config=config)
 
 
@@ -327,12 +364,23 @@ def cmd_eval(args: argparse.Namespace) -> None:
     from lottery_prior.lottery import ticket_input
     from lottery_prior.tickets import Ticket
 
-    config = fit_config_from_args(args, args.task)
     ticket = Ticket.load(args.ticket)
+    config = fit_config_from_args(args, args.task, ticket.model_spec["name"])
+    out = default_out(args, f"{image_stem(args.image)}-{args.task}")
     problem = problem_from_args(args)
-    model, z = ticket_input(ticket, problem, args.seed)
-    out = args.out or Path("lip-out") / f"eval-{image_stem(args.image)}-{args.task}"
-    fit_and_report(args, out, problem, model, z, mask=ticket.mask, config=config)
+    model, z, redrawn = ticket_input(ticket, problem, args.seed)
+    provenance = {"ticket": {"path": str(args.ticket), "sha256": file_sha256(args.ticket),
+                             "run": ticket.meta.get("run"), "round": ticket.meta.get("round"),
+                             "z": f"redrawn for this size (seed {args.seed})" if redrawn
+                             else "the ticket's own"}}
+    fit_and_report(args, out, problem, model, z, mask=ticket.mask, config=config,
+                   provenance=provenance)
+
+
+def file_sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def imp_run_from_args(args: argparse.Namespace, problem, seed: int, others=()):
@@ -360,6 +408,7 @@ def imp_run_from_args(args: argparse.Namespace, problem, seed: int, others=()):
 def cmd_find(args: argparse.Namespace) -> None:
     from lottery_prior.report.outputs import write_imp_report
 
+    check_writable(args.out)
     problem = problem_from_args(args)
     others = [problem_from_args(args, image) for image in args.others]
     run = imp_run_from_args(args, problem, args.seed, others)
@@ -371,41 +420,50 @@ def cmd_find(args: argparse.Namespace) -> None:
 
 
 def cmd_compare(args: argparse.Namespace) -> None:
-    from lottery_prior.compare import DEFAULT_METHODS, compare_methods
+    from lottery_prior.compare import DEFAULT_METHODS, check_comparison, compare_methods
     from lottery_prior.report.outputs import write_comparison, write_imp_report
 
-    problem = problem_from_args(args)
+    methods = args.methods or DEFAULT_METHODS
     if args.target_sparsity is None:
         args.target_sparsity = args.sparsity
+    out = default_out(args, f"{image_stem(args.image)}-{args.task}")
+    problem = problem_from_args(args)
+    check_comparison(problem, args.sparsity, methods)
+    runs = [imp_run_from_args(args, problem, seed) for seed in args.seeds or [args.seed]]
     rows = []
-    for seed in args.seeds or [args.seed]:
-        run = imp_run_from_args(args, problem, seed)
+    for run in runs:
+        seed = run.fit_config.seed
         log.info("seed %d: IMP run folder %s", seed, run.folder)
-        for r in compare_methods(run, args.sparsity, args.methods or DEFAULT_METHODS,
-                                 progress=progress_from_args(args)):
-            rows.append({"seed": seed, **r})
+        for r in compare_methods(run, args.sparsity, methods, progress=progress_from_args(args)):
+            rows.append({"seed": seed, "noise_seed": args.noise_seed, **r})
         write_imp_report(run)
-    print(write_comparison(rows, args.out, title=f"{problem.image} · {problem.task}"))
-    print(f"table and plot in {args.out}/")
+    print(write_comparison(rows, out, title=f"{problem.image} · {problem.task}"))
+    print(f"table and plot in {out}/")
 
 
 def cmd_transfer(args: argparse.Namespace) -> None:
-    from lottery_prior.compare import transfer_grid
+    from lottery_prior.compare import check_transfer, ticket_name, transfer_grid
     from lottery_prior.report.outputs import write_transfer
     from lottery_prior.tickets import Ticket
 
-    tickets = [(f"{t.parent.name}/{t.stem}" if t.stem == "ticket" else t.stem, Ticket.load(t))
-               for t in args.tickets]
+    out = default_out(args, "transfer")
+    tickets = [(ticket_name(path, ticket), ticket)
+               for path, ticket in ((t, Ticket.load(t)) for t in args.tickets)]
+    names = [name for name, _ in tickets]
+    if len(set(names)) < len(names):
+        dup = next(n for n in names if names.count(n) > 1)
+        raise LipError(f"ticket {dup} is given twice; give each ticket once")
     problems = [(f"{image_stem(i)}:{task}", problem_from_args(args, i, task))
                 for i in args.images for task in args.tasks]
+    check_transfer(tickets, problems)  # every pair, before the first fit
     rows = []
-    for _, problem in problems:
-        config = fit_config_from_args(args, problem.task)
-        name = f"{image_stem(problem.image)}:{problem.task}"
-        rows += transfer_grid(tickets, [(name, problem)], config,
-                              progress=progress_from_args(args))
-    print(write_transfer(rows, args.out))
-    print(f"table and heat map in {args.out}/")
+    for name, problem in problems:
+        for t_name, ticket in tickets:
+            config = fit_config_from_args(args, problem.task, ticket.model_spec["name"])
+            rows += transfer_grid([(t_name, ticket)], [(name, problem)], config,
+                                  progress=progress_from_args(args))
+    print(write_transfer(rows, out))
+    print(f"table and heat map in {out}/")
 
 
 DEMO = [

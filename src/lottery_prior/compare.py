@@ -7,28 +7,33 @@ the same observation and scored with the same metric; sparsity is counted from t
 * ``random``: uniform random pruning of all prunable weights at the ticket's sparsity;
 * ``random-layerwise``: random pruning with the ticket's per-layer ratios;
 * ``magnitude``, ``snip``, ``grasp``, ``synflow``: pruning at initialization (theta0);
-* ``decoder``: the Deep Decoder whose parameter count is closest to the ticket's, fitted as its
-  authors do, without input perturbation (with it, its small 1/32-scale code is swamped);
+* ``decoder``: the Deep Decoder whose parameter count is closest to the ticket's, fitted with
+  the model's own fit defaults (as its authors do, without input perturbation: with it, its
+  small 1/32-scale code is swamped), the same steps as the others;
 * ``dense``: the unpruned network (IMP round 0).
 
 A round that was cut short while searching (``search_steps``, early bird) is fitted again in
-full for its row, so every method gets the same number of steps.
+full for its row, so every method gets the same number of steps. With a stopping rule, every
+fit still runs all its steps (the truth is known) and the stop is recorded beside the others.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import replace
+from pathlib import Path
 
 import torch
 
 from lottery_prior.errors import LipError
 from lottery_prior.fit import Callback, FitConfig, StoppingRule, fit
-from lottery_prior.lottery import ImpRun, evaluate_ticket
+from lottery_prior.lottery import ImpRun, evaluate_ticket, ticket_model_for
 from lottery_prior.masks import Mask
-from lottery_prior.models import decoder_width_for_params
+from lottery_prior.models import decoder_width_for_params, model_fit_defaults
 from lottery_prior.problem import Problem, build_prior
 from lottery_prior.pruning import dip_loss_fn, prune_at_init, random_mask
+from lottery_prior.report.tables import score_columns
+from lottery_prior.seeding import generator
 from lottery_prior.tickets import Ticket, parameter_count
 
 METHODS = ("ticket", "random", "random-layerwise", "magnitude", "snip", "grasp", "synflow",
@@ -43,6 +48,19 @@ def closest_round(records: list[dict], sparsity: float) -> dict:
     return min(records[1:] or records, key=lambda r: abs(r["sparsity"] - sparsity))
 
 
+def check_comparison(problem: Problem, sparsity: float, methods: Sequence[str]) -> None:
+    """Refuse a comparison that cannot be made, before any work: unknown methods, a sparsity
+    outside (0, 1), or no ground truth to score the methods against."""
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise LipError(f"unknown method {unknown[0]!r}; choose from {', '.join(METHODS)}")
+    if not 0 < sparsity < 1:
+        raise LipError(f"sparsity must be in (0, 1), got {sparsity}")
+    if problem.clean is None:
+        raise LipError("a comparison scores every method against the clean image, which an "
+                       "observed image lacks; drop --observed, or use lip find and lip eval")
+
+
 def compare_methods(
     run: ImpRun,
     sparsity: float,
@@ -51,11 +69,7 @@ def compare_methods(
     progress: Progress | None = None,
 ) -> list[dict]:
     """Run (or resume) IMP far enough, then fit every method; one row per method."""
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown:
-        raise LipError(f"unknown method {unknown[0]!r}; choose from {', '.join(METHODS)}")
-    if not 0 < sparsity < 1:
-        raise LipError(f"sparsity must be in (0, 1), got {sparsity}")
+    check_comparison(run.problem, sparsity, methods)
     records = run.records or run.run(progress)
     chosen = closest_round(records, sparsity)
     ticket = run.ticket(chosen["round"])
@@ -80,12 +94,13 @@ def compare_methods(
             k = decoder_width_for_params(chosen["parameters"], out_channels=problem.shape[0])
             model, z = build_prior("decoder", {"k": k}, problem, seed=config.seed)
             result = fit(model, z, problem.operator, problem.observation, clean=problem.clean,
-                         config=replace(config, input_noise=0.0), stop=_stop(run),
-                         callbacks=_bar(progress, "decoder"), metric=problem.metric)
+                         config=replace(config, **model_fit_defaults("decoder")),
+                         stop=_stop(run), callbacks=_bar(progress, "decoder"),
+                         metric=problem.metric, run_past_stop=True)
             rows.append(row(f"decoder (k={k})", 0.0, parameter_count(model), result.scores))
         else:
             mask = baseline_mask(method, ticket, problem, config.seed)
-            result = evaluate_ticket(Ticket(mask, ticket.theta0, ticket.z, ticket.meta),
+            result = evaluate_ticket(Ticket(mask, ticket.rewind_weights, ticket.z, ticket.meta),
                                      problem, config, stop=_stop(run),
                                      callbacks=_bar(progress, method))
             model = ticket.build()
@@ -96,25 +111,23 @@ def compare_methods(
 def baseline_mask(method: str, ticket: Ticket, problem: Problem, seed: int) -> Mask:
     """A mask at the ticket's counted sparsity (and per-layer ratios for random-layerwise)."""
     model = ticket.build()
-    model.load_state_dict(ticket.theta0)  # unmasked theta0: scores see every weight
+    model.load_state_dict(ticket.rewind_weights)  # unmasked theta0: scores see every weight
     template = Mask({n: torch.ones_like(m) for n, m in ticket.mask.items()})
-    generator = torch.Generator().manual_seed(seed + 1)
+    rng = generator(seed, "baseline-mask", method)
     if method == "random-layerwise":
-        return random_mask(template, ticket.sparsity, generator,
+        return random_mask(template, ticket.sparsity, rng,
                            layer_sparsity=ticket.mask.layer_sparsity())
     return prune_at_init(
         model, template, ticket.sparsity, "random" if method == "random" else method,
         loss_fn=dip_loss_fn(ticket.z, problem.operator, problem.observation),
-        input_shape=tuple(ticket.z.shape), generator=generator,
+        input_shape=tuple(ticket.z.shape), generator=rng,
     )
 
 
 def row(method: str, sparsity: float, parameters: int, scores: dict) -> dict:
     """One table row: method, counted sparsity, parameters, labelled PSNRs."""
-    out = {"method": method, "sparsity": round(sparsity, 4), "parameters": parameters}
-    for label in ("final", "averaged", "peak", "stopped"):
-        if label in scores and scores[label].get("psnr") is not None:
-            out[f"psnr_{label}"] = round(scores[label]["psnr"], 3)
+    out = {"method": method, "sparsity": round(sparsity, 4), "parameters": parameters,
+           **score_columns(scores)}
     if "averaged" in scores and scores["averaged"].get("ssim") is not None:
         out["ssim_averaged"] = round(scores["averaged"]["ssim"], 4)
     return out
@@ -127,6 +140,26 @@ def _bar(progress: Progress | None, desc: str) -> list[Callback]:
 def _stop(run: ImpRun) -> StoppingRule | None:
     """A fresh stopping rule of the run's kind (baselines are stopped as the ticket was)."""
     return run.stop_factory() if run.stop_factory else None
+
+
+def ticket_name(path: str | Path, ticket: Ticket) -> str:
+    """A ticket's label in tables: its IMP run and round, else its file's name."""
+    run, k = ticket.meta.get("run"), ticket.meta.get("round")
+    if run is not None and k is not None:
+        return f"{run}/round-{int(k):02d}"
+    path = Path(path)
+    return f"{path.parent.name}/{path.stem}" if path.stem == "ticket" else path.stem
+
+
+def check_transfer(tickets: Sequence[tuple[str, Ticket]],
+                   problems: Sequence[tuple[str, Problem]]) -> None:
+    """Check every (ticket, problem) pair before any fit: channels and image size."""
+    for t_name, ticket in tickets:
+        for p_name, problem in problems:
+            try:
+                ticket_model_for(ticket, problem)
+            except LipError as err:
+                raise LipError(f"ticket {t_name} cannot be retrained on {p_name}: {err}") from None
 
 
 def transfer_grid(

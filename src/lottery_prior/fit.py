@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lottery_prior import seeding
 from lottery_prior.errors import LipError
 from lottery_prior.metrics import psnr as rgb_psnr
 from lottery_prior.metrics import ssim
@@ -46,10 +47,10 @@ class FitConfig:
     def __post_init__(self) -> None:
         if self.steps <= 0:
             raise LipError(f"steps must be positive, got {self.steps}")
-        if self.lr <= 0:
-            raise LipError(f"learning rate must be positive, got {self.lr}")
-        if self.input_noise < 0:
-            raise LipError(f"input noise must be >= 0, got {self.input_noise}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise LipError(f"learning rate must be a positive number, got {self.lr}")
+        if not (math.isfinite(self.input_noise) and self.input_noise >= 0):
+            raise LipError(f"input noise must be a number >= 0, got {self.input_noise}")
         if not 0 <= self.ema < 1:
             raise LipError(f"ema weight must be in [0, 1), got {self.ema}")
 
@@ -132,6 +133,11 @@ def _autocast(device: torch.device, fast: bool) -> contextlib.AbstractContextMan
     return torch.autocast(device.type, dtype=torch.bfloat16)
 
 
+def perturbation_generator(seed: int, device: torch.device) -> torch.Generator:
+    """The input perturbation's own stream of the seed (never the stream of z or the noise)."""
+    return seeding.generator(seed, "perturbation", device=device)
+
+
 def _perturbed(z: Tensor, eta: Tensor, generator: torch.Generator, std: float) -> Tensor:
     """``z + std * eta`` with ``eta`` redrawn in place from ``generator`` (z itself if std 0)."""
     if std <= 0:
@@ -174,11 +180,8 @@ def fit(
         mask = mask.to(device)
         mask.apply_(model)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    noise_gen = torch.Generator(device=device).manual_seed(cfg.seed)
+    noise_gen = perturbation_generator(cfg.seed, device)
     eta = torch.empty(z.shape, dtype=z.dtype, device=device)  # NCHW: normal_ is 7x slower on NHWC
-    if cfg.fast and device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
 
     tracker = _Tracker(truth, metric)
     averaged: Tensor | None = None

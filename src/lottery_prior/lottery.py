@@ -25,17 +25,19 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from lottery_prior import __version__
 from lottery_prior.batched import fit_batched
 from lottery_prior.errors import LipError
-from lottery_prior.files import write_json
+from lottery_prior.files import RunLock, atomic_path, remove_temporaries, write_json
 from lottery_prior.fit import Callback, FitConfig, FitResult, StepInfo, StoppingRule, fit
 from lottery_prior.masks import Mask, weight_sparsity
 from lottery_prior.problem import Problem, build_prior
 from lottery_prior.pruning import magnitude_prune
+from lottery_prior.seeding import generator
 from lottery_prior.tickets import Ticket, parameter_count
 
 log = logging.getLogger("lottery_prior")
@@ -131,6 +133,22 @@ class ImpRun:
         if self.others and (self.stop_factory or self.imp.early_bird is not None):
             raise LipError("a search on several images supports neither --stop nor "
                            "--early-bird; drop them or search one image")
+        first = self.round_steps(0)
+        if self.imp.rewind_step > first:
+            raise LipError(f"--rewind-step {self.imp.rewind_step} is past the end of round 0 "
+                           f"(it can end at step {first}); rewind to a step <= {first}")
+
+    def round_steps(self, k: int) -> int:
+        """The fewest steps round ``k`` can run (a searching round may end at its early-bird
+        stop; the last round runs in full)."""
+        imp, steps = self.imp, self.fit_config.steps
+        if self.fitted_in_full(k):
+            return steps
+        if imp.search_steps is not None:
+            steps = min(steps, imp.search_steps)
+        if imp.early_bird is not None:  # the earliest stop: `window` checks after the first
+            steps = min(steps, imp.early_bird_every * (EarlyBird.window + 1))
+        return steps
 
     @property
     def settings(self) -> dict:
@@ -157,33 +175,76 @@ class ImpRun:
         return self.round_dir(k) / "ticket.safetensors"
 
     def run(self, progress: Callable[[str], Sequence[Callback]] | None = None) -> list[dict]:
-        """Run (or finish) all rounds; returns one record per round, dense first."""
-        self.folder.mkdir(parents=True, exist_ok=True)
-        settings_file = self.folder / "settings.json"
-        if not settings_file.exists():
-            write_json(settings_file, self.settings)
-        theta0, z = self._init()
+        """Run (or finish) all rounds; returns one record per round, dense first.
+
+        One process at a time works in a run folder: a second one is refused at once. A round
+        done earlier is kept when its record reads back, its ticket loads (checksum and all),
+        its mask is the one the previous round left, and (before the last round) the next mask
+        reads back; a round that fails any of these (a damaged or deleted file) is recomputed,
+        with a warning naming the file, and so are the rounds that depended on it if it comes
+        out differently.
+        """
         rounds = self.imp.n_rounds
-        mask = None
-        self.records = []
-        for k in range(rounds + 1):
-            record_file = self.round_dir(k) / "record.json"
-            if record_file.exists():
-                record = json.loads(record_file.read_text())
-                log.info("round %d/%d: done earlier (sparsity %.1f%%), skipped",
-                         k, rounds, 100 * record["sparsity"])
-            else:
+
+        def done_earlier(k: int, mask: Mask | None) -> dict | None:
+            """Round k's record if the round finished earlier and is intact, else None."""
+            rd = self.round_dir(k)
+            record_file = rd / "record.json"
+            if not record_file.exists():
+                return None
+            try:
+                try:
+                    record = json.loads(record_file.read_text())
+                except (OSError, ValueError) as err:  # JSONDecodeError, UnicodeDecodeError
+                    raise LipError(f"{record_file} is not readable JSON ({err})") from err
+                if (not isinstance(record, dict) or record.get("round") != k
+                        or not isinstance(record.get("sparsity"), int | float)
+                        or not isinstance(record.get("scores"), dict)):
+                    raise LipError(f"{record_file} is not a complete record of round {k}")
+                ticket = Ticket.load(self.ticket_path(k))
+                if mask is not None and ticket.mask != mask:
+                    raise LipError(f"the mask of {self.ticket_path(k)} is not the one round "
+                                   f"{k - 1} left (that round was recomputed differently)")
+                if k < rounds:
+                    Mask.load(rd / "next_mask.safetensors")
+                if k == 0 and self.imp.rewind_step > 0:
+                    rewind = self.folder / "rewind.safetensors"
+                    try:
+                        load_file(str(rewind))
+                    except (SafetensorError, OSError) as err:
+                        raise LipError(f"cannot read {rewind}: {err}") from err
+            except LipError as err:
+                log.warning("round %d/%d: %s; recomputing the round", k, rounds,
+                            " ".join(str(err).split()))
+                return None
+            return record
+
+        with RunLock(self.folder):
+            remove_temporaries(self.folder)  # of writers killed earlier; none can be running
+            settings_file = self.folder / "settings.json"
+            if not settings_file.exists():
+                write_json(settings_file, self.settings)
+            weights, z = self._init()
+            mask = None
+            self.records = []
+            for k in range(rounds + 1):
                 if k > 0:
                     mask = Mask.load(self.round_dir(k - 1) / "next_mask.safetensors")
-                    theta0 = self._rewind_weights(theta0)
-                callbacks = list(progress(f"round {k}/{rounds}")) if progress else []
-                record = self._round(k, theta0, z, mask, callbacks, last=k == rounds)
-                log.info("round %d/%d: sparsity %.2f%% (counted), %d steps%s: %s", k, rounds,
-                         100 * record["sparsity"], record["steps"],
-                         "" if self.fitted_in_full(k) else " (search)",
-                         format_scores(record["scores"]))
-            self.records.append(record)
-        return self.records
+                record = done_earlier(k, mask)
+                if record is not None:
+                    log.info("round %d/%d: done earlier (sparsity %.1f%%), skipped",
+                             k, rounds, 100 * record["sparsity"])
+                else:
+                    if k > 0:
+                        weights = self._rewind_weights(weights)
+                    callbacks = list(progress(f"round {k}/{rounds}")) if progress else []
+                    record = self._round(k, weights, z, mask, callbacks, last=k == rounds)
+                    log.info("round %d/%d: sparsity %.2f%% (counted), %d steps%s: %s", k,
+                             rounds, 100 * record["sparsity"], record["steps"],
+                             "" if self.fitted_in_full(k) else " (search)",
+                             format_scores(record["scores"]))
+                self.records.append(record)
+            return self.records
 
     def fitted_in_full(self, k: int) -> bool:
         """Whether round ``k`` ran the full fit (searching rounds may be cut short)."""
@@ -198,15 +259,18 @@ class ImpRun:
         """theta0 and z: drawn once (seeded), saved, reused by every round and resume."""
         path = self.folder / "init.safetensors"
         if path.exists():
-            tensors = load_file(str(path))
-            z = tensors.pop("z")
-            return tensors, z
+            try:
+                tensors = load_file(str(path))
+                z = tensors.pop("z")
+                return tensors, z
+            except (SafetensorError, OSError, KeyError) as err:
+                log.warning("%s is damaged (%s); drawing theta0 and z again (seeded: the same "
+                            "draw)", path, " ".join(str(err).split()) or type(err).__name__)
         model, z = build_prior(self.model_name, self.model_options, self.problem,
                                seed=self.fit_config.seed)
         theta0 = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        tmp = path.with_name(path.name + ".tmp")
-        save_file({**theta0, "z": z.contiguous()}, str(tmp))
-        tmp.replace(path)
+        with atomic_path(path) as tmp:
+            save_file({**theta0, "z": z.contiguous()}, str(tmp))
         return theta0, z
 
     def _rewind_weights(self, theta0: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -238,7 +302,8 @@ class ImpRun:
             operator, y = fit_target(self.problem, self.imp.target)
             result = fit(model, z, operator, y, clean=self.problem.clean, config=config,
                          mask=mask, stop=self.stop_factory() if self.stop_factory else None,
-                         callbacks=callbacks, metric=self.problem.metric)
+                         callbacks=callbacks, metric=self.problem.metric,
+                         run_past_stop=self.problem.clean is not None)
             per_image = None
         if snapshot:
             save_file(snapshot, str(self.folder / "rewind.safetensors"))
@@ -326,15 +391,21 @@ class EarlyBird:
     """Ends a round's fit once the mask that pruning would take has stabilised.
 
     Every ``every`` steps it computes the next mask from the current weights (the same
-    magnitude pruning IMP will apply) and stops once the fraction of mask entries that changed
-    between consecutive checks stayed below ``threshold`` for ``window`` checks in a row (You
-    et al., "Drawing Early-Bird Tickets", ICLR 2020, applied to one IMP round).
+    magnitude pruning IMP will apply) and stops once the distance between consecutive next
+    masks stayed below ``threshold`` for ``window`` checks in a row (You et al., "Drawing
+    Early-Bird Tickets", ICLR 2020, applied to one IMP round). The distance is the number of
+    entries that changed over the most that can change, twice the number of weights the round
+    prunes (each mask removes that many of the current survivors): 0 = same mask, 1 = disjoint
+    choices. (Dividing by all entries instead would make the rule pass trivially once few
+    weights remain.)
     """
 
+    window = 3  # checks in a row below the threshold
+
     def __init__(self, mask: Mask, rate: float, *, layerwise: bool = False,
-                 threshold: float = 0.05, every: int = 25, window: int = 3) -> None:
+                 threshold: float = 0.05, every: int = 25) -> None:
         self.mask, self.rate, self.layerwise = mask, rate, layerwise
-        self.threshold, self.every, self.window = threshold, every, window
+        self.threshold, self.every = threshold, every
         self.previous: Mask | None = None
         self.distances: list[tuple[int, float]] = []
 
@@ -345,10 +416,17 @@ class EarlyBird:
         previous, self.previous = self.previous, current
         if previous is None:
             return False
-        changed = sum(int((a != previous[n].to(a.device)).sum()) for n, a in current.items())
-        self.distances.append((info.step, changed / current.total))
+        self.distances.append((info.step, mask_change(previous, current, self.mask)))
         recent = [d for _, d in self.distances[-self.window:]]
         return len(recent) == self.window and max(recent) < self.threshold
+
+
+def mask_change(previous: Mask, current: Mask, mask: Mask) -> float:
+    """How much two candidate next masks (both pruned from ``mask``) differ: the entries that
+    changed over the most that can change (twice the number pruned), in [0, 1]."""
+    changed = sum(int((a != previous[n].to(a.device)).sum()) for n, a in current.items())
+    most = 2 * (mask.kept - current.kept)
+    return changed / most if most else 0.0
 
 
 def _snapshot_at(step: int, store: dict[str, Tensor]) -> Callback:
@@ -366,9 +444,9 @@ def format_scores(scores: dict) -> str:
     return ", ".join(parts) if parts else "no ground truth"
 
 
-def ticket_input(ticket: Ticket, problem: Problem, seed: int = 0) -> tuple[nn.Module, Tensor]:
-    """The ticket's model at theta0 (masked) and its input for a problem: the ticket's own z
-    when the size matches, else a fresh one of the problem's size (seeded)."""
+def ticket_model_for(ticket: Ticket, problem: Problem) -> nn.Module:
+    """The ticket's masked model, after checking that it can restore the problem's image
+    (channels, size); a one-line error otherwise."""
     model = ticket.build()
     channels, height, width = problem.shape
     out_channels = ticket.model_spec["options"].get("out_channels", channels)
@@ -376,10 +454,22 @@ def ticket_input(ticket: Ticket, problem: Problem, seed: int = 0) -> tuple[nn.Mo
         raise LipError(f"the ticket's model outputs {out_channels} channels, the image has "
                        f"{channels}")
     model.check_size(height, width)
-    z = ticket.z
-    if z.shape[-2:] != model.make_input(height, width).shape[-2:]:
-        z = model.make_input(height, width, generator=torch.Generator().manual_seed(seed))
-    return model, z
+    return model
+
+
+def ticket_input(ticket: Ticket, problem: Problem,
+                 seed: int = 0) -> tuple[nn.Module, Tensor, bool]:
+    """The ticket's model at its rewind weights (masked) and its input for a problem: the
+    ticket's own z when the size matches, else a fresh one of the problem's size (from the
+    seed's ``z`` stream); the flag says whether z was redrawn."""
+    model = ticket_model_for(ticket, problem)
+    height, width = problem.shape[1:]
+    z = model.make_input(height, width, generator=generator(seed, "z"))
+    if z.shape == ticket.z.shape:
+        return model, ticket.z, False
+    log.warning("the ticket's z is %s, the image needs %s: z redrawn (seed %d)",
+                "x".join(map(str, ticket.z.shape[-2:])), "x".join(map(str, z.shape[-2:])), seed)
+    return model, z, True
 
 
 def evaluate_ticket(
@@ -390,8 +480,10 @@ def evaluate_ticket(
     stop: StoppingRule | None = None,
     callbacks: Sequence[Callback] = (),
 ) -> FitResult:
-    """Retrain a ticket (theta0, mask; its z when the size matches) on any image and task."""
-    model, z = ticket_input(ticket, problem, config.seed)
+    """Retrain a ticket (rewind weights, mask; its z when the size matches) on any image and
+    task. With a stopping rule and a known truth, the fit runs all its steps and records the
+    stop (as every fit that is compared does)."""
+    model, z, _ = ticket_input(ticket, problem, config.seed)
     return fit(model, z, problem.operator, problem.observation, clean=problem.clean,
                config=config, mask=ticket.mask, stop=stop, callbacks=callbacks,
-               metric=problem.metric)
+               metric=problem.metric, run_past_stop=problem.clean is not None)

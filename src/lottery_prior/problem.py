@@ -15,10 +15,11 @@ import torch
 from torch import Tensor, nn
 
 from lottery_prior.errors import LipError
-from lottery_prior.images import load_image
+from lottery_prior.images import image_size, load_image
 from lottery_prior.metrics import psnr, psnr_y
 from lottery_prior.models import create_model
 from lottery_prior.operators import TASK_DEFAULTS, make_operator
+from lottery_prior.seeding import generator, seeded_global
 
 
 @dataclass
@@ -31,6 +32,7 @@ class Problem:
     observation: Tensor
     clean: Tensor | None
     shape: tuple[int, int, int]
+    noise_seed: int | None = None
 
     @property
     def metric(self) -> Callable[[Tensor, Tensor], float]:
@@ -42,16 +44,22 @@ class Problem:
         return "PSNR-Y (border 4)" if self.task == "sr" else "PSNR"
 
     def describe(self) -> dict:
-        """JSON-ready provenance: image, its content hash, the operator's settings."""
-        data = self.clean if self.clean is not None else self.observation
-        digest = hashlib.sha256(data.numpy().tobytes()).hexdigest()[:16]
-        return {
+        """JSON-ready provenance and identity: the image and observation (content hashes, so
+        two different observations never look alike), the noise seed, the operator's
+        settings (and its mask's content for inpainting)."""
+        described = {
             "image": self.image,
-            "image_sha256": digest,
+            "image_sha256": content_hash(self.clean if self.clean is not None
+                                         else self.observation),
+            "observation_sha256": content_hash(self.observation),
+            "noise_seed": self.noise_seed,
             "observed": self.clean is None,
             "shape": list(self.shape),
             **self.operator.describe(),
         }
+        if isinstance(getattr(self.operator, "mask", None), Tensor):
+            described["mask_sha256"] = content_hash(self.operator.mask)
+        return described
 
 
 def make_problem(
@@ -65,17 +73,21 @@ def make_problem(
     size: int | None = None,
     observed: bool = False,
     multiple: int = 32,
-    seed: int = 0,
+    noise_seed: int = 0,
 ) -> Problem:
-    """Load ``image`` and simulate the task's observation (seeded), or take it as observed.
+    """Load ``image`` and simulate the task's observation, or take it as observed.
 
+    The observation's randomness (noise, Bernoulli mask) comes from ``noise_seed`` through
+    streams of its own, named by purpose and keyed by the image's content: independent of the
+    network's seed (init, z, perturbation), and two images never share a noise field.
     With ``observed=True`` the file is the degraded image itself: for super-resolution it is
     the low-resolution image and the problem is ``factor`` times larger; inpainting then needs
     a mask file.
     """
     if task not in TASK_DEFAULTS:
         raise LipError(f"unknown task {task!r}; choose one of {', '.join(TASK_DEFAULTS)}")
-    generator = torch.Generator().manual_seed(seed)
+    # a mask file follows --size only if it has the image's own (original) size
+    source_hw = image_size(image) if size is not None and mask not in (None, "text") else None
     if observed:
         if task == "inpaint" and (mask is None or mask == "text"):
             raise LipError("an observed inpainting image needs its mask file: pass --mask FILE")
@@ -84,25 +96,33 @@ def make_problem(
         scale = factor if task == "sr" else 1
         hw = (y.shape[-2] * scale, y.shape[-1] * scale)
         operator = make_operator(task, hw, sigma=sigma, mask=mask, keep=keep, factor=factor,
-                                 generator=generator, size=size)
+                                 size=size, source_hw=source_hw, multiple=lr_multiple)
         return Problem(image, task, operator, y, None, (y.shape[1], *hw))
     x = load_image(image, size=size, multiple=multiple).unsqueeze(0)
     hw = (x.shape[-2], x.shape[-1])
+    content = content_hash(x)
     operator = make_operator(task, hw, sigma=sigma, mask=mask, keep=keep, factor=factor,
-                             generator=generator, size=size)
-    y = operator.observe(x, generator=generator)
-    return Problem(image, task, operator, y, x, (x.shape[1], *hw))
+                             generator=generator(noise_seed, "inpaint-mask", content), size=size,
+                             source_hw=source_hw, multiple=multiple)
+    y = operator.observe(x, generator=generator(noise_seed, "observation", content))
+    return Problem(image, task, operator, y, x, (x.shape[1], *hw), noise_seed)
+
+
+def content_hash(t: Tensor) -> str:
+    """A short hash of a tensor's values (its identity in run folders and random streams)."""
+    data = t.detach().to("cpu", torch.float32).contiguous().numpy()
+    return hashlib.sha256(str(data.shape).encode() + data.tobytes()).hexdigest()[:16]
 
 
 def build_prior(
     name: str, options: dict | None, problem: Problem, seed: int = 0
 ) -> tuple[nn.Module, Tensor]:
-    """A freshly initialised network (seeded) and its fixed input code ``z`` for a problem."""
+    """A freshly initialised network and its fixed input code ``z`` for a problem, from the
+    seed's ``init`` and ``z`` streams (torch's global random state is left as it was)."""
     options = dict(options or {})
     channels, height, width = problem.shape
     options.setdefault("out_channels", channels)
-    torch.manual_seed(seed)
-    model = create_model(name, **options)
+    with seeded_global(seed, "init"):
+        model = create_model(name, **options)
     model.check_size(height, width)
-    z = model.make_input(height, width, generator=torch.Generator().manual_seed(seed))
-    return model, z
+    return model, model.make_input(height, width, generator=generator(seed, "z"))

@@ -5,7 +5,13 @@ from lottery_prior.models.decoder import (
     decoder_param_count,
     decoder_width_for_params,
 )
-from lottery_prior.models.registry import PriorNet, create_model, list_models, register_model
+from lottery_prior.models.registry import (
+    PriorNet,
+    create_model,
+    list_models,
+    model_fit_defaults,
+    register_model,
+)
 from lottery_prior.models.skip import SkipHourglass
 
 __all__ = [
@@ -16,5 +22,6 @@ __all__ = [
     "decoder_param_count",
     "decoder_width_for_params",
     "list_models",
+    "model_fit_defaults",
     "register_model",
 ]

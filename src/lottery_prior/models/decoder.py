@@ -31,7 +31,7 @@ class DeepDecoder(PriorNet):
         return self.head(self.body(z))
 
 
-@register_model("decoder")
+@register_model("decoder", fit_defaults={"input_noise": 0.0})  # its authors perturb nothing
 def decoder(
     k: int = 64, layers: int = 6, out_channels: int = 3, upsample: str = "bilinear"
 ) -> DeepDecoder:

@@ -16,6 +16,7 @@ UPSAMPLE_MODES = ("bilinear", "nearest")
 
 F = TypeVar("F", bound=Callable[..., "PriorNet"])
 _REGISTRY: dict[str, Callable[..., PriorNet]] = {}
+_FIT_DEFAULTS: dict[str, dict[str, Any]] = {}
 
 
 class PriorNet(nn.Module):
@@ -73,16 +74,25 @@ def upsample_layer(mode: str) -> nn.Upsample:
     )
 
 
-def register_model(name: str) -> Callable[[F], F]:
-    """Decorator registering a model factory under ``name``."""
+def register_model(name: str, fit_defaults: dict[str, Any] | None = None) -> Callable[[F], F]:
+    """Decorator registering a model factory under ``name``; ``fit_defaults`` are the fit
+    settings (``FitConfig`` fields) this model is fitted with unless the user sets them."""
 
     def decorate(factory: F) -> F:
         if name in _REGISTRY:
             raise LipError(f"model {name!r} is already registered; pick another name")
         _REGISTRY[name] = factory
+        _FIT_DEFAULTS[name] = dict(fit_defaults or {})
         return factory
 
     return decorate
+
+
+def model_fit_defaults(name: str) -> dict[str, Any]:
+    """The fit settings model ``name`` is fitted with by default (e.g. no input noise)."""
+    if name not in _REGISTRY:
+        raise LipError(f"unknown model {name!r}; known models: {', '.join(list_models())}")
+    return dict(_FIT_DEFAULTS[name])
 
 
 def list_models() -> list[str]:

@@ -16,7 +16,7 @@ from lottery_prior.report.plots import (
     plot_method_bars,
     plot_sparsity_curves,
 )
-from lottery_prior.report.tables import markdown_table, write_table
+from lottery_prior.report.tables import HEADINGS, markdown_table, score_columns, write_table
 
 
 def write_fit_outputs(
@@ -64,29 +64,33 @@ def write_fit_outputs(
 
 
 def write_imp_report(run) -> str:
-    """``results.csv``/``.md`` and ``psnr_vs_sparsity.png`` of an IMP run; returns the table."""
-    rows = [_round_row(r) for r in run.records]
+    """``results.csv``/``.md`` and ``psnr_vs_sparsity.png`` of an IMP run; returns the table.
+
+    Searching rounds cut short are in the table (marked ``search``) but not in the plot: it
+    shows full-length fits only, and draws the dense line only if round 0 ran in full.
+    """
+    rows = [_round_row(r, run.fitted_in_full(r["round"])) for r in run.records]
     write_table(rows, run.folder / "results")
-    labels = [k for k in ("psnr_averaged", "psnr_peak", "psnr_stopped", "psnr_final")
-              if rows and k in rows[0]]
-    if labels:
-        series = {k.removeprefix("psnr_"): ([r["sparsity"] for r in rows[1:]],
-                                            [r[k] for r in rows[1:]]) for k in labels[:2]}
-        plot_sparsity_curves(series, run.folder / "psnr_vs_sparsity.png",
-                             dense=rows[0][labels[0]], title=f"IMP · {run.problem.image} · "
-                             f"{run.problem.task} (dense: {labels[0].removeprefix('psnr_')})",
+    full = [r for r in rows if r["fit"] == "full"]
+    labels = [k for k in ("psnr_averaged", "psnr_peak_averaged", "psnr_stopped")
+              if full and k in full[0]]
+    pruned = [r for r in full if r["round"] > 0]
+    if labels and pruned:
+        dense = full[0][labels[0]] if full[0]["round"] == 0 else None
+        series = {HEADINGS[k]: ([r["sparsity"] for r in pruned], [r[k] for r in pruned])
+                  for k in labels[:2]}
+        plot_sparsity_curves(series, run.folder / "psnr_vs_sparsity.png", dense=dense,
+                             title=f"IMP · {run.problem.image} · {run.problem.task} "
+                             f"(full {run.fit_config.steps}-step fits only)",
                              ylabel=f"{run.problem.metric_name} (dB)")
     return markdown_table(rows)
 
 
-def _round_row(record: dict) -> dict:
-    row = {"round": record["round"], "sparsity": round(record["sparsity"], 4),
-           "parameters": record["parameters"], "steps": record["steps"],
-           "seconds": record["seconds"]}
-    for name, entry in record["scores"].items():
-        if entry.get("psnr") is not None:
-            row[f"psnr_{name}"] = round(entry["psnr"], 3)
-    return row
+def _round_row(record: dict, full: bool) -> dict:
+    return {"round": record["round"], "sparsity": round(record["sparsity"], 4),
+            "parameters": record["parameters"], "fit": "full" if full else "search",
+            "steps": record["steps"], "seconds": record["seconds"],
+            **score_columns(record["scores"])}
 
 
 def write_comparison(rows: list[dict], out_dir: str | Path, title: str = "") -> str:
@@ -103,8 +107,8 @@ def write_comparison(rows: list[dict], out_dir: str | Path, title: str = "") -> 
         entry = {"method": m, "sparsity": first["sparsity"], "parameters": first["parameters"],
                  "seeds": len(values), f"{key}_mean": round(statistics.fmean(values), 3),
                  f"{key}_std": round(statistics.pstdev(values), 3)}
-        for other in ("psnr_peak", "psnr_stopped"):
-            if other in first:
+        for other in ("psnr_final", "psnr_stopped", "psnr_peak_iterate", "psnr_peak_averaged"):
+            if other in first and other != key:
                 entry[f"{other}_mean"] = round(
                     statistics.fmean(r[other] for r in rows if r["method"] == m), 3)
         summary.append(entry)

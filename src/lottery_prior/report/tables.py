@@ -6,6 +6,38 @@ import csv
 from collections.abc import Sequence
 from pathlib import Path
 
+# Score label in a fit's ``scores`` -> table column; every PSNR column says which output it is.
+SCORE_COLUMNS = {
+    "final": "psnr_final",
+    "averaged": "psnr_averaged",
+    "peak": "psnr_peak_iterate",
+    "peak_averaged": "psnr_peak_averaged",
+    "stopped": "psnr_stopped",
+}
+# Column -> heading in Markdown tables (CSV keeps the short names).
+HEADINGS = {
+    "psnr_final": "PSNR, final iterate",
+    "psnr_averaged": "PSNR, averaged output",
+    "psnr_peak_iterate": "peak, iterate (oracle)",
+    "psnr_peak_averaged": "peak, averaged (oracle)",
+    "psnr_stopped": "PSNR at the automatic stop",
+    "ssim_averaged": "SSIM, averaged output",
+}
+
+
+def score_columns(scores: dict, digits: int = 3) -> dict[str, float]:
+    """A fit's labelled PSNRs as table columns (``SCORE_COLUMNS``), in that order."""
+    return {column: round(scores[label]["psnr"], digits) for label, column in SCORE_COLUMNS.items()
+            if scores.get(label, {}).get("psnr") is not None}
+
+
+def heading(column: str) -> str:
+    """A column's Markdown heading: ``HEADINGS``, with ``_mean``/``_std`` suffixes spelled out."""
+    for suffix, word in (("_mean", " (mean)"), ("_std", " (std)")):
+        if column.endswith(suffix) and column.removesuffix(suffix) in HEADINGS:
+            return HEADINGS[column.removesuffix(suffix)] + word
+    return HEADINGS.get(column, column)
+
 
 def _cell(value: object) -> str:
     if isinstance(value, float):
@@ -32,6 +64,7 @@ def markdown_table(rows: Sequence[dict]) -> str:
     if not rows:
         return "(no rows)"
     columns = list(rows[0])
-    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
+    lines = ["| " + " | ".join(map(heading, columns)) + " |",
+             "|" + "|".join("---" for _ in columns) + "|"]
     lines += ["| " + " | ".join(_cell(r.get(c)) for c in columns) + " |" for r in rows]
     return "\n".join(lines)
