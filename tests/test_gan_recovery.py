@@ -51,18 +51,33 @@ def test_observe_noise_and_outliers():
     a = GaussianMeasurement(64, 40, seed=0)
     x = torch.rand(1, 8, 8)
     clean = a(x.reshape(-1))
-    noisy = a.observe(x, 0.01, generator=torch.Generator().manual_seed(0))
+    noisy = a.observe(x, 0.01, seed=0)
     assert 0.002 < (noisy - clean).std() < 0.02
-    bad = a.observe(x, 0.0, outliers=5, generator=torch.Generator().manual_seed(0))
-    assert int(((bad - clean).abs() > 1e-4).sum()) == 5
     with pytest.raises(LipError, match="n = 64"):
         a.observe(torch.rand(1, 4, 4))
+
+
+def test_robust_cs_adds_outlier_rows():
+    """PROTOCOL 6: the outliers are 20 rows added to the m rows, not m rows corrupted."""
+    x = torch.rand(1, 8, 8)
+    plain = GaussianMeasurement(64, 40, seed=3, context=("img",))
+    robust = GaussianMeasurement(64, 40, seed=3, context=("img",), outliers=20)
+    assert robust.rows_total == 60 and robust.dense().shape == (60, 64)
+    torch.testing.assert_close(robust.dense()[:40], plain.dense(), rtol=0, atol=0)
+    y = plain.observe(x, 0.01, seed=5, context=("img",))
+    y_robust = robust.observe(x, 0.01, seed=5, context=("img",))
+    assert y.shape == (40,) and y_robust.shape == (60,)
+    torch.testing.assert_close(y_robust[:40], y, rtol=0, atol=0)
+    clean = robust(x.reshape(-1))
+    rms = clean[:40].pow(2).mean().sqrt()
+    assert (y_robust[40:] - clean[40:]).std() > 3 * rms  # the added rows are the outliers
+    assert robust(torch.rand(3, 64)).shape == (3, 60)
 
 
 def test_recovers_an_image_the_generator_made(tiny):
     g, x = tiny
     a = GaussianMeasurement(64, 48, seed=1)
-    y = a.observe(x, 0.0, generator=torch.Generator().manual_seed(0))
+    y = a.observe(x, 0.0, seed=0)
     result = recover_cs(g, y, a, truth=x, **FAST)
     assert result.psnr > 40 and result.mse < 1e-4
     assert result.residual < 1e-5 and result.objective == min(result.objectives)
@@ -77,7 +92,7 @@ def test_cs_error_falls_as_m_grows(tiny):
     errors = []
     for m in (3, 12, 48):
         a = GaussianMeasurement(64, m, seed=1)
-        y = a.observe(x, 0.01, generator=torch.Generator().manual_seed(0))
+        y = a.observe(x, 0.01, seed=0)
         errors.append(recover_cs(g, y, a, truth=x, **FAST).mse)
     assert errors[2] < errors[1] < errors[0]
     assert errors[2] < errors[0] / 10
@@ -85,8 +100,8 @@ def test_cs_error_falls_as_m_grows(tiny):
 
 def test_median_of_means_resists_outliers(tiny):
     g, x = tiny
-    a = GaussianMeasurement(64, 64, seed=1)
-    y = a.observe(x, 0.01, outliers=4, generator=torch.Generator().manual_seed(0))
+    a = GaussianMeasurement(64, 60, seed=1, outliers=4)
+    y = a.observe(x, 0.01, seed=0)
     plain = recover_cs(g, y, a, truth=x, **FAST)
     robust = recover_cs(g, y, a, truth=x, robust=True, batches=16, **FAST)
     assert robust.psnr > plain.psnr + 5

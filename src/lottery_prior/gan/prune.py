@@ -9,6 +9,11 @@ The layers that only translate to and from RGB stay dense by default: the toRGB/
 lower scales are unused at full resolution and would otherwise soak up the pruning budget.
 Magnitudes are those of the stored (equalized-lr, N(0, 1)-scaled) weights, which puts every
 layer on the same footing.
+
+Every round and method fine-tunes with the same random streams of the seed (batches,
+augmentation, latents, penalty interpolations: common random numbers), so rounds and methods
+differ by their masks only; random masks come from the stream ``gan-random-mask`` (one per
+round and network).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from lottery_prior import seeding
 from lottery_prior.errors import LipError
 from lottery_prior.gan.networks import Discriminator, Generator
 from lottery_prior.gan.train import Callback, GanModels, WganLoss, finetune_gan
@@ -45,10 +51,10 @@ class GanTicket:
 
 
 def _next_mask(method: str, net: nn.Module, mask: Mask, template: Mask, rate: float,
-               k: int, rng: torch.Generator) -> Mask:
+               k: int, rng: Callable[[], torch.Generator]) -> Mask:
     if method == "magnitude":
         return magnitude_prune(net, mask, rate)
-    return random_mask(template, 1 - (1 - rate) ** k, rng)
+    return random_mask(template, 1 - (1 - rate) ** k, rng())
 
 
 def prune_gan(
@@ -82,18 +88,20 @@ def prune_gan(
     template_g = Mask.ones(generator, keep_dense)
     template_d = Mask.ones(discriminator, keep_dense_discriminator) if prune_discriminator \
         else None
-    rng = torch.Generator().manual_seed(seed)
     mask_g, mask_d = template_g, template_d
     tickets: list[GanTicket] = []
     for k in range(rounds + 1):
         if k:
             last = tickets[-1].models
-            mask_g = _next_mask(method, last.average, mask_g, template_g, rate, k, rng)
+            mask_g = _next_mask(method, last.average, mask_g, template_g, rate, k, lambda k=k:
+                                seeding.generator(seed, "gan-random-mask", "generator", k))
             if template_d is not None and mask_d is not None:
-                mask_d = _next_mask(method, last.discriminator, mask_d, template_d, rate, k, rng)
+                mask_d = _next_mask(method, last.discriminator, mask_d, template_d, rate, k,
+                                    lambda k=k: seeding.generator(seed, "gan-random-mask",
+                                                                  "critic", k))
         models = finetune_gan(
             generator, discriminator, images, steps=steps, lr=lr, batch_size=batch_size,
-            loss=loss, generator_mask=mask_g, discriminator_mask=mask_d, seed=seed + k,
+            loss=loss, generator_mask=mask_g, discriminator_mask=mask_d, seed=seed,
             callback=None if callback is None else _tagged(callback, k),
         )
         tickets.append(GanTicket(k, mask_g, mask_d, models))

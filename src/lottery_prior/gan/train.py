@@ -8,6 +8,12 @@ The zoo sums the critic terms over the batch (``reduction="sum"``, also what the
 fine-tuning used); the default averages them, as Gulrajani et al. and Karras et al. write them.
 Progressive growing: 4x4 first, then each new scale fades in with alpha going linearly from 1
 to 0 (real images blended the same way), the optimizers and the average restarting per scale.
+
+Random streams (:mod:`lottery_prior.seeding`), each its own of the seed: ``gan-init`` (the
+generator's and the critic's initial weights, separately, per scale), ``gan-train-batches``
+(which images), ``gan-train-augment`` (flips, shifts), ``gan-train-latents`` and
+``gan-train-gp`` (the gradient penalty's interpolation weights); fine-tuning uses the same
+purposes under the context ``finetune``. Torch's global random state is left as it was.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lottery_prior import seeding
 from lottery_prior.errors import LipError
 from lottery_prior.gan.networks import Discriminator, Generator
 from lottery_prior.masks import Mask
@@ -36,6 +43,21 @@ class GanModels:
     generator: Generator
     discriminator: Discriminator
     average: Generator
+
+
+@dataclass
+class Streams:
+    """The random streams of one training or fine-tuning run (see the module docstring)."""
+
+    batches: torch.Generator
+    augment: torch.Generator
+    latents: torch.Generator
+    gp: torch.Generator
+
+    @classmethod
+    def of(cls, seed: int, *context: object) -> Streams:
+        return cls(*(seeding.generator(seed, f"gan-train-{purpose}", *context)
+                     for purpose in ("batches", "augment", "latents", "gp")))
 
 
 @dataclass
@@ -87,14 +109,15 @@ class _Batches:
     """Random minibatches in [-1, 1] at a given resolution: horizontal flips and shifts of up
     to 1/16 of the side (edge replicated) when ``augment``, then area downsampling."""
 
-    def __init__(self, images: Tensor, batch_size: int, augment: bool, rng: torch.Generator,
+    def __init__(self, images: Tensor, batch_size: int, augment: bool, streams: Streams,
                  device: torch.device) -> None:
         self.images = images.float() * 2 - 1
-        self.batch_size, self.augment, self.rng, self.device = batch_size, augment, rng, device
+        self.batch_size, self.augment, self.device = batch_size, augment, device
+        self.pick, self.rng = streams.batches, streams.augment
 
     def __call__(self, resolution: int) -> Tensor:
         n, _, side, _ = self.images.shape
-        x = self.images[torch.randint(n, (self.batch_size,), generator=self.rng)]
+        x = self.images[torch.randint(n, (self.batch_size,), generator=self.pick)]
         if self.augment:
             flip = torch.rand(self.batch_size, generator=self.rng) < 0.5
             x = torch.where(flip[:, None, None, None], x.flip(-1), x)
@@ -117,7 +140,7 @@ def _blend_real(real: Tensor, alpha: float) -> Tensor:
 
 
 def _run(models: GanModels, batches: _Batches, steps: int, lr: float, loss: WganLoss,
-         ema_decay: float, rng: torch.Generator, *, fade_steps: int = 0,
+         ema_decay: float, streams: Streams, *, fade_steps: int = 0,
          masks: tuple[Mask | None, Mask | None] = (None, None),
          callback: Callback | None = None, info: dict | None = None) -> None:
     """``steps`` WGAN-GP iterations at the networks' current resolution, masks kept applied."""
@@ -133,16 +156,16 @@ def _run(models: GanModels, batches: _Batches, steps: int, lr: float, loss: Wgan
                 net.alpha = alpha
         real = _blend_real(batches(net_g.resolution), alpha)
 
-        z = torch.randn(n, net_g.latent_dim, generator=rng).to(device)
+        z = torch.randn(n, net_g.latent_dim, generator=streams.latents).to(device)
         with torch.no_grad():
             fake = net_g(z)
-        loss_d = loss.critic(net_d, real, fake, rng)
+        loss_d = loss.critic(net_d, real, fake, streams.gp)
         opt_d.zero_grad(set_to_none=True)
         loss_d.backward()
         _masked_step(opt_d, net_d, mask_d)
 
         net_d.requires_grad_(False)
-        z = torch.randn(n, net_g.latent_dim, generator=rng).to(device)
+        z = torch.randn(n, net_g.latent_dim, generator=streams.latents).to(device)
         loss_g = loss.generator(net_d, net_g(z))
         opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
@@ -208,22 +231,24 @@ def train_gan(
     _check_images(images, 4 * 2 ** (len(depths) - 1))
     loss = loss or WganLoss()
     device = torch.device(device)
-    rng = torch.Generator().manual_seed(seed)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    streams = Streams.of(seed)
+    with seeding.seeded_global(seed, "gan-init", "generator", 0):
         net_g = Generator(latent_dim, depths[:1], images.shape[1]).to(device)
+    with seeding.seeded_global(seed, "gan-init", "critic", 0):
         net_d = Discriminator(depths[:1], images.shape[1], minibatch_std=minibatch_std).to(device)
-        batches = _Batches(images, batch_size, augment, rng, device)
-        for scale, depth in enumerate(depths):
-            if scale:
+    batches = _Batches(images, batch_size, augment, streams, device)
+    for scale, depth in enumerate(depths):
+        if scale:
+            with seeding.seeded_global(seed, "gan-init", "generator", scale):
                 net_g.add_scale(depth)
+            with seeding.seeded_global(seed, "gan-init", "critic", scale):
                 net_d.add_scale(depth)
-                net_g.to(device)
-                net_d.to(device)
-            models = GanModels(net_g, net_d, copy.deepcopy(net_g))
-            _run(models, batches, steps_per_scale, lr, loss, ema_decay, rng,
-                 fade_steps=fade_steps if scale else 0, callback=callback,
-                 info={"scale": scale, "resolution": net_g.resolution})
+            net_g.to(device)
+            net_d.to(device)
+        models = GanModels(net_g, net_d, copy.deepcopy(net_g))
+        _run(models, batches, steps_per_scale, lr, loss, ema_decay, streams,
+             fade_steps=fade_steps if scale else 0, callback=callback,
+             info={"scale": scale, "resolution": net_g.resolution})
     return models
 
 
@@ -261,8 +286,8 @@ def finetune_gan(
         net.requires_grad_(True)
     models = GanModels(net_g, net_d, copy.deepcopy(net_g))
     device = next(net_g.parameters()).device
-    rng = torch.Generator().manual_seed(seed)
-    batches = _Batches(images, batch_size, augment, rng, device)
-    _run(models, batches, steps, lr, loss or WganLoss(), ema_decay, rng,
+    streams = Streams.of(seed, "finetune")
+    batches = _Batches(images, batch_size, augment, streams, device)
+    _run(models, batches, steps, lr, loss or WganLoss(), ema_decay, streams,
          masks=(generator_mask, discriminator_mask), callback=callback)
     return models
