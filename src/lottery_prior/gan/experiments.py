@@ -5,8 +5,10 @@ An experiment returns :class:`Results` (a row per image and setting, their means
 ``out``, writes there the recovered images, ``results``/``summary`` tables (CSV + Markdown)
 and plots of the recovery error. The default images are the 20 held-out LFW faces
 (:func:`held_out_faces`), never used to train or fine-tune. Measurement matrices, noise,
-random pixel masks and latent restarts are seeded per image only, so every m, keep ratio,
-round and pruning method sees the same observations of image i.
+outliers, random pixel masks and the restarts' starting codes each have their own named
+stream of the seed (:mod:`lottery_prior.seeding`) with the image's content hash as context:
+two images never share a noise field, and every m, keep ratio, round and pruning method sees
+the same observations of an image.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 import statistics
 import sys
 import time
@@ -27,6 +30,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from lottery_prior import images as imageio
+from lottery_prior import seeding
 from lottery_prior.errors import LipError
 from lottery_prior.gan.checkpoint import save_checkpoint
 from lottery_prior.gan.data import N_TRAIN, load_faces
@@ -35,16 +39,20 @@ from lottery_prior.gan.prune import PRUNE_METHODS, GanTicket, prune_gan
 from lottery_prior.gan.recovery import GaussianMeasurement, Recovery, recover_cs, recover_inpaint
 from lottery_prior.gan.train import train_gan
 from lottery_prior.masks import Mask
+from lottery_prior.problem import content_hash
 from lottery_prior.report.plots import plot_sparsity_curves
 from lottery_prior.report.tables import write_table
 
 log = logging.getLogger("lottery_prior")
 
 CHECKPOINT_NAME = "gan.pth"
+# What `lip gan train` records as the checkpoint's training data (config key "dataset"):
+# a checkpoint saying so can be fine-tuned on the bundled faces without --train-images.
+FACES_DATASET = f"skimage lfw_subset faces 0-{N_TRAIN - 1}"
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".ppm", ".pgm")
 DEPTHS = (64, 64, 32, 16, 16)  # widths at 4, 8, 16, 32, 64 px: the small face GAN
 NamedImages = list[tuple[str, Tensor]]
 StepCallback = Callable[[dict], None]
-_OPERATOR, _NOISE, _PIXELS, _LATENT = range(4)  # independent random streams per image
 
 
 @dataclass(frozen=True)
@@ -68,15 +76,6 @@ class Results:
     rows: list[dict]
     summary: list[dict]
     files: list[Path] = field(default_factory=list)
-
-
-def _seed(*keys: int) -> int:
-    """A 32-bit seed mixed from ``keys``: distinct keys give unrelated streams."""
-    return int(np.random.SeedSequence(list(keys)).generate_state(1)[0])
-
-
-def _rng(*keys: int) -> torch.Generator:
-    return torch.Generator().manual_seed(_seed(*keys))
 
 
 @contextlib.contextmanager
@@ -120,6 +119,42 @@ def training_faces(generator: Generator) -> Tensor:
     """The 80 fine-tuning faces (N, C, R, R), sized and coloured as the generator's."""
     return _to_channels(load_faces("train", generator.resolution), generator.out_channels,
                         "the faces")
+
+
+def trained_on_faces(config: Mapping[str, object]) -> bool:
+    """Whether a checkpoint's config records `lip gan train`'s bundled training faces."""
+    return config.get("dataset") == FACES_DATASET
+
+
+def load_image_folder(folder: str | os.PathLike, generator: Generator) -> Tensor:
+    """Every image file directly in ``folder`` (sorted by name; PNG/JPEG/TIFF/BMP/WebP/PPM),
+    centre square resized to the generator's side and converted to its channels:
+    (N, C, R, R) in [0, 1], all held in memory. Files that cannot be read are skipped with a
+    warning; a missing folder, or one without two readable images, is a LipError."""
+    path = Path(folder).expanduser()
+    if not path.is_dir():
+        raise LipError(f"no such folder of training images: {folder}")
+    files = sorted(f for f in path.iterdir()
+                   if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise LipError(f"{folder} holds no image files ({', '.join(IMAGE_SUFFIXES)})")
+    loaded, skipped = [], []
+    side, channels = generator.resolution, generator.out_channels
+    for f in files:
+        try:
+            x = imageio.load_image(str(f), size=side, multiple=1)
+        except LipError:
+            skipped.append(f.name)
+            continue
+        loaded.append(_to_channels(x, channels, f.name))
+    if skipped:
+        log.warning("%s: skipped %d unreadable file(s): %s", folder, len(skipped),
+                    ", ".join(skipped[:5]) + (" ..." if len(skipped) > 5 else ""))
+    if not loaded:
+        raise LipError(f"{folder} holds no readable image ({len(files)} file(s) tried)")
+    if len(loaded) < 2:
+        raise LipError(f"{folder} holds one readable image; fine-tuning needs at least 2")
+    return torch.stack(loaded)
 
 
 def load_images(specs: Sequence[str], generator: Generator, names: Sequence[str]) -> NamedImages:
@@ -294,12 +329,13 @@ def train_and_save(out: Path, *, size: int = 32, steps_per_scale: int = 800,
     out.mkdir(parents=True, exist_ok=True)
     checkpoint = out / CHECKPOINT_NAME
     save_checkpoint(checkpoint, models.generator, models.discriminator, models.average,
-                    dataset=f"skimage lfw_subset faces 0-{N_TRAIN - 1}",
+                    dataset=FACES_DATASET,
                     steps_per_scale=steps_per_scale, fade_steps=fade, seed=seed,
                     train_minutes=round(minutes, 2))
     net = models.average.eval()
     with torch.no_grad():
-        z = torch.randn(64, net.latent_dim, generator=_rng(seed)).to(next(net.parameters()))
+        z = torch.randn(64, net.latent_dim, generator=seeding.generator(seed, "gan-samples"))
+        z = z.to(next(net.parameters()))
         samples = ((net(z) + 1) / 2).clamp(0, 1).cpu()
     imageio.save_image(image_grid(list(samples), 8), out / "samples.png")
     smooth = max(1, len(history) // 100)
@@ -322,12 +358,14 @@ def _check_cs(measurements: Sequence[int], noise: float, outliers: int, robust: 
     for m in measurements:
         if isinstance(m, bool) or not isinstance(m, int) or m < 1:
             raise LipError(f"the number of measurements m must be a positive integer, got {m!r}")
-    if not noise >= 0 or not 0 <= outliers <= min(measurements):
-        raise LipError(f"need noise >= 0 and 0 <= outliers <= m = {min(measurements)}; got "
-                       f"{noise} and {outliers}")
-    if robust and not 1 <= batches <= min(measurements):
-        raise LipError(f"robust recovery needs 1 <= batches <= m = {min(measurements)}, "
-                       f"got {batches}")
+    if not noise >= 0:
+        raise LipError(f"the noise std must be >= 0, got {noise}")
+    if isinstance(outliers, bool) or not isinstance(outliers, int) or outliers < 0:
+        raise LipError(f"the number of outlier rows must be an integer >= 0, got {outliers!r}")
+    rows = min(measurements) + outliers
+    if robust and not 1 <= batches <= rows:
+        raise LipError(f"robust recovery needs 1 <= batches <= {rows} (the fewest rows: m + "
+                       f"outliers), got {batches}")
 
 
 def _least_norm(a: GaussianMeasurement, y: Tensor, x: Tensor) -> Recovery:
@@ -348,7 +386,8 @@ def cs_experiment(generator: Generator, images: NamedImages, measurements: Seque
                   mask: Mask | None = None, seed: int = 0, out: Path | None = None,
                   progress: bool = False) -> Results:
     """Compressive sensing y = A x + e of each image for each m (CSGM; ``robust``: median of
-    ``batches`` means, against ``outliers`` corrupted measurements).
+    ``batches`` means). ``outliers`` corrupted rows are added to the m measurements (the
+    paper's protocol: 20), so y has m + outliers values, its first m those without outliers.
 
     Rows per image, m and method (``gan``; ``least-norm`` A^+ y with ``least_norm``): PSNR,
     per-pixel MSE, mean squared measurement residual, seconds. ``mask`` prunes the generator.
@@ -361,18 +400,18 @@ def cs_experiment(generator: Generator, images: NamedImages, measurements: Seque
     rows: list[dict] = []
     tiles: list[Tensor] = []
     saved: dict[str, Tensor] = {}
-    for i, (name, x) in enumerate(images):
+    for name, x in images:
         tiles.append(x)
         saved[f"{name}-truth"] = x
+        streams = {"seed": seed, "context": (content_hash(x),)}
         for m in measurements:
-            a = GaussianMeasurement(n, m, seed=_seed(seed, i, _OPERATOR))
-            y = a.observe(x, noise, outliers=outliers, generator=_rng(seed, i, _NOISE))
+            a = GaussianMeasurement(n, m, outliers=outliers, **streams)
+            y = a.observe(x, noise, **streams)
             start = time.perf_counter()
             with _steps(f"{name} m={m}", solver.steps, progress) as bar:
                 result = recover_cs(generator, y, a, truth=x, steps=solver.steps,
                                     restarts=solver.restarts, lr=solver.lr, robust=robust,
-                                    batches=batches, mask=mask, seed=_seed(seed, i, _LATENT),
-                                    callback=bar)
+                                    batches=batches, mask=mask, **streams, callback=bar)
             seconds = time.perf_counter() - start
             rows.append(_row(name, result, seconds, m=m, ratio=round(m / n, 4), method="gan"))
             log.info("cs %s m=%d: %.2f dB (%.1f s)", name, m, result.psnr, seconds)
@@ -388,7 +427,7 @@ def cs_experiment(generator: Generator, images: NamedImages, measurements: Seque
     files: list[Path] = []
     if out is not None:
         title = (f"CS, n = {n}, noise {noise:g}"
-                 + (f", {outliers} outliers" if outliers else "")
+                 + (f", {outliers} outlier rows added" if outliers else "")
                  + (", median of means" if robust else "")
                  + f", {len(images)} image(s)")
         files = [*_save_images(out, saved, tiles, 1 + len(measurements)),
@@ -434,17 +473,19 @@ def inpaint_experiment(generator: Generator, images: NamedImages, *,
     rows: list[dict] = []
     tiles: list[Tensor] = []
     saved: dict[str, Tensor] = {}
-    for i, (name, x) in enumerate(images):
+    for name, x in images:
         tiles.append(x)
         saved[f"{name}-truth"] = x
+        streams = {"seed": seed, "context": (content_hash(x),)}
         for label, k in settings:
             observed = k if isinstance(k, Tensor) else imageio.bernoulli_mask(
-                side, side, k, generator=_rng(seed, i, _PIXELS))
+                side, side, k, generator=seeding.generator(seed, "gan-inpaint-mask", *streams[
+                    "context"]))
             start = time.perf_counter()
             with _steps(f"{name} {label}", solver.steps, progress) as bar:
                 result = recover_inpaint(generator, x * observed, observed, truth=x,
                                          steps=solver.steps, restarts=solver.restarts,
-                                         lr=solver.lr, mask=mask, seed=_seed(seed, i, _LATENT),
+                                         lr=solver.lr, mask=mask, **streams,
                                          callback=bar)
             seconds = time.perf_counter() - start
             rows.append(_row(name, result, seconds, mask=label,
