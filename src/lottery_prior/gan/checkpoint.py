@@ -60,9 +60,10 @@ def _read(path: Path) -> dict[str, Any]:
                 f"refusing to load {path}: it asks to import {found.group(1)}, which a GAN "
                 "checkpoint never needs (only tensors and the zoo's config are allowed)"
             ) from None
-        raise LipError(f"{path} is not a torch checkpoint ({_first_line(err)})") from None
-    except (RuntimeError, EOFError, OSError, ValueError) as err:
-        raise LipError(f"{path} is not a torch checkpoint ({_first_line(err)})") from None
+        raise LipError(f"{path} is not a torch checkpoint ({_reason(err)})") from None
+    except Exception as err:  # noqa: BLE001 - any failure to unpickle: not a checkpoint
+        # (a text file can even end in a KeyError inside torch's restricted unpickler)
+        raise LipError(f"{path} is not a torch checkpoint ({_reason(err)})") from None
     if not isinstance(state, dict) or not any(k in state for k in GENERATOR_KEYS):
         raise LipError(f"{path} is not a progressive-GAN checkpoint: expected a dict with "
                        "'avgG' or 'netG' (and 'config', 'netD'), as pytorch_GAN_zoo saves")
@@ -71,6 +72,25 @@ def _read(path: Path) -> dict[str, Any]:
 
 def _first_line(err: BaseException) -> str:
     return (str(err).strip().splitlines() or [type(err).__name__])[0]
+
+
+def _reason(err: BaseException) -> str:
+    """Why torch.load failed, in a few words (its weights-only message buries the cause)."""
+    text = str(err)
+    found = re.search(r"WeightsUnpickler error:\s*(.+)", text)
+    if found:
+        return f"unreadable pickle: {found.group(1).strip()}"
+    if isinstance(err, KeyError | IndexError | EOFError):
+        return f"unreadable pickle: {type(err).__name__} {text}".strip()
+    return _first_line(err)
+
+
+def check_finite(state: Mapping[str, Any], key: str, path: str | Path) -> None:
+    """Refuse a state dict with a NaN or infinite weight: one line naming the first one."""
+    for name, value in state.items():
+        if isinstance(value, Tensor) and value.is_floating_point() \
+                and not bool(torch.isfinite(value).all()):
+            raise LipError(f"checkpoint {path} has non-finite weights in {key}.{name}")
 
 
 def _zoo_keys(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
@@ -176,6 +196,9 @@ def load_checkpoint(
     key = generator if generator in state else "netG"
     if key not in state:
         raise LipError(f"{path} has no {generator!r} generator weights")
+    for part in (key, "netD"):
+        if isinstance(state.get(part), Mapping):
+            check_finite(state[part], part, path)
     try:
         net_g = generator_from_state(state[key], config)
         net_d = discriminator_from_state(state["netD"], config) if "netD" in state else None
