@@ -1,14 +1,23 @@
 """``lip gan``: a progressive GAN as the image prior (train, cs, inpaint, prune).
 
-Thin wrappers around :mod:`lottery_prior.gan.experiments`: parse, run, print the summary
-table and where the images, tables and plots went. Checkpoints are pytorch_GAN_zoo files
-(``.pth`` from the zoo, or the ``gan.pth`` that ``lip gan train`` writes).
+Thin wrappers around :mod:`lottery_prior.gan.experiments`: parse, check every input, run,
+print the summary table and where the images, tables and plots went. Checkpoints are
+pytorch_GAN_zoo files (``.pth`` from the zoo, or the ``gan.pth`` that ``lip gan train`` writes).
+
+Output folders never mix runs: the default is ``lip-out/gan/<command>-<hash>``, the hash taken
+over the settings (and the checkpoint's and weight mask's contents), so other settings get
+another folder and the same settings reuse theirs, rewriting the same files. A folder (default
+or ``--out``) holding the ``settings.json`` of a run with other settings is refused.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import hashlib
+import json
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -24,12 +33,19 @@ if TYPE_CHECKING:  # torch and the GAN code load when a command runs, not for --
 log = logging.getLogger("lottery_prior")
 
 OUT = Path("lip-out/gan")
+SETTINGS = "settings.json"
+# Arguments that do not change a run's results: not part of its folder's hash.
+NOT_SETTINGS = ("handler", "out", "quiet", "threads", "device")
 
 
 def _common(p: argparse.ArgumentParser, command: str) -> None:
-    p.add_argument("--out", type=Path, default=OUT / command,
-                   help=f"output folder (default: lip-out/gan/{command})")
-    p.add_argument("--seed", type=int, default=0, help="seed of everything random (0)")
+    p.add_argument("--out", type=Path,
+                   help=f"output folder (default: lip-out/gan/{command}-HASH, HASH a short hash "
+                   "of the settings: other settings never share a folder, the same settings "
+                   "rewrite theirs). A folder whose settings.json is of a run with other "
+                   "settings is refused")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of everything random (0); each kind of draw has its own stream")
     p.add_argument("--device", help="cpu, cuda, cuda:N (default: CUDA if available)")
     p.add_argument("--threads", type=int,
                    help="torch CPU threads (default: torch's; 1 is often fastest for small nets)")
@@ -39,7 +55,7 @@ def _common(p: argparse.ArgumentParser, command: str) -> None:
 def _prior(p: argparse.ArgumentParser, *, weight_mask: bool = True) -> None:
     p.add_argument("-c", "--checkpoint", type=Path,
                    help="zoo-format checkpoint: a pytorch_GAN_zoo .pth or `lip gan train`'s "
-                   f"(default: {OUT / 'train'}/gan.pth)")
+                   f"(default: the one {OUT}/train-*/gan.pth, when there is exactly one)")
     p.add_argument("--generator", choices=("avgG", "netG"), default="avgG",
                    help="averaged (default) or last trained generator of the checkpoint")
     p.add_argument("--images", nargs="+", metavar="IMAGE",
@@ -87,7 +103,8 @@ def add_gan_commands(sub: argparse._SubParsersAction) -> None:
                    metavar="M", help="numbers of measurements (50 100 200)")
     p.add_argument("--noise", type=float, default=0.01, help="noise std per measurement (0.01)")
     p.add_argument("--outliers", type=int, default=0,
-                   help="corrupted measurements (0; paper 20 with --robust)")
+                   help="corrupted measurement rows added to the m rows (0; paper 20 with "
+                   "--robust)")
     p.add_argument("--robust", action="store_true", help="median-of-means objective")
     p.add_argument("--batches", type=int, default=50, help="median-of-means groups (50)")
     p.add_argument("--least-norm", action="store_true",
@@ -110,11 +127,16 @@ def add_gan_commands(sub: argparse._SubParsersAction) -> None:
 
     p = cmds.add_parser("prune", help="IMP on the GAN, magnitude vs random", description=(
         "Iterative magnitude pruning with rewinding on the generator and critic, fine-tuned "
-        "with WGAN-GP on the training faces; each round's generator recovers the held-out "
-        "images by CS (and inpainting). Writes each round's generator mask, tables and "
-        "recovery PSNR/MSE against sparsity, magnitude vs random, dense as the reference. "
+        "with WGAN-GP on the training faces (a GAN from `lip gan train`) or on --train-images; "
+        "each round's generator recovers the held-out images by CS (and inpainting). Writes "
+        "each round's generator mask, tables and recovery PSNR/MSE against sparsity, magnitude "
+        "vs random, dense as the reference. "
         "Paper: --rounds 6 --finetune-steps 200 --steps 1500 --restarts 5."))
     _prior(p, weight_mask=False)
+    p.add_argument("--train-images", type=Path, metavar="DIR",
+                   help="fine-tune on the images in this folder (all loaded into memory, "
+                   "centre-cropped and resized to the generator's side); required unless the "
+                   "checkpoint was trained by `lip gan train` on the bundled faces")
     p.add_argument("--rounds", type=int, default=3, help="pruning rounds (3; paper 6)")
     p.add_argument("--rate", type=float, default=0.2, help="fraction pruned per round (0.2)")
     p.add_argument("--methods", nargs="+", choices=("magnitude", "random"),
@@ -148,21 +170,93 @@ def _setup(args: argparse.Namespace) -> torch.device:
     return select_device(args.device)
 
 
-def _load(args: argparse.Namespace,
-          device: torch.device) -> tuple[Generator, Discriminator | None]:
-    """The checkpoint's generator and critic (or None), on ``device``."""
-    from lottery_prior.gan import load_checkpoint
+def _default_checkpoint() -> Path:
+    """The one ``lip-out/gan/train-*/gan.pth``; a LipError when there is none or several."""
     from lottery_prior.gan.experiments import CHECKPOINT_NAME
 
+    found = sorted(OUT.glob(f"train-*/{CHECKPOINT_NAME}"))
+    if not found:
+        raise LipError(f"no checkpoint in {OUT}/train-*/: run `lip gan train` first or give "
+                       "a checkpoint file with -c")
+    if len(found) > 1:
+        raise LipError(f"{len(found)} trained GANs in {OUT} ({', '.join(map(str, found))}); "
+                       "choose one with -c")
+    return found[0]
+
+
+def _load(args: argparse.Namespace,
+          device: torch.device) -> tuple[Generator, Discriminator | None, dict]:
+    """The checkpoint's generator and critic (or None), on ``device``, and its config."""
+    from lottery_prior.gan import load_checkpoint
+
     if args.checkpoint is None:
-        args.checkpoint = OUT / "train" / CHECKPOINT_NAME
-        if not args.checkpoint.is_file():
-            raise LipError(f"no checkpoint at {args.checkpoint}: run `lip gan train` first or "
-                           "give a checkpoint file")
-    g, d, _ = load_checkpoint(args.checkpoint, generator=args.generator)
+        args.checkpoint = _default_checkpoint()
+    g, d, config = load_checkpoint(args.checkpoint, generator=args.generator)
     log.info("%s: %s generator, %d px, %d channel(s), latent %d", args.checkpoint,
              args.generator, g.resolution, g.out_channels, g.latent_dim)
-    return g.to(device), None if d is None else d.to(device)
+    return g.to(device), None if d is None else d.to(device), config
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _settings(args: argparse.Namespace) -> dict:
+    """Every argument as JSON values, with the contents' hashes of the input files."""
+    settings = {k: v for k, v in vars(args).items() if k != "handler"}
+    for key in ("checkpoint", "weight_mask"):
+        if settings.get(key) is not None:
+            settings[f"{key}_sha256"] = _sha256(Path(settings[key]))
+    return json.loads(json.dumps(settings, default=str))
+
+
+def _same_run(a: dict, b: dict) -> bool:
+    return ({k: v for k, v in a.items() if k not in NOT_SETTINGS}
+            == {k: v for k, v in b.items() if k not in NOT_SETTINGS})
+
+
+@contextlib.contextmanager
+def _output_folder(args: argparse.Namespace) -> Iterator[Path]:
+    """Choose (default: a hash of the settings) and claim the output folder before any work:
+    write ``settings.json`` there, refusing a folder with another run's; if the run fails
+    before writing anything else into a folder it found empty, leave nothing behind."""
+    from lottery_prior.files import write_json
+    from lottery_prior.lottery import settings_hash
+
+    settings = _settings(args)
+    if args.out is None:
+        key = {k: v for k, v in settings.items() if k not in NOT_SETTINGS}
+        args.out = OUT / f"{args.gan_command}-{settings_hash(key)[:8]}"
+        settings["out"] = str(args.out)
+    out: Path = args.out
+    if out.exists() and not out.is_dir():
+        raise LipError(f"--out {out} is a file, not a folder; give a folder")
+    previous = out / SETTINGS
+    if previous.is_file():
+        try:
+            earlier = json.loads(previous.read_text())
+        except (OSError, ValueError):
+            earlier = None
+        if not isinstance(earlier, dict) or not _same_run(earlier, settings):
+            raise LipError(f"{out} holds the outputs of another run (its {SETTINGS} differs); "
+                           "give another --out, or remove that folder")
+    fresh = not out.exists() or not any(out.iterdir())
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(previous, settings)
+    except OSError as err:
+        raise LipError(f"cannot write to {out} ({err.strerror}); give another --out") from None
+    try:
+        yield out
+    except BaseException:
+        if fresh and [p.name for p in out.iterdir()] == [SETTINGS]:
+            previous.unlink()
+            out.rmdir()
+        raise
 
 
 def _images(args: argparse.Namespace, generator: Generator) -> NamedImages:
@@ -188,15 +282,11 @@ def _weight_mask(args: argparse.Namespace) -> Mask | None:
 
 
 def _report(args: argparse.Namespace, results: Results) -> None:
-    """Print the summary table and the outputs; keep the settings beside them."""
-    from lottery_prior.report.outputs import write_json
+    """Print the summary table and the outputs (``settings.json`` is written first)."""
     from lottery_prior.report.tables import markdown_table
 
-    settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()
-                if k != "handler"}
-    write_json(args.out / "settings.json", settings)
     print(markdown_table(results.summary))
-    names = {"settings.json"}
+    names = {SETTINGS}
     for path in results.files:
         parts = path.relative_to(args.out).parts
         names.add(parts[0] + ("/" if len(parts) > 1 or path.is_dir() else ""))
@@ -204,14 +294,17 @@ def _report(args: argparse.Namespace, results: Results) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from lottery_prior.gan.experiments import train_and_save
+    from lottery_prior.gan.experiments import depths_for, train_and_save
 
     device = _setup(args)
-    results = train_and_save(args.out, size=args.size, steps_per_scale=args.steps_per_scale,
-                             fade_steps=args.fade_steps, batch_size=args.batch_size,
-                             lr=args.lr, seed=args.seed, device=device,
-                             progress=not args.quiet)
-    _report(args, results)
+    depths_for(args.size)
+    with _output_folder(args):
+        results = train_and_save(args.out, size=args.size,
+                                 steps_per_scale=args.steps_per_scale,
+                                 fade_steps=args.fade_steps, batch_size=args.batch_size,
+                                 lr=args.lr, seed=args.seed, device=device,
+                                 progress=not args.quiet)
+        _report(args, results)
 
 
 def cmd_cs(args: argparse.Namespace) -> None:
@@ -219,12 +312,17 @@ def cmd_cs(args: argparse.Namespace) -> None:
 
     device = _setup(args)
     solver, mask = _solver(args), _weight_mask(args)
-    generator, _ = _load(args, device)
-    results = cs_experiment(generator, _images(args, generator), args.measurements,
-                            noise=args.noise, outliers=args.outliers, robust=args.robust,
-                            batches=args.batches, least_norm=args.least_norm, solver=solver,
-                            mask=mask, seed=args.seed, out=args.out, progress=not args.quiet)
-    _report(args, results)
+    generator, _, _ = _load(args, device)
+    if mask is not None:
+        mask.check(generator)
+    images = _images(args, generator)
+    with _output_folder(args):
+        results = cs_experiment(generator, images, args.measurements, noise=args.noise,
+                                outliers=args.outliers, robust=args.robust,
+                                batches=args.batches, least_norm=args.least_norm,
+                                solver=solver, mask=mask, seed=args.seed, out=args.out,
+                                progress=not args.quiet)
+        _report(args, results)
 
 
 def cmd_inpaint(args: argparse.Namespace) -> None:
@@ -234,30 +332,49 @@ def cmd_inpaint(args: argparse.Namespace) -> None:
     device = _setup(args)
     solver, mask = _solver(args), _weight_mask(args)
     keep = args.keep if args.keep is not None else [] if args.mask else [0.2, 0.5, 0.8]
-    generator, _ = _load(args, device)
+    generator, _, _ = _load(args, device)
+    if mask is not None:
+        mask.check(generator)
     side = generator.resolution
     masks = {spec if spec in ("block", "text") else image_stem(spec): pixel_mask(spec, side)
              for spec in args.mask}
-    results = inpaint_experiment(generator, _images(args, generator), keep=keep,
-                                 pixel_masks=masks, solver=solver, mask=mask, seed=args.seed,
-                                 out=args.out, progress=not args.quiet)
-    _report(args, results)
+    images = _images(args, generator)
+    with _output_folder(args):
+        results = inpaint_experiment(generator, images, keep=keep, pixel_masks=masks,
+                                     solver=solver, mask=mask, seed=args.seed, out=args.out,
+                                     progress=not args.quiet)
+        _report(args, results)
 
 
 def cmd_prune(args: argparse.Namespace) -> None:
-    from lottery_prior.gan.experiments import prune_experiment, training_faces
+    from lottery_prior.gan.experiments import (
+        load_image_folder,
+        prune_experiment,
+        trained_on_faces,
+        training_faces,
+    )
 
     device = _setup(args)
     solver = _solver(args)
-    generator, discriminator = _load(args, device)
+    generator, discriminator, config = _load(args, device)
     if discriminator is None:
         raise LipError(f"{args.checkpoint} has no critic (netD), which fine-tuning needs")
-    results = prune_experiment(
-        generator, discriminator, training_faces(generator), _images(args, generator),
-        rounds=args.rounds, rate=args.rate, methods=args.methods,
-        finetune_steps=args.finetune_steps, finetune_lr=args.finetune_lr,
-        batch_size=args.batch_size,
-        measurements=args.measurements if "cs" in args.eval else None, noise=args.noise,
-        keep=args.keep if "inpaint" in args.eval else None, solver=solver, seed=args.seed,
-        out=args.out, save_checkpoints=args.save_checkpoints, progress=not args.quiet)
-    _report(args, results)
+    if args.train_images is not None:
+        train_images = load_image_folder(args.train_images, generator)
+    elif trained_on_faces(config):
+        train_images = training_faces(generator)
+    else:
+        raise LipError(f"{args.checkpoint} does not record training on the bundled faces (a "
+                       "`lip gan train` checkpoint does); give --train-images DIR, a folder of "
+                       "images like those it was trained on, to fine-tune with")
+    images = _images(args, generator)
+    with _output_folder(args):
+        results = prune_experiment(
+            generator, discriminator, train_images, images,
+            rounds=args.rounds, rate=args.rate, methods=args.methods,
+            finetune_steps=args.finetune_steps, finetune_lr=args.finetune_lr,
+            batch_size=args.batch_size,
+            measurements=args.measurements if "cs" in args.eval else None, noise=args.noise,
+            keep=args.keep if "inpaint" in args.eval else None, solver=solver, seed=args.seed,
+            out=args.out, save_checkpoints=args.save_checkpoints, progress=not args.quiet)
+        _report(args, results)
