@@ -31,6 +31,7 @@ from lottery_prior.gan.experiments import (
     inpaint_experiment,
     prune_experiment,
     train_and_save,
+    trained_on_faces,
     training_faces,
 )
 
@@ -38,16 +39,16 @@ HEADER = ("| task                                     | PSNR   | std   | min    
           "|------------------------------------------|--------|-------|--------|--------|")
 
 
-def get_generator(args: argparse.Namespace) -> tuple[Generator, Discriminator | None]:
+def get_generator(args: argparse.Namespace) -> tuple[Generator, Discriminator | None, dict]:
     path = args.checkpoint or args.run_dir / CHECKPOINT_NAME
     if args.checkpoint is None and (args.retrain or not path.is_file()):
         start = time.perf_counter()
         train_and_save(args.run_dir, steps_per_scale=args.train_steps, seed=args.seed,
                        progress=True)
         print(f"trained in {(time.perf_counter() - start) / 60:.1f} min, saved {path}")
-    g, d, _ = load_checkpoint(path)
+    g, d, config = load_checkpoint(path)
     print(f"loaded {path}")
-    return g, d
+    return g, d, config
 
 
 def row(name: str, summary: dict) -> None:
@@ -75,7 +76,10 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(args.threads)
 
-    g, d = get_generator(args)
+    g, d, config = get_generator(args)
+    if args.prune_rounds and not trained_on_faces(config):
+        p.error(f"--prune-rounds fine-tunes on the bundled faces, and {args.checkpoint} was not "
+                "trained on them (use `lip gan prune --train-images DIR`)")
     faces = held_out_faces(g, args.faces)
     side = g.resolution
     n = g.out_channels * side**2
