@@ -107,7 +107,8 @@ def add_imp_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rate", type=float, default=0.2, help="fraction pruned per round (0.2)")
     p.add_argument("--target-sparsity", type=float, help="stop once this sparsity is reached")
     p.add_argument("--layerwise", action="store_true", help="prune each layer by the rate")
-    p.add_argument("--rewind-step", type=int, default=0, help="rewind to this step (0: theta0)")
+    p.add_argument("--rewind-step", type=int, default=0,
+                   help="rewind to the dense fit's weights at this step (0: the init theta0)")
     p.add_argument("--keep-dense", action="append", default=[], metavar="GLOB",
                    help="parameter names never pruned, repeatable (e.g. 'model.0.*')")
     p.add_argument(
@@ -157,7 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_find)
 
     p = sub.add_parser("eval", help="retrain a ticket on any image and task", description=(
-        "Retrain TICKET (mask, theta0, z) on IMAGE for a task; writes what `lip fit` writes."))
+        "Retrain TICKET (mask, rewind weights, z) on IMAGE for a task; writes what `lip fit` "
+        "writes."))
     p.add_argument("ticket", type=Path, help="ticket file (ticket.safetensors)")
     add_problem_args(p)
     add_optim_args(p)

@@ -306,7 +306,8 @@ class ImpRun:
                          run_past_stop=self.problem.clean is not None)
             per_image = None
         if snapshot:
-            save_file(snapshot, str(self.folder / "rewind.safetensors"))
+            with atomic_path(self.folder / "rewind.safetensors") as tmp:
+                save_file(snapshot, str(tmp))
             theta = snapshot
         model.cpu()
         sparsity, layers = weight_sparsity(model, list(mask))

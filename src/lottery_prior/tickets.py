@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,14 +50,6 @@ class Ticket:
     def sparsity(self) -> float:
         """Counted fraction of pruned weights among the prunable ones."""
         return self.mask.sparsity
-
-    @property
-    def theta0(self) -> dict[str, Tensor]:
-        """Deprecated name of ``rewind_weights`` (theta0 only when ``rewind_step`` is 0)."""
-        warnings.warn("Ticket.theta0 is deprecated: use Ticket.rewind_weights (the weights at "
-                      "the rewind step, theta0 only when it is 0)", DeprecationWarning,
-                      stacklevel=2)
-        return self.rewind_weights
 
     @property
     def rewind_step(self) -> int:
