@@ -326,7 +326,7 @@ def fit_and_report(args: argparse.Namespace, out: Path, problem, model, z, mask=
     if problem.clean is not None and problem.task != "sr":
         from lottery_prior.metrics import psnr
 
-        print(f"{problem.metric_name} {'observation':>13}: "
+        print(f"{problem.metric_name}, {'observation:':<27} "
               f"{psnr(problem.observation, problem.clean):6.2f} dB")
     print_scores(result.scores, problem.metric_name)
     if "stopped" in result.scores:
@@ -344,12 +344,15 @@ def fit_and_report(args: argparse.Namespace, out: Path, problem, model, z, mask=
 
 
 def print_scores(scores: dict, metric_name: str) -> None:
-    """One line per labelled score."""
+    """One line per labelled score, saying which output it measures (oracles marked)."""
+    from lottery_prior.report.tables import score_label
+
     for label, entry in scores.items():
         if entry.get("psnr") is None:
             continue
         extra = f", SSIM {entry['ssim']:.4f}" if entry.get("ssim") is not None else ""
-        print(f"{metric_name} {label:>13}: {entry['psnr']:6.2f} dB at step {entry['step']}{extra}")
+        print(f"{metric_name}, {score_label(label) + ':':<27} {entry['psnr']:6.2f} dB at step "
+              f"{entry['step']}{extra}")
 
 
 def cmd_fit(args: argparse.Namespace) -> None:

@@ -37,6 +37,7 @@ from lottery_prior.fit import Callback, FitConfig, FitResult, StepInfo, Stopping
 from lottery_prior.masks import Mask, weight_sparsity
 from lottery_prior.problem import Problem, build_prior
 from lottery_prior.pruning import magnitude_prune
+from lottery_prior.report.tables import score_label
 from lottery_prior.seeding import generator
 from lottery_prior.tickets import Ticket, parameter_count
 
@@ -440,7 +441,7 @@ def _snapshot_at(step: int, store: dict[str, Tensor]) -> Callback:
 
 def format_scores(scores: dict) -> str:
     """A compact one-line summary of labelled PSNRs."""
-    parts = [f"{label} {entry['psnr']:.2f} dB" for label, entry in scores.items()
+    parts = [f"{score_label(label)} {entry['psnr']:.2f} dB" for label, entry in scores.items()
              if entry.get("psnr") is not None]
     return ", ".join(parts) if parts else "no ground truth"
 

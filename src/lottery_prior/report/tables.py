@@ -25,6 +25,11 @@ HEADINGS = {
 }
 
 
+def score_label(label: str) -> str:
+    """What a fit's score label measures, in words: ``peak`` -> ``peak, iterate (oracle)``."""
+    return HEADINGS[SCORE_COLUMNS[label]].removeprefix("PSNR, ").removeprefix("PSNR ")
+
+
 def score_columns(scores: dict, digits: int = 3) -> dict[str, float]:
     """A fit's labelled PSNRs as table columns (``SCORE_COLUMNS``), in that order."""
     return {column: round(scores[label]["psnr"], digits) for label, column in SCORE_COLUMNS.items()
