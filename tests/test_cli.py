@@ -122,6 +122,9 @@ def test_default_output_folders_never_mix_runs(png, tmp_path, capsys, monkeypatc
         assert run(["fit", png, "--steps", 3, "--quiet", "--sigma", sigma, *TINY], capsys)[0] == 0
     folders = sorted((tmp_path / "lip-out" / "fit").iterdir())
     assert len(folders) == 2 and all(f.name.startswith("img-denoise-") for f in folders)
+    code, _, err = run(["fit", png, "--steps", 3, "--quiet", "--sigma", 40, "--out", folders[0],
+                        *TINY], capsys)
+    assert code == 2 and "another run" in err  # an explicit folder of another run is refused
 
 
 def test_transfer_names_tickets_by_run_and_checks_every_pair_first(png, tmp_path, capsys):

@@ -209,30 +209,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def default_out(args: argparse.Namespace, name: str) -> Path:
-    """``args.out``, else ``lip-out/<command>/<name>-<hash of every setting>``: runs with other
-    settings never share (and overwrite) a default folder; checked writable before any work."""
-    from lottery_prior.lottery import settings_hash
+def output_folder(args: argparse.Namespace, name: str, files: Sequence[str] = ()):
+    """Claim ``--out`` (default ``lip-out/<command>/<name>-<settings hash>``) before any work:
+    runs with other settings never share (and overwrite) a folder."""
+    from lottery_prior.output_folder import output_folder
 
-    if args.out is None:
-        ignored = {"handler", "out", "quiet", "device"}
-        settings = {k: v for k, v in vars(args).items() if k not in ignored}
-        args.out = Path("lip-out") / args.command / f"{name}-{settings_hash(settings)[:8]}"
-    check_writable(args.out)
-    return args.out
-
-
-def check_writable(folder: Path) -> None:
-    """Refuse an output folder that is a file or cannot be written, before any work."""
-    import tempfile
-
-    if folder.exists() and not folder.is_dir():
-        raise LipError(f"--out {folder} is a file, not a folder; give a folder")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        tempfile.TemporaryFile(dir=folder).close()
-    except OSError as err:
-        raise LipError(f"cannot write to {folder} ({err.strerror}); give another --out") from err
+    return output_folder(args, Path("lip-out") / args.command, name, files)
 
 
 def image_stem(spec: str) -> str:
@@ -359,33 +341,28 @@ def cmd_fit(args: argparse.Namespace) -> None:
     from lottery_prior.problem import build_prior
 
     config = fit_config_from_args(args, args.task, args.model)  # checked before any work
-    out = default_out(args, f"{image_stem(args.image)}-{args.task}")
-    problem = problem_from_args(args)
-    model, z = build_prior(args.model, dict(args.model_opt), problem, seed=args.seed)
-    fit_and_report(args, out, problem, model, z, config=config)
+    with output_folder(args, f"{image_stem(args.image)}-{args.task}") as out:
+        problem = problem_from_args(args)
+        model, z = build_prior(args.model, dict(args.model_opt), problem, seed=args.seed)
+        fit_and_report(args, out, problem, model, z, config=config)
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
     from lottery_prior.lottery import ticket_input
+    from lottery_prior.output_folder import file_sha256
     from lottery_prior.tickets import Ticket
 
     ticket = Ticket.load(args.ticket)
     config = fit_config_from_args(args, args.task, ticket.model_spec["name"])
-    out = default_out(args, f"{image_stem(args.image)}-{args.task}")
-    problem = problem_from_args(args)
-    model, z, redrawn = ticket_input(ticket, problem, args.seed)
-    provenance = {"ticket": {"path": str(args.ticket), "sha256": file_sha256(args.ticket),
-                             "run": ticket.meta.get("run"), "round": ticket.meta.get("round"),
-                             "z": f"redrawn for this size (seed {args.seed})" if redrawn
-                             else "the ticket's own"}}
-    fit_and_report(args, out, problem, model, z, mask=ticket.mask, config=config,
-                   provenance=provenance)
-
-
-def file_sha256(path: Path) -> str:
-    import hashlib
-
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    with output_folder(args, f"{image_stem(args.image)}-{args.task}", ["ticket"]) as out:
+        problem = problem_from_args(args)
+        model, z, redrawn = ticket_input(ticket, problem, args.seed)
+        provenance = {"ticket": {"path": str(args.ticket), "sha256": file_sha256(args.ticket),
+                                 "run": ticket.meta.get("run"), "round": ticket.meta.get("round"),
+                                 "z": f"redrawn for this size (seed {args.seed})" if redrawn
+                                 else "the ticket's own"}}
+        fit_and_report(args, out, problem, model, z, mask=ticket.mask, config=config,
+                       provenance=provenance)
 
 
 def imp_run_from_args(args: argparse.Namespace, problem, seed: int, others=()):
@@ -411,6 +388,7 @@ def imp_run_from_args(args: argparse.Namespace, problem, seed: int, others=()):
 
 
 def cmd_find(args: argparse.Namespace) -> None:
+    from lottery_prior.output_folder import check_writable
     from lottery_prior.report.outputs import write_imp_report
 
     check_writable(args.out)
@@ -431,18 +409,19 @@ def cmd_compare(args: argparse.Namespace) -> None:
     methods = args.methods or DEFAULT_METHODS
     if args.target_sparsity is None:
         args.target_sparsity = args.sparsity
-    out = default_out(args, f"{image_stem(args.image)}-{args.task}")
     problem = problem_from_args(args)
     check_comparison(problem, args.sparsity, methods)
-    runs = [imp_run_from_args(args, problem, seed) for seed in args.seeds or [args.seed]]
-    rows = []
-    for run in runs:
-        seed = run.fit_config.seed
-        log.info("seed %d: IMP run folder %s", seed, run.folder)
-        for r in compare_methods(run, args.sparsity, methods, progress=progress_from_args(args)):
-            rows.append({"seed": seed, "noise_seed": args.noise_seed, **r})
-        write_imp_report(run)
-    print(write_comparison(rows, out, title=f"{problem.image} · {problem.task}"))
+    with output_folder(args, f"{image_stem(args.image)}-{args.task}") as out:
+        runs = [imp_run_from_args(args, problem, seed) for seed in args.seeds or [args.seed]]
+        rows = []
+        for run in runs:
+            seed = run.fit_config.seed
+            log.info("seed %d: IMP run folder %s", seed, run.folder)
+            for r in compare_methods(run, args.sparsity, methods,
+                                     progress=progress_from_args(args)):
+                rows.append({"seed": seed, "noise_seed": args.noise_seed, **r})
+            write_imp_report(run)
+        print(write_comparison(rows, out, title=f"{problem.image} · {problem.task}"))
     print(f"table and plot in {out}/")
 
 
@@ -451,7 +430,6 @@ def cmd_transfer(args: argparse.Namespace) -> None:
     from lottery_prior.report.outputs import write_transfer
     from lottery_prior.tickets import Ticket
 
-    out = default_out(args, "transfer")
     tickets = [(ticket_name(path, ticket), ticket)
                for path, ticket in ((t, Ticket.load(t)) for t in args.tickets)]
     names = [name for name, _ in tickets]
@@ -461,13 +439,14 @@ def cmd_transfer(args: argparse.Namespace) -> None:
     problems = [(f"{image_stem(i)}:{task}", problem_from_args(args, i, task))
                 for i in args.images for task in args.tasks]
     check_transfer(tickets, problems)  # every pair, before the first fit
-    rows = []
-    for name, problem in problems:
-        for t_name, ticket in tickets:
-            config = fit_config_from_args(args, problem.task, ticket.model_spec["name"])
-            rows += transfer_grid([(t_name, ticket)], [(name, problem)], config,
-                                  progress=progress_from_args(args))
-    print(write_transfer(rows, out))
+    with output_folder(args, "transfer", ["tickets"]) as out:
+        rows = []
+        for name, problem in problems:
+            for t_name, ticket in tickets:
+                config = fit_config_from_args(args, problem.task, ticket.model_spec["name"])
+                rows += transfer_grid([(t_name, ticket)], [(name, problem)], config,
+                                      progress=progress_from_args(args))
+        print(write_transfer(rows, out))
     print(f"table and heat map in {out}/")
 
 

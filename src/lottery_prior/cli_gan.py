@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
-import json
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,9 +31,6 @@ if TYPE_CHECKING:  # torch and the GAN code load when a command runs, not for --
 log = logging.getLogger("lottery_prior")
 
 OUT = Path("lip-out/gan")
-SETTINGS = "settings.json"
-# Arguments that do not change a run's results: not part of its folder's hash.
-NOT_SETTINGS = ("handler", "out", "quiet", "threads", "device")
 
 
 def _common(p: argparse.ArgumentParser, command: str) -> None:
@@ -197,66 +192,12 @@ def _load(args: argparse.Namespace,
     return g.to(device), None if d is None else d.to(device), config
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _settings(args: argparse.Namespace) -> dict:
-    """Every argument as JSON values, with the contents' hashes of the input files."""
-    settings = {k: v for k, v in vars(args).items() if k != "handler"}
-    for key in ("checkpoint", "weight_mask"):
-        if settings.get(key) is not None:
-            settings[f"{key}_sha256"] = _sha256(Path(settings[key]))
-    return json.loads(json.dumps(settings, default=str))
-
-
-def _same_run(a: dict, b: dict) -> bool:
-    return ({k: v for k, v in a.items() if k not in NOT_SETTINGS}
-            == {k: v for k, v in b.items() if k not in NOT_SETTINGS})
-
-
 @contextlib.contextmanager
 def _output_folder(args: argparse.Namespace) -> Iterator[Path]:
-    """Choose (default: a hash of the settings) and claim the output folder before any work:
-    write ``settings.json`` there, refusing a folder with another run's; if the run fails
-    before writing anything else into a folder it found empty, leave nothing behind."""
-    from lottery_prior.files import write_json
-    from lottery_prior.lottery import settings_hash
+    from lottery_prior.output_folder import output_folder
 
-    settings = _settings(args)
-    if args.out is None:
-        key = {k: v for k, v in settings.items() if k not in NOT_SETTINGS}
-        args.out = OUT / f"{args.gan_command}-{settings_hash(key)[:8]}"
-        settings["out"] = str(args.out)
-    out: Path = args.out
-    if out.exists() and not out.is_dir():
-        raise LipError(f"--out {out} is a file, not a folder; give a folder")
-    previous = out / SETTINGS
-    if previous.is_file():
-        try:
-            earlier = json.loads(previous.read_text())
-        except (OSError, ValueError):
-            earlier = None
-        if not isinstance(earlier, dict) or not _same_run(earlier, settings):
-            raise LipError(f"{out} holds the outputs of another run (its {SETTINGS} differs); "
-                           "give another --out, or remove that folder")
-    fresh = not out.exists() or not any(out.iterdir())
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        write_json(previous, settings)
-    except OSError as err:
-        raise LipError(f"cannot write to {out} ({err.strerror}); give another --out") from None
-    try:
+    with output_folder(args, OUT, args.gan_command, files=("checkpoint", "weight_mask")) as out:
         yield out
-    except BaseException:
-        if fresh and [p.name for p in out.iterdir()] == [SETTINGS]:
-            previous.unlink()
-            out.rmdir()
-        raise
 
 
 def _images(args: argparse.Namespace, generator: Generator) -> NamedImages:
@@ -286,7 +227,7 @@ def _report(args: argparse.Namespace, results: Results) -> None:
     from lottery_prior.report.tables import markdown_table
 
     print(markdown_table(results.summary))
-    names = {SETTINGS}
+    names = {"settings.json"}
     for path in results.files:
         parts = path.relative_to(args.out).parts
         names.add(parts[0] + ("/" if len(parts) > 1 or path.is_dir() else ""))

@@ -16,7 +16,6 @@ interruption continues from the last finished round.
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import logging
 import math
@@ -35,6 +34,7 @@ from lottery_prior.errors import LipError
 from lottery_prior.files import RunLock, atomic_path, remove_temporaries, write_json
 from lottery_prior.fit import Callback, FitConfig, FitResult, StepInfo, StoppingRule, fit
 from lottery_prior.masks import Mask, weight_sparsity
+from lottery_prior.output_folder import settings_hash
 from lottery_prior.problem import Problem, build_prior
 from lottery_prior.pruning import magnitude_prune
 from lottery_prior.report.tables import score_label
@@ -86,12 +86,6 @@ class ImpConfig:
         if self.target_sparsity is None:
             return self.rounds
         return math.ceil(math.log(1 - self.target_sparsity) / math.log(1 - self.rate) - 1e-9)
-
-
-def settings_hash(settings: dict) -> str:
-    """A short stable hash of JSON-ready settings: the run folder's name."""
-    text = json.dumps(settings, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 def fit_target(problem: Problem, target: str) -> tuple[nn.Module, Tensor]:
