@@ -180,13 +180,14 @@ def test_a_mask_file_follows_the_images_resize(tmp_path):
     assert mask[:, :15].sum() == 0 and mask[:, 17:].min() == 1
 
 
-def test_demo_runs_compare_with_early_bird_and_full_final_fits(tmp_path, capsys):
+def test_demo_runs_compare_with_short_search_and_full_final_fits(tmp_path, capsys):
     """The demo is `lip compare` on a built-in image; at a tiny scale (its arguments with a
     smaller net and fewer steps) every method is compared and the ticket gets a full fit."""
     from lottery_prior import cli
 
     small = list(cli.DEMO)
     small[small.index("--steps") + 1] = "60"
+    small[small.index("--search-steps") + 1] = "20"
     small[small.index("width=32")] = "width=8"
     out = tmp_path / "demo"
     code, _, _ = run(["compare", *small, "--model-opt", "scales=2", "--quiet", "--out", out],
@@ -199,4 +200,5 @@ def test_demo_runs_compare_with_early_bird_and_full_final_fits(tmp_path, capsys)
                for p in sorted(out.glob("runs/imp-*/round-*/record.json"))]
     assert len(records) == 6 and records[-1]["steps"] == 60  # the ticket: a full fit
     settings = json.loads(next(out.glob("runs/imp-*/settings.json")).read_text())
-    assert settings["imp"]["early_bird"] == 0.05
+    assert settings["imp"]["search_steps"] == 20
+    assert [r["steps"] for r in records] == [20] * 5 + [60]
