@@ -19,6 +19,7 @@ fit still runs all its steps (the truth is known) and the stop is recorded besid
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -27,7 +28,8 @@ import torch
 
 from lottery_prior.errors import LipError
 from lottery_prior.fit import Callback, FitConfig, StoppingRule, fit
-from lottery_prior.lottery import ImpRun, evaluate_ticket, ticket_model_for
+from lottery_prior.images import save_image
+from lottery_prior.lottery import AVERAGED_PNG, ImpRun, evaluate_ticket, ticket_model_for
 from lottery_prior.masks import Mask
 from lottery_prior.models import decoder_width_for_params, model_fit_defaults
 from lottery_prior.problem import Problem, build_prior
@@ -70,42 +72,47 @@ def compare_methods(
 ) -> list[dict]:
     """Run (or resume) IMP far enough, then fit every method; one row per method."""
     check_comparison(run.problem, sparsity, methods)
+    run.records or run.run(progress)
+    return [fit_method(run, method, sparsity, progress=progress) for method in methods]
+
+
+def fit_method(run: ImpRun, method: str, sparsity: float, *, progress: Progress | None = None,
+               output: Path | None = None) -> dict:
+    """One method's row at the IMP round closest to ``sparsity`` (the run must have reached
+    it); ``output``: where to write the PNG of its averaged output after the last step."""
+    if method not in METHODS:
+        raise LipError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
     records = run.records or run.run(progress)
     chosen = closest_round(records, sparsity)
-    ticket = run.ticket(chosen["round"])
     problem, config = run.problem, run.fit_config
-
-    def full_scores(record: dict, name: str) -> dict:
-        """A round's scores, from a full fit (refitted if the search cut it short)."""
-        if run.fitted_in_full(record["round"]):
-            return record["scores"]
-        return evaluate_ticket(run.ticket(record["round"]), problem, config, stop=_stop(run),
-                               callbacks=_bar(progress, name)).scores
-
-    rows = []
-    for method in methods:
-        if method == "ticket":
-            rows.append(row(method, chosen["sparsity"], chosen["parameters"],
-                            full_scores(chosen, method)))
-        elif method == "dense":
-            rows.append(row(method, 0.0, records[0]["parameters"],
-                            full_scores(records[0], method)))
-        elif method == "decoder":
-            k = decoder_width_for_params(chosen["parameters"], out_channels=problem.shape[0])
-            model, z = build_prior("decoder", {"k": k}, problem, seed=config.seed)
-            result = fit(model, z, problem.operator, problem.observation, clean=problem.clean,
-                         config=replace(config, **model_fit_defaults("decoder")),
-                         stop=_stop(run), callbacks=_bar(progress, "decoder"),
-                         metric=problem.metric, run_past_stop=True)
-            rows.append(row(f"decoder (k={k})", 0.0, parameter_count(model), result.scores))
-        else:
-            mask = baseline_mask(method, ticket, problem, config.seed)
-            result = evaluate_ticket(Ticket(mask, ticket.rewind_weights, ticket.z, ticket.meta),
-                                     problem, config, stop=_stop(run),
-                                     callbacks=_bar(progress, method))
-            model = ticket.build()
-            rows.append(row(method, mask.sparsity, parameter_count(model, mask), result.scores))
-    return rows
+    if method in ("ticket", "dense"):
+        record = chosen if method == "ticket" else records[0]
+        saved = run.round_dir(record["round"]) / AVERAGED_PNG
+        if run.fitted_in_full(record["round"]) and (output is None or saved.is_file()):
+            if output is not None:
+                shutil.copyfile(saved, output)
+            return row(method, record["sparsity"], record["parameters"], record["scores"])
+        result = evaluate_ticket(run.ticket(record["round"]), problem, config, stop=_stop(run),
+                                 callbacks=_bar(progress, method))
+        sparsity_, parameters = record["sparsity"], record["parameters"]
+    elif method == "decoder":
+        k = decoder_width_for_params(chosen["parameters"], out_channels=problem.shape[0])
+        model, z = build_prior("decoder", {"k": k}, problem, seed=config.seed)
+        result = fit(model, z, problem.operator, problem.observation, clean=problem.clean,
+                     config=replace(config, **model_fit_defaults("decoder")),
+                     stop=_stop(run), callbacks=_bar(progress, "decoder"),
+                     metric=problem.metric, run_past_stop=True)
+        method, sparsity_, parameters = f"decoder (k={k})", 0.0, parameter_count(model)
+    else:
+        ticket = run.ticket(chosen["round"])
+        mask = baseline_mask(method, ticket, problem, config.seed)
+        result = evaluate_ticket(Ticket(mask, ticket.rewind_weights, ticket.z, ticket.meta),
+                                 problem, config, stop=_stop(run),
+                                 callbacks=_bar(progress, method))
+        sparsity_, parameters = mask.sparsity, parameter_count(ticket.build(), mask)
+    if output is not None:
+        save_image(result.averaged, output)
+    return row(method, sparsity_, parameters, result.scores)
 
 
 def baseline_mask(method: str, ticket: Ticket, problem: Problem, seed: int) -> Mask:

@@ -33,6 +33,7 @@ from lottery_prior.batched import fit_batched
 from lottery_prior.errors import LipError
 from lottery_prior.files import RunLock, atomic_path, remove_temporaries, write_json
 from lottery_prior.fit import Callback, FitConfig, FitResult, StepInfo, StoppingRule, fit
+from lottery_prior.images import save_image
 from lottery_prior.masks import Mask, weight_sparsity
 from lottery_prior.output_folder import settings_hash
 from lottery_prior.problem import Problem, build_prior
@@ -44,6 +45,7 @@ from lottery_prior.tickets import Ticket, parameter_count
 log = logging.getLogger("lottery_prior")
 
 TARGETS = ("observation", "clean")
+AVERAGED_PNG = "averaged.png"  # a round's averaged output after its last step
 
 
 @dataclass(frozen=True)
@@ -320,6 +322,8 @@ class ImpRun:
             "run": self.folder.name,
         }
         Ticket(mask, theta, z, meta).save(self.ticket_path(k))
+        with atomic_path(rd / AVERAGED_PNG) as tmp:
+            save_image(result.averaged, tmp)
         if not last:
             magnitude_prune(model, mask, self.imp.rate, layerwise=self.imp.layerwise).save(
                 rd / "next_mask.safetensors")
