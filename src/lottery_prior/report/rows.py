@@ -1,0 +1,196 @@
+"""The results table of a sweep (``results.parquet`` / ``results.csv``, one row per fit) as
+plain dicts, and the small helpers the claims, figures and report share: which columns say
+what, how rows are grouped and labelled for people."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from lottery_prior.errors import LipError
+
+# The columns the report cannot do without.
+REQUIRED = ("kind", "image", "task", "method", "requested_sparsity", "sparsity", "parameters",
+            "seed", "noise_seed", "psnr_averaged")
+INT_COLUMNS = {"factor", "size", "noise_seed", "steps", "seed", "parameters", "step_stopped"}
+FLOAT_COLUMNS = {"sigma", "keep", "lr", "input_noise", "requested_sparsity", "sparsity",
+                 "psnr_final", "psnr_averaged", "psnr_peak_iterate", "psnr_peak_averaged",
+                 "psnr_stopped", "ssim_averaged", "seconds"}
+BOOL_COLUMNS = {"fast"}
+# The settings of an observation (a problem): rows with equal values were degraded alike.
+PROBLEM_COLUMNS = ("image", "task", "sigma", "mask", "keep", "factor", "size", "noise_seed")
+# Settings that shape a whole comparison; the claims group by the ones that vary ("scope").
+SCOPE_COLUMNS = ("task", "sigma", "mask", "keep", "factor", "size", "steps", "lr",
+                 "input_noise", "fast")
+# Shown in the report's settings table, in this order.
+SETTING_COLUMNS = ("image", "task", "sigma", "mask", "keep", "factor", "size", "noise_seed",
+                   "model", "model_options", "steps", "lr", "input_noise", "fast", "imp",
+                   "seed", "method", "requested_sparsity", "metric", "machine", "version")
+# Methods in the order tables and legends list them, with names for people.
+METHOD_ORDER = ("dense", "ticket", "random", "random-layerwise", "magnitude", "snip", "grasp",
+                "synflow", "decoder")
+METHOD_NAMES = {"dense": "dense", "ticket": "ticket (IMP)", "random": "random (global)",
+                "random-layerwise": "random (ticket's layer-wise ratios)",
+                "magnitude": "magnitude at init", "snip": "SNIP", "grasp": "GraSP",
+                "synflow": "SynFlow", "decoder": "Deep Decoder"}
+
+
+def read_results(path: str | Path) -> list[dict]:
+    """The rows of a results table: ``path`` is a results folder (``results.parquet``, else
+    ``results.csv``) or one of those files. Raises ``LipError`` (one line) for a missing,
+    empty or unreadable file or one without the columns in ``REQUIRED``."""
+    path = Path(path)
+    if path.is_dir():
+        for name in ("results.parquet", "results.csv"):
+            if (path / name).is_file():
+                path = path / name
+                break
+        else:
+            raise LipError(f"no results.parquet or results.csv in {path}/ (run `lip sweep` first)")
+    elif not path.is_file():
+        raise LipError(f"results file not found: {path}")
+    if path.suffix == ".parquet":
+        rows = _read_parquet(path)
+    elif path.suffix == ".csv":
+        rows = _read_csv(path)
+    else:
+        raise LipError(f"{path}: expected a .parquet or .csv results table")
+    if not rows:
+        raise LipError(f"{path}: the results table has no rows")
+    missing = [c for c in REQUIRED if c not in rows[0]]
+    if missing:
+        raise LipError(f"{path}: missing column(s) {', '.join(missing)}")
+    return rows
+
+
+def _read_parquet(path: Path) -> list[dict]:
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path)
+    except Exception as e:  # pyarrow raises several types for damaged files
+        raise LipError(f"{path}: not a readable Parquet file ({_first_line(e)})") from None
+    return [_clean(r) for r in table.to_pylist()]
+
+
+def _read_csv(path: Path) -> list[dict]:
+    try:
+        with path.open(newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            rows = list(reader)
+    except (UnicodeDecodeError, csv.Error, OSError) as e:
+        raise LipError(f"{path}: not a readable CSV file ({_first_line(e)})") from None
+    if reader.fieldnames is None:
+        raise LipError(f"{path}: the results table is empty")
+    try:
+        return [_clean({k: _parse(k, v) for k, v in r.items() if k is not None}) for r in rows]
+    except ValueError as e:
+        raise LipError(f"{path}: {e}") from None
+
+
+def _parse(column: str, text: str | None) -> object:
+    if text is None or text == "":
+        return None
+    try:
+        if column in INT_COLUMNS:
+            return int(float(text))
+        if column in FLOAT_COLUMNS:
+            return float(text)
+    except ValueError:
+        raise ValueError(f"column {column}: {text!r} is not a number") from None
+    if column in BOOL_COLUMNS:
+        return text.strip().lower() in ("true", "1", "yes")
+    return text
+
+
+def _clean(row: dict) -> dict:
+    """NaN scores as None, so 'missing' has one spelling."""
+    return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()}
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]
+
+
+def value(row: dict, column: str) -> float | None:
+    """A finite number in ``row[column]``, else None."""
+    v = row.get(column)
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        return None
+    return float(v)
+
+
+def sparsity_key(s: float | None) -> float | None:
+    """Requested sparsities rounded so that 0.8 and 0.8000000001 pair up."""
+    return None if s is None else round(float(s), 6)
+
+
+def varying(rows: Iterable[dict], columns: Sequence[str]) -> list[str]:
+    """The columns of ``columns`` that take more than one value over ``rows``."""
+    rows = list(rows)
+    return [c for c in columns if len({_hashable(r.get(c)) for r in rows}) > 1]
+
+
+def _hashable(v: object) -> object:
+    return json.dumps(v, sort_keys=True) if isinstance(v, (dict, list)) else v
+
+
+def scope_labeller(rows: Sequence[dict]):
+    """A function row -> scope label: the task, plus the settings that vary between rows of
+    that task (``denoise σ=25``, ``sr ×4``), so one label never mixes two settings."""
+    by_task: dict[str, list[dict]] = {}
+    for r in rows:
+        by_task.setdefault(r.get("task"), []).append(r)
+    extra = {t: varying(rs, SCOPE_COLUMNS[1:]) for t, rs in by_task.items()}
+
+    def label(row: dict) -> str:
+        parts = [str(row.get("task"))]
+        for c in extra[row.get("task")]:
+            parts.append(_setting_text(c, row.get(c)))
+        return " ".join(parts)
+
+    return label
+
+
+def _setting_text(column: str, v: object) -> str:
+    if column == "sigma":
+        return f"σ={v:g}" if isinstance(v, (int, float)) else f"σ={v}"
+    if column == "factor":
+        return f"×{v}"
+    if column == "mask":
+        return f"mask={Path(str(v)).name}" if v else "mask=—"
+    return f"{column}={v}"
+
+
+def image_name(image: str | None) -> str:
+    """``data:set5/baby`` -> ``baby`` (short enough for a legend or an axis)."""
+    text = str(image)
+    return text.split(":", 1)[-1].rsplit("/", 1)[-1].rsplit(".", 1)[0] or text
+
+
+def method_name(method: str) -> str:
+    return METHOD_NAMES.get(method, method)
+
+
+def method_rank(method: str) -> int:
+    return METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER)
+
+
+def decoder_k(row: dict) -> object:
+    """The Deep Decoder's channel count ``k`` from ``model_options`` (JSON), or None."""
+    options = row.get("model_options")
+    if isinstance(options, str):
+        try:
+            options = json.loads(options)
+        except ValueError:
+            return None
+    return options.get("k") if isinstance(options, dict) else None
+
+
+def metric_label(rows: Sequence[dict]) -> str:
+    """The metric the scores are in (``PSNR`` or ``PSNR-Y (border 4)``), joined if mixed."""
+    metrics = sorted({str(r["metric"]) for r in rows if r.get("metric")})
+    return " / ".join(metrics) or "PSNR"

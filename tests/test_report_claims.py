@@ -1,0 +1,177 @@
+"""The claims checker on constructed rows whose answer is known."""
+
+import math
+
+import pytest
+
+from lottery_prior.report.claims import (
+    by_sparsity,
+    claim_rows,
+    claims,
+    claims_by_score,
+    t_interval,
+    verdict,
+)
+
+IMAGES = ("data:set5/baby", "data:set5/bird", "data:set5/head")
+SEEDS = (0, 1)
+
+
+def row(method, image=IMAGES[0], *, task="denoise", seed=0, noise_seed=0, s=0.5, psnr=30.0,
+        kind="fit", source_image=None, source_task=None, **extra):
+    return {"unit": "u", "kind": kind, "image": image, "task": task,
+            "sigma": 25.0 if task == "denoise" else None, "mask": None, "keep": None,
+            "factor": 4 if task == "sr" else None, "size": 64, "noise_seed": noise_seed,
+            "model": "dip", "model_options": "{}", "steps": 100, "lr": 0.01,
+            "input_noise": 0.03, "fast": True, "imp": "{}", "imp_run": None, "seed": seed,
+            "method": method, "requested_sparsity": 0.0 if method == "dense" else s,
+            "sparsity": 0.0 if method == "dense" else s, "parameters": 1000,
+            "source_image": source_image or image, "source_task": source_task or task,
+            "psnr_final": psnr, "psnr_averaged": psnr, "psnr_peak_iterate": psnr,
+            "psnr_peak_averaged": psnr, "psnr_stopped": None, "metric": "PSNR", **extra}
+
+
+def grid(method, offsets, *, sparsities=(0.5,), task="denoise", base=30.0, **kw):
+    """Rows of ``method`` over IMAGES × SEEDS × sparsities; ``offsets`` gives the PSNR above
+    ``base`` per (image index, seed, sparsity)."""
+    out = []
+    for i, image in enumerate(IMAGES):
+        for seed in SEEDS:
+            for s in sparsities:
+                psnr = base + i + 0.3 * seed + offsets(i, seed, s)
+                out.append(row(method, image, seed=seed, s=s, psnr=psnr, task=task, **kw))
+    return out
+
+
+def find(items, claim_start, scope="denoise"):
+    hits = [c for c in items if c.claim.startswith(claim_start) and c.scope == scope]
+    assert len(hits) == 1, (claim_start, scope, items)
+    return hits[0]
+
+
+def test_t_interval_and_verdict():
+    mean, low, high = t_interval([1.0, 2.0, 3.0])
+    half = 4.302652729911275 / math.sqrt(3)  # t(0.975, 2) × sd 1 / √3
+    assert mean == pytest.approx(2.0)
+    assert (low, high) == pytest.approx((2 - half, 2 + half))
+    assert t_interval([1.5]) == (1.5, None, None)
+    assert t_interval([]) == (None, None, None)
+    assert verdict(3, 0.1, 0.5) == "holds"
+    assert verdict(3, -0.5, -0.1) == "contradicted"
+    assert verdict(3, -0.1, 0.5) == "not shown"
+    assert verdict(1, None, None) == "not shown (n=1)"
+    assert verdict(5, -0.09, 0.2, threshold=-0.1) == "holds"
+
+
+def jitter(i, seed):
+    return 0.02 * ((i + 2 * seed) % 3 - 1)  # small, known spread across units
+
+
+def test_ticket_beats_random_holds_and_decoder_contradicted():
+    ticket = grid("ticket", lambda i, seed, s: 0.0, sparsities=(0.5, 0.8))
+    random = grid("random", lambda i, seed, s: -0.5 + jitter(i, seed), sparsities=(0.5, 0.8))
+    decoder = grid("decoder", lambda i, seed, s: 0.4 + jitter(i, seed), sparsities=(0.5, 0.8))
+    layer = grid("random-layerwise", lambda i, seed, s: 0.3 * (-1) ** (i + seed),
+                 sparsities=(0.5, 0.8))
+    result = claims(ticket + random + decoder + layer)
+    c = find(result, "ticket > random pruning (global)")
+    assert c.verdict == "holds"
+    assert c.n == 6 and c.pairs == 12  # units: 3 images × 2 seeds; pairs also × 2 sparsities
+    assert c.mean == pytest.approx(0.5, abs=0.02) and c.low > 0
+    d = find(result, "ticket > Deep Decoder")
+    assert d.verdict == "contradicted" and d.high < 0
+    assert d.mean == pytest.approx(-0.4, abs=0.02)
+    lw = find(result, "ticket > random pruning (ticket's")
+    assert lw.verdict == "not shown" and lw.low < 0 < lw.high
+
+
+def test_one_unit_is_not_shown_with_n():
+    rows = [row("ticket", psnr=31.0), row("random", psnr=30.0)]
+    c = find(claims(rows), "ticket > random pruning (global)")
+    assert c.verdict == "not shown (n=1)" and c.n == 1 and c.mean == pytest.approx(1.0)
+    assert c.low is None
+
+
+def test_pairs_match_on_noise_seed_seed_and_sparsity():
+    rows = [row("ticket", seed=0, psnr=31.0), row("random", seed=1, psnr=30.0),
+            row("ticket", IMAGES[1], noise_seed=1, psnr=31.0), row("random", IMAGES[1], psnr=0),
+            row("ticket", IMAGES[2], s=0.8, psnr=31.0), row("random", IMAGES[2], s=0.5, psnr=0)]
+    c = find(claims(rows), "ticket > random pruning (global)")
+    assert c.n == 0 and c.verdict == "not shown (n=0)"
+
+
+def test_dense_non_inferiority_up_to_s():
+    # Ticket a little below dense (−0.05 dB ± 0.02) up to 80%, far below at 95%.
+    def offset(i, seed, s):
+        return (-1.0 if s > 0.9 else -0.05) + jitter(i, seed)
+
+    rows = grid("dense", lambda i, seed, s: 0.0) + grid(
+        "ticket", offset, sparsities=(0.2, 0.5, 0.8, 0.95))
+    c = find(claims(rows), "ticket ≥ dense")
+    assert c.sparsity == pytest.approx(0.8)
+    assert c.verdict == "holds" and c.threshold == pytest.approx(-0.1)
+    assert c.mean == pytest.approx(-0.05, abs=0.02) and c.low > -0.1 and c.high < 0
+    assert "80%" in c.note
+    # The same numbers against a 0 dB threshold ("better than dense") would be contradicted:
+    detail = [d for d in by_sparsity(rows) if d.claim.startswith("ticket ≥ dense")]
+    assert [d.sparsity for d in detail] == [0.2, 0.5, 0.8, 0.95]
+    assert [d.verdict for d in detail] == ["holds"] * 3 + ["contradicted"]
+    strict = claims(rows, delta=0.0)
+    assert find(strict, "ticket ≥ dense").sparsity is None
+    assert find(strict, "ticket ≥ dense").verdict == "contradicted"
+
+
+def test_dense_claim_s_is_not_shown_when_interval_straddles():
+    rows = grid("dense", lambda i, seed, s: 0.0) + grid(
+        "ticket", lambda i, seed, s: 0.5 * (-1) ** (i + seed), sparsities=(0.5, 0.8))
+    c = find(claims(rows), "ticket ≥ dense")
+    assert c.sparsity == pytest.approx(0.8) and c.verdict == "not shown"
+    assert "at no sparsity" in c.note
+
+
+def test_dense_claim_without_enough_units():
+    rows = [row("dense", psnr=30.0), row("ticket", psnr=30.5)]
+    c = find(claims(rows), "ticket ≥ dense")
+    assert c.sparsity is None and c.verdict == "not shown (n=1)"
+
+
+def test_transfer_across_images_and_tasks():
+    own = grid("ticket", lambda i, seed, s: 0.0)
+    across_images = grid("ticket", lambda i, seed, s: -0.02 + jitter(i, seed), kind="transfer",
+                         source_image="data:set5/woman")
+    across_tasks = grid("ticket", lambda i, seed, s: -1.0 + jitter(i, seed), kind="transfer",
+                        source_task="inpaint")
+    result = claims(own + across_images + across_tasks)
+    images = find(result, "transfer across images")
+    assert images.verdict == "holds" and images.n == 6
+    assert images.mean == pytest.approx(-0.02, abs=0.02)
+    tasks = find(result, "transfer across tasks")
+    assert tasks.verdict == "contradicted" and tasks.mean == pytest.approx(-1.0, abs=0.02)
+    # Without transfer rows the claims are there, not shown.
+    none = claims(own)
+    assert find(none, "transfer across images", "all tasks").verdict == "not shown (n=0)"
+
+
+def test_tasks_are_scoped_and_pooled():
+    rows = []
+    for task in ("denoise", "sr"):
+        rows += grid("ticket", lambda i, seed, s: 0.0, task=task)
+        rows += grid("random", lambda i, seed, s: -0.2 + jitter(i, seed), task=task)
+    result = claims(rows)
+    assert find(result, "ticket > random pruning (global)", "denoise").n == 6
+    assert find(result, "ticket > random pruning (global)", "sr").n == 6
+    pooled = find(result, "ticket > random pruning (global)", "all tasks")
+    assert pooled.n == 12 and pooled.verdict == "holds"
+
+
+def test_scores_and_tables():
+    rows = grid("ticket", lambda i, seed, s: 0.0) + grid("random", lambda i, seed, s: -1.0)
+    tables = claims_by_score(rows)
+    assert list(tables) == ["psnr_averaged", "psnr_peak_averaged"]  # no stopped scores
+    for r in rows:
+        r["psnr_stopped"] = r["psnr_averaged"] - 0.5
+    tables = claims_by_score(rows)
+    assert list(tables) == ["psnr_averaged", "psnr_peak_averaged", "psnr_stopped"]
+    table = claim_rows(tables["psnr_stopped"])
+    assert {len(r) for r in table} == {len(table[0])}
+    assert {"claim", "task", "S", "n (pairs)", "95% CI", "verdict"} <= set(table[0])
