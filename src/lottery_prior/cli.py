@@ -198,6 +198,26 @@ def build_parser() -> argparse.ArgumentParser:
                    help="output folder (default: lip-out/transfer/<settings hash>)")
     p.set_defaults(handler=cmd_transfer)
 
+    p = sub.add_parser("sweep", help="run an experiment spec: a grid of fits (resumable)",
+                       description=(
+        "Expand a TOML experiment spec into units (IMP searches, one fit per method x "
+        "sparsity x image x task x seed, transfers), run every unit whose result is not "
+        "stored yet, and write results.parquet and results.csv in the results folder. "
+        "Rerunning after an interruption recomputes nothing that finished."))
+    p.add_argument("spec", type=Path, help="experiment spec (TOML; see experiments/)")
+    p.add_argument("--out", type=Path,
+                   help="results folder (default: lip-out/sweeps/<spec name>)")
+    p.add_argument("--workers", type=int,
+                   help="local worker processes, one thread each (default: one per core)")
+    p.add_argument("--ray", nargs="?", const="auto", metavar="ADDRESS",
+                   help="run on Ray instead (ADDRESS of a cluster, default: auto)")
+    p.add_argument("--device", help="cpu, cuda, cuda:N for every fit (default: CUDA if "
+                   "available)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the units and an estimate of their cost; run nothing")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(handler=cmd_sweep)
+
     p = sub.add_parser("demo", help="the whole method in miniature on a built-in image",
                        description=(
         "IMP on a 64x64 built-in image with a narrow network, then the ticket against random "
@@ -448,6 +468,39 @@ def cmd_transfer(args: argparse.Namespace) -> None:
                                       progress=progress_from_args(args))
         print(write_transfer(rows, out))
     print(f"table and heat map in {out}/")
+
+
+def cmd_sweep(args: argparse.Namespace) -> None:
+    from lottery_prior.experiments.executor import default_workers, run_local
+    from lottery_prior.experiments.spec import load_spec
+    from lottery_prior.experiments.store import Store
+    from lottery_prior.experiments.units import describe_cost, expand
+    from lottery_prior.output_folder import check_writable
+
+    spec = load_spec(args.spec)
+    out = args.out or Path("lip-out") / "sweeps" / spec.name
+    workers = default_workers() if args.workers is None else args.workers
+    if workers < 0:
+        raise LipError(f"--workers must be >= 0, got {workers}")
+    plan = expand(spec, out, args.device)
+    store = Store(out)
+    done = store.done(u.id for u in plan.units)
+    if args.dry_run:
+        for unit in plan.units:
+            print(f"{'done' if unit.id in done else 'todo'}  {unit.id}  {unit.label}")
+        print(describe_cost(plan, done))
+        return
+    check_writable(out)
+    log.info("%s; results in %s", describe_cost(plan, done), out)
+    if args.ray is not None:
+        from lottery_prior.experiments.ray_executor import run_ray
+
+        ran = run_ray(plan, store, address=args.ray, show=not args.quiet)
+    else:
+        ran = run_local(plan, store, workers=workers, show=not args.quiet)
+    store.write_tables(u.id for u in plan.units)
+    print(f"{ran} units ran, {len(plan.units) - ran} were done earlier; results in "
+          f"{out}/results.parquet and results.csv (lip report {out} makes the report)")
 
 
 DEMO = [

@@ -91,7 +91,8 @@ def fit_method(run: ImpRun, method: str, sparsity: float, *, progress: Progress 
         if run.fitted_in_full(record["round"]) and (output is None or saved.is_file()):
             if output is not None:
                 shutil.copyfile(saved, output)
-            return row(method, record["sparsity"], record["parameters"], record["scores"])
+            return row(method, record["sparsity"], record["parameters"], record["scores"],
+                       record["seconds"])
         result = evaluate_ticket(run.ticket(record["round"]), problem, config, stop=_stop(run),
                                  callbacks=_bar(progress, method))
         sparsity_, parameters = record["sparsity"], record["parameters"]
@@ -112,7 +113,7 @@ def fit_method(run: ImpRun, method: str, sparsity: float, *, progress: Progress 
         sparsity_, parameters = mask.sparsity, parameter_count(ticket.build(), mask)
     if output is not None:
         save_image(result.averaged, output)
-    return row(method, sparsity_, parameters, result.scores)
+    return row(method, sparsity_, parameters, result.scores, result.seconds)
 
 
 def baseline_mask(method: str, ticket: Ticket, problem: Problem, seed: int) -> Mask:
@@ -131,10 +132,14 @@ def baseline_mask(method: str, ticket: Ticket, problem: Problem, seed: int) -> M
     )
 
 
-def row(method: str, sparsity: float, parameters: int, scores: dict) -> dict:
-    """One table row: method, counted sparsity, parameters, labelled PSNRs."""
+def row(method: str, sparsity: float, parameters: int, scores: dict,
+        seconds: float | None = None) -> dict:
+    """One table row: method, counted sparsity, parameters, labelled PSNRs (and the fit's
+    seconds, when given)."""
     out = {"method": method, "sparsity": round(sparsity, 4), "parameters": parameters,
            **score_columns(scores)}
+    if seconds is not None:
+        out["seconds"] = round(seconds, 2)
     if "averaged" in scores and scores["averaged"].get("ssim") is not None:
         out["ssim_averaged"] = round(scores["averaged"]["ssim"], 4)
     return out
