@@ -1,0 +1,169 @@
+"""Sweeps: specs are checked key by key, units are content-addressed, a killed sweep resumes
+without recomputing what finished, and worker processes give the same table."""
+
+import copy
+import re
+
+import pytest
+
+import lottery_prior.compare as compare_module
+import lottery_prior.lottery as lottery_module
+from lottery_prior.cli import main
+from lottery_prior.errors import LipError
+from lottery_prior.experiments.executor import run_local
+from lottery_prior.experiments.spec import load_spec, parse_spec
+from lottery_prior.experiments.store import Store, read_results
+from lottery_prior.experiments.units import expand
+
+TINY = {
+    "grid": {"images": ["builtin:astronaut", "builtin:coffee"], "size": 32, "seeds": [0],
+             "sparsities": [0.2, 0.5], "methods": ["ticket", "random", "decoder", "dense"]},
+    "task": [{"name": "denoise", "sigma": 25}, {"name": "inpaint", "keep": 0.5}],
+    "model": {"options": {"width": 8, "scales": 2, "skip": 2}},
+    "fit": {"steps": 12},
+    "imp": {"search_steps": 4},
+    "transfer": {"sparsities": [0.5], "across_images": True,
+                 "across_tasks": [["denoise", "inpaint"]]},
+}
+SCORES = ("psnr_final", "psnr_averaged", "psnr_peak_iterate", "psnr_peak_averaged", "sparsity",
+          "parameters")
+
+
+def spec_with(**changes):
+    data = copy.deepcopy(TINY)
+    for path, value in changes.items():
+        *parents, key = path.split("__")
+        table = data
+        for p in parents:
+            table = table[p]
+        table[key] = value
+    return data
+
+
+@pytest.mark.parametrize(("changes", "key"), [
+    ({"grid__imagez": ["x"]}, "grid.imagez"),
+    ({"grid__sparsities": [0.2, 1.5]}, "grid.sparsities[1]"),
+    ({"grid__methods": ["ticket", "lasso"]}, "grid.methods[1]"),
+    ({"grid__seeds": [-1]}, "grid.seeds[0]"),
+    ({"fit__steps": 0}, "fit"),
+    ({"fit__stop": "early"}, "fit.stop"),
+    ({"imp__rate": 2.0}, "imp"),
+    ({"model__options": {"wdth": 8}}, "model"),
+    ({"transfer__across_tasks": [["denoise", "sr"]]}, "transfer.across_tasks[0]"),
+    ({"bogus": 1}, "bogus"),
+])
+def test_a_bad_spec_is_refused_with_the_keys_name(changes, key):
+    with pytest.raises(LipError, match="^" + re.escape(key) + ": "):
+        parse_spec(spec_with(**changes))
+
+
+def test_a_bad_task_is_refused_with_its_place():
+    data = spec_with(task=[{"name": "denoise", "sigma": 25}, {"name": "sr", "factor": 3}])
+    with pytest.raises(LipError, match=r"^task\[1\]\.factor: "):
+        parse_spec(data)
+    with pytest.raises(LipError, match=r"^task\[0\]\.keep: unknown key"):
+        parse_spec(spec_with(task=[{"name": "denoise", "keep": 0.5}]))
+
+
+def test_a_spec_file_error_names_the_file(tmp_path):
+    path = tmp_path / "broken.toml"
+    path.write_text("[grid\nimages = 1")
+    with pytest.raises(LipError, match="broken.toml is not valid TOML"):
+        load_spec(path)
+
+
+def test_units_are_addressed_by_their_settings(tmp_path):
+    plan = expand(parse_spec(TINY), tmp_path)
+    kinds = [u.kind for u in plan.units]
+    # 2 images x 2 tasks x 1 seed searches; per search: 3 methods x 2 sparsities + dense
+    assert kinds.count("search") == 4 and kinds.count("fit") == 4 * 7
+    # across images (2 per task, 2 tasks) and denoise -> inpaint (2 images), at one sparsity
+    assert kinds.count("transfer") == 6
+    assert len({u.id for u in plan.units}) == len(plan.units)
+    again = expand(parse_spec(TINY), tmp_path)
+    assert [u.id for u in again.units] == [u.id for u in plan.units]
+    other = expand(parse_spec(spec_with(grid__seeds=[1])), tmp_path)
+    assert not {u.id for u in other.units} & {u.id for u in plan.units}
+    searches = {u.id for u in plan.units if u.kind == "search"}
+    assert all(u.deps and set(u.deps) <= searches for u in plan.units if u.kind != "search")
+
+
+def count_fits(monkeypatch) -> list[int]:
+    calls = [0]
+    for module in (lottery_module, compare_module):
+        original = module.fit
+
+        def counted(*args, _original=original, **kwargs):
+            calls[0] += 1
+            return _original(*args, **kwargs)
+        monkeypatch.setattr(module, "fit", counted)
+    return calls
+
+
+def test_a_killed_sweep_resumes_without_rerunning_finished_units(tmp_path, monkeypatch):
+    calls = count_fits(monkeypatch)
+    full = expand(parse_spec(TINY), tmp_path / "full")
+    run_local(full, Store(tmp_path / "full"), workers=0, show=False)
+    uninterrupted = calls[0]
+
+    calls[0] = 0
+    plan = expand(parse_spec(TINY), tmp_path / "killed")
+    store = Store(tmp_path / "killed")
+    finished = []
+
+    def kill_after_ten(unit):
+        finished.append(unit.id)
+        if len(finished) == 10:
+            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        run_local(plan, store, workers=0, show=False, on_finish=kill_after_ten)
+    assert len(read_results(tmp_path / "killed")) > 0  # the table is there mid-way
+    ran = run_local(plan, store, workers=0, show=False)
+    assert ran == len(plan.units) - 10
+    assert calls[0] == uninterrupted  # no fit was done twice
+    assert run_local(plan, store, workers=0, show=False) == 0
+
+    rows = {r["unit"]: r for r in read_results(tmp_path / "killed")}
+    want = {r["unit"]: r for r in read_results(tmp_path / "full")}
+    assert rows.keys() == want.keys()
+    for unit, row in rows.items():
+        assert {k: row[k] for k in SCORES} == {k: want[unit][k] for k in SCORES}
+
+
+def test_rows_label_every_setting_and_score(tmp_path):
+    plan = expand(parse_spec(spec_with(transfer={}, task=[{"name": "denoise", "sigma": 25}])),
+                  tmp_path)
+    run_local(plan, Store(tmp_path), workers=0, show=False)
+    rows = read_results(tmp_path)
+    assert {r["method"] for r in rows} == {"ticket", "random", "decoder", "dense"}
+    for r in rows:
+        assert r["psnr_averaged"] > 0 and r["psnr_peak_averaged"] >= r["psnr_averaged"] - 1e-9
+        assert (tmp_path / r["output"]).is_file() and (tmp_path / r["clean"]).is_file()
+        assert r["noise_seed"] == 0 and r["sigma"] == 25 and r["steps"] == 12
+    ticket = [r for r in rows if r["method"] == "ticket"]
+    assert sorted(r["requested_sparsity"] for r in ticket) == [0.2, 0.2, 0.5, 0.5]
+    assert all(abs(r["sparsity"] - r["requested_sparsity"]) < 0.02 for r in ticket)
+
+
+def test_worker_processes_give_the_same_table(tmp_path):
+    data = spec_with(transfer={}, task=[{"name": "denoise", "sigma": 25}],
+                     grid__methods=["ticket", "random"], grid__sparsities=[0.2])
+    for workers, folder in ((0, "inline"), (2, "pool")):
+        run_local(expand(parse_spec(data), tmp_path / folder), Store(tmp_path / folder),
+                  workers=workers, show=False)
+    inline = {r["unit"]: r for r in read_results(tmp_path / "inline")}
+    pool = {r["unit"]: r for r in read_results(tmp_path / "pool")}
+    assert inline.keys() == pool.keys() and len(inline) == 4
+    for unit, row in pool.items():
+        assert {k: row[k] for k in SCORES} == {k: inline[unit][k] for k in SCORES}
+
+
+def test_dry_run_lists_units_and_their_cost(tmp_path, capsys):
+    spec = tmp_path / "tiny.toml"
+    spec.write_text('[grid]\nimages = ["builtin:astronaut"]\nsize = 32\nsparsities = [0.5]\n'
+                    'methods = ["ticket", "dense"]\n[[task]]\nname = "denoise"\n'
+                    '[model]\noptions = { width = 8, scales = 2, skip = 2 }\n[fit]\nsteps = 5\n')
+    assert main(["sweep", str(spec), "--out", str(tmp_path / "res"), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("todo") == 3 and "3 of 3 units left" in out and "CPU-thread hours" in out
+    assert not (tmp_path / "res" / "units").exists()
