@@ -81,9 +81,10 @@ def _read_csv(path: Path) -> list[dict]:
         with path.open(newline="", encoding="utf-8") as f:
             reader = csv.DictReader(f)
             rows = list(reader)
+            columns = reader.fieldnames
     except (UnicodeDecodeError, csv.Error, OSError) as e:
         raise LipError(f"{path}: not a readable CSV file ({_first_line(e)})") from None
-    if reader.fieldnames is None:
+    if columns is None:
         raise LipError(f"{path}: the results table is empty")
     try:
         return [_clean({k: _parse(k, v) for k, v in r.items() if k is not None}) for r in rows]

@@ -1,0 +1,307 @@
+"""``lip report``: one self-contained HTML page (figures embedded as data URIs, no external
+resource, opens offline) and its Markdown twin (figures as files beside it) from a sweep's
+results table: settings, claims with verdicts, per-sparsity detail, a per-method summary,
+PSNR-vs-sparsity curves, transfer heat maps and image grids."""
+
+from __future__ import annotations
+
+import base64
+import statistics
+from collections.abc import Sequence
+from pathlib import Path
+
+from lottery_prior import __version__
+from lottery_prior.errors import LipError
+from lottery_prior.files import atomic_path
+from lottery_prior.report.claims import (
+    CONFIDENCE,
+    DELTA,
+    by_sparsity,
+    claim_rows,
+    claims_by_score,
+)
+from lottery_prior.report.figures import (
+    Figure,
+    image_grids,
+    score_words,
+    sparsity_curves,
+    transfer_heatmaps,
+)
+from lottery_prior.report.rows import (
+    SETTING_COLUMNS,
+    image_name,
+    method_name,
+    method_rank,
+    metric_label,
+    read_results,
+    scope_labeller,
+    sparsity_key,
+    value,
+)
+
+TEMPLATES = Path(__file__).with_name("templates")
+FIGURES = "figures"
+MAX_VALUES = 40  # distinct values listed per setting before "… and N more"
+
+
+def write_report(results: str | Path, out: str | Path | None = None, *,
+                 delta: float = DELTA) -> dict[str, Path]:
+    """Read the results table ``results`` (a results folder, ``results.parquet`` or
+    ``results.csv``) and write ``report.html``, ``report.md`` and ``figures/*.png`` into
+    ``out`` (default: ``report/`` in the results folder). Returns the paths: ``html``,
+    ``markdown``, ``figures`` (the folder) and one ``figure:<name>`` per figure.
+
+    Raises ``LipError`` for a missing, empty or unreadable table or missing columns."""
+    results = Path(results)
+    rows = read_results(results)
+    results_dir = results if results.is_dir() else results.parent
+    out = Path(out) if out is not None else results_dir / "report"
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise LipError(f"cannot create the report folder {out}: {e.strerror}") from None
+    figure_dir = out / FIGURES
+    context = build_context(rows, results_dir, figure_dir, delta=delta)
+    for section in context["sections"]:
+        for figure in section["figures"]:
+            figure["relative"] = f"{FIGURES}/{Path(figure['path']).name}"
+    env = _environment()
+    paths: dict[str, Path] = {"html": out / "report.html", "markdown": out / "report.md",
+                              "figures": figure_dir}
+    with atomic_path(paths["html"]) as tmp:
+        tmp.write_text(env.get_template("report.html.j2").render(**context), encoding="utf-8")
+    with atomic_path(paths["markdown"]) as tmp:
+        text = env.get_template("report.md.j2").render(**context)
+        tmp.write_text(_squeeze_blank_lines(text), encoding="utf-8")
+    for section in context["sections"]:
+        for figure in section["figures"]:
+            paths[f"figure:{Path(figure['path']).name}"] = Path(figure["path"])
+    return paths
+
+
+def build_context(rows: Sequence[dict], results_dir: Path, figure_dir: Path, *,
+                  delta: float = DELTA) -> dict:
+    """Everything the templates show: title, subtitle and sections (notes, tables, figures);
+    writes the figures into ``figure_dir``."""
+    label = scope_labeller(rows)
+    images = list(dict.fromkeys(r["image"] for r in rows))
+    scopes = list(dict.fromkeys(label(r) for r in rows))
+    seeds = sorted({r.get("seed") for r in rows if r.get("seed") is not None})
+    metric = metric_label(rows)
+    sections = [
+        {"id": "settings", "title": "Settings",
+         "notes": [f"{len(rows)} fits ({sum(r.get('kind') == 'transfer' for r in rows)} "
+                   f"transfers) on {len(images)} image(s), {len(scopes)} task setting(s), "
+                   f"{len(seeds)} network seed(s). Every value each setting takes:"],
+         "tables": [_table(settings_rows(rows))], "figures": []},
+        _claims_section(rows, delta),
+        {"id": "by-sparsity", "title": "Ticket against each baseline, per sparsity",
+         "notes": [f"Paired difference ticket − baseline ({score_words('psnr_averaged')}) at "
+                   "each requested sparsity, over image × seed × noise seed; threshold "
+                   f"−{delta:g} dB against dense (non-inferiority), 0 dB against the rest."],
+         "tables": [_table(claim_rows(by_sparsity(rows, delta=delta), detail=True))],
+         "figures": []},
+        {"id": "summary", "title": "Per-method summary",
+         "notes": [f"Fits (not transfers) per task, method and requested sparsity, pooled "
+                   f"over images and seeds; {metric} in dB, mean ± std."],
+         "tables": [_table(summary_rows(rows))], "figures": []},
+        {"id": "curves", "title": "PSNR against sparsity",
+         "notes": ["Mean ± std over network and noise seeds; dense as a dashed line with its "
+                   "band; the Deep Decoder as stars at 1 − its parameters / the dense "
+                   "network's, labelled with its width k."],
+         "tables": [], "figures": _embed(sparsity_curves(rows, figure_dir))},
+        {"id": "transfer", "title": "Transfer", "tables": [],
+         "notes": [] if any(r.get("kind") == "transfer" for r in rows)
+         else ["No transfer fits in these results."],
+         "figures": _embed(transfer_heatmaps(rows, figure_dir))},
+        {"id": "images", "title": "Images (as in the paper's Fig. 2)", "tables": [],
+         "notes": ["Each output is the averaged output after the last step; titles give its "
+                   "PSNR. Oracle scores (peaks) are in the tables, not in these images."],
+         "figures": _embed(image_grids(rows, results_dir, figure_dir))},
+    ]
+    machines = sorted({str(r["machine"]) for r in rows if r.get("machine")})
+    versions = sorted({str(r["version"]) for r in rows if r.get("version")})
+    subtitle = (f"{len(rows)} fits · images: {', '.join(image_name(i) for i in images[:12])}"
+                f"{' …' if len(images) > 12 else ''} · tasks: {', '.join(scopes)} · metric: "
+                f"{metric} · fitted with lottery_prior {', '.join(versions) or '?'} on "
+                f"{', '.join(machines) or '?'} · report by lottery_prior {__version__}")
+    return {"title": "Lottery image priors: results and claims", "subtitle": subtitle,
+            "sections": sections}
+
+
+def _claims_section(rows: Sequence[dict], delta: float) -> dict:
+    tables = []
+    for score, items in claims_by_score(rows, delta=delta).items():
+        oracle = " — an oracle: it needs the ground truth" if "oracle" in score_words(score) \
+            else ""
+        tables.append(_table(claim_rows(items),
+                             title=f"Claims on the {score_words(score)}{oracle}"))
+    notes = [
+        "Each claim compares fits of the same observation (image, task, noise seed) with the "
+        "same network seed and requested sparsity; the differences are averaged per unit "
+        "(image × seed × noise seed, × task when pooled) and n counts the units, with the "
+        f"matched pairs in brackets. CI: {100 * CONFIDENCE:g}% Student t interval of the "
+        "mean difference over the units.",
+        "Verdict: holds = the whole interval lies on the claimed side of the threshold; "
+        "contradicted = the whole interval lies on the other side; not shown = otherwise, "
+        "or fewer than 2 units (n given).",
+        f"\"≥\" claims use a non-inferiority margin δ = {delta:g} dB (threshold −δ): ticket ≥ "
+        "dense up to S, where S is the largest requested sparsity such that at every "
+        "sparsity up to S the difference is not significantly below −δ (the row gives the "
+        "difference at S; the note says up to where it is shown above −δ). Transfers are "
+        "compared with the ticket found on the target image and task itself (same "
+        "sparsity and seed); a transfer to another task counts as across tasks, one to "
+        "another image of the same task as across images.",
+    ]
+    if not tables:
+        notes.append("No scores to compare.")
+    return {"id": "claims", "title": "Claims of the paper", "notes": notes, "tables": tables,
+            "figures": []}
+
+
+def settings_rows(rows: Sequence[dict]) -> list[dict]:
+    """One row per setting column present: the distinct values it takes, with counts."""
+    out = []
+    for column in SETTING_COLUMNS:
+        if not any(column in r for r in rows):
+            continue
+        counts: dict[str, int] = {}
+        for r in rows:
+            text = _value_text(column, r.get(column))
+            counts[text] = counts.get(text, 0) + 1
+        items = sorted(counts.items(), key=lambda kv: _sort_key(column, kv[0]))
+        shown = [f"{text} ({n})" if len(items) > 1 else text for text, n in items[:MAX_VALUES]]
+        if len(items) > MAX_VALUES:
+            shown.append(f"… and {len(items) - MAX_VALUES} more")
+        out.append({"setting": column, "values": ", ".join(shown)})
+    return out
+
+
+def _value_text(column: str, v: object) -> str:
+    if v is None or v == "":
+        return "—"
+    if column == "requested_sparsity" and isinstance(v, (int, float)):
+        return f"{100 * v:g}%"
+    if isinstance(v, float):
+        return f"{v:g}"
+    return str(v)
+
+
+def _sort_key(column: str, text: str) -> tuple:
+    try:
+        return (0, float(text.rstrip("%")), text)
+    except ValueError:
+        if column == "method":
+            return (1, method_rank(text), text)
+        return (1, 0, text)
+
+
+def summary_rows(rows: Sequence[dict]) -> list[dict]:
+    """Fits per task scope × method × requested sparsity: counts and mean scores."""
+    label = scope_labeller(rows)
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        if r.get("kind") != "transfer":
+            key = (label(r), r["method"], sparsity_key(r.get("requested_sparsity")) or 0.0)
+            groups.setdefault(key, []).append(r)
+    scores = [c for c in ("psnr_averaged", "psnr_peak_averaged", "psnr_stopped",
+                          "ssim_averaged") if any(value(r, c) is not None for r in rows)]
+    order = {s: i for i, s in enumerate(dict.fromkeys(label(r) for r in rows))}
+    out = []
+    for (scope, method, s), rs in sorted(groups.items(),
+                                         key=lambda kv: (order[kv[0][0]],
+                                                         method_rank(kv[0][1]), kv[0][2])):
+        row = {"task": scope, "method": method_name(method),
+               "requested sparsity": "—" if method == "dense" else f"{100 * s:g}%",
+               "counted sparsity": _mean_text([value(r, "sparsity") for r in rs], pct=True),
+               "parameters": _mean_text([value(r, "parameters") for r in rs], integer=True),
+               "fits": str(len(rs)),
+               "images": str(len({r["image"] for r in rs}))}
+        for c in scores:
+            row[score_words(c)] = _mean_text([value(r, c) for r in rs], std=c != "ssim_averaged")
+        row["seconds per fit"] = _mean_text([value(r, "seconds") for r in rs], integer=True)
+        out.append(row)
+    return out
+
+
+def _mean_text(values: Sequence[float | None], *, pct: bool = False, integer: bool = False,
+               std: bool = False) -> str:
+    values = [v for v in values if v is not None]
+    if not values:
+        return "—"
+    m = statistics.fmean(values)
+    if pct:
+        return f"{100 * m:.1f}%"
+    if integer:
+        return f"{m:,.0f}"
+    if std and len(values) > 1:
+        return f"{m:.2f} ± {statistics.stdev(values):.2f}"
+    return f"{m:.3f}" if not std else f"{m:.2f}"
+
+
+def _table(rows: list[dict], *, title: str = "", note: str = "") -> dict:
+    columns = list(dict.fromkeys(k for r in rows for k in r))
+    return {"title": title, "note": note, "columns": columns,
+            "rows": [{c: r.get(c, "") for c in columns} for r in rows],
+            "markdown": _markdown(columns, rows)}
+
+
+def _markdown(columns: list[str], rows: list[dict]) -> str:
+    if not rows:
+        return "(nothing to show)"
+
+    def cell(v: object) -> str:
+        return str(v if v is not None else "").replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(map(cell, columns)) + " |", "|" + "|".join("---" for _ in columns)
+             + "|"]
+    lines += ["| " + " | ".join(cell(r.get(c, "")) for c in columns) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _embed(figures: Sequence[Figure]) -> list[dict]:
+    """Figures with their PNG as a data URI and their size in pixels."""
+    from PIL import Image
+
+    out = []
+    for f in figures:
+        data = f.path.read_bytes()
+        with Image.open(f.path) as im:
+            width, height = im.size
+        out.append({"path": str(f.path), "title": f.title, "caption": f.caption,
+                    "width": width, "height": height,
+                    "data_uri": "data:image/png;base64," + base64.b64encode(data).decode()})
+    return out
+
+
+def _environment():
+    import jinja2
+
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES),
+                             autoescape=jinja2.select_autoescape(["html", "html.j2"]),
+                             trim_blocks=True, lstrip_blocks=True,
+                             undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+    env.filters["cell_class"] = _cell_class
+    return env
+
+
+def _cell_class(cell: object, column: str) -> str:
+    if column == "verdict":
+        text = str(cell)
+        return "verdict-" + ("holds" if text == "holds" else "contradicted"
+                             if text == "contradicted" else "not")
+    text = str(cell).lstrip("+−-[")
+    return "num" if text[:1].isdigit() else ""
+
+
+def _squeeze_blank_lines(text: str) -> str:
+    out, blank = [], False
+    for line in text.splitlines():
+        if not line.strip():
+            if not blank and out:
+                out.append("")
+            blank = True
+        else:
+            out.append(line.rstrip())
+            blank = False
+    return "\n".join(out).rstrip() + "\n"
