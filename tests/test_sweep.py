@@ -3,6 +3,7 @@ without recomputing what finished, and worker processes give the same table."""
 
 import copy
 import re
+from pathlib import Path
 
 import pytest
 
@@ -167,3 +168,23 @@ def test_dry_run_lists_units_and_their_cost(tmp_path, capsys):
     out = capsys.readouterr().out
     assert out.count("todo") == 3 and "3 of 3 units left" in out and "CPU-thread hours" in out
     assert not (tmp_path / "res" / "units").exists()
+
+
+SPECS = sorted((Path(__file__).parent.parent / "experiments").rglob("*.toml"))
+
+
+@pytest.mark.parametrize("path", SPECS, ids=[p.stem for p in SPECS])
+def test_the_shipped_specs_are_valid(path, shared_data, monkeypatch):
+    monkeypatch.setenv("LIP_DATA", str(shared_data))
+    spec = load_spec(path)
+    assert spec.images and all(not i.endswith("_mask") for i in spec.images)
+    if path.parent.name == "small":  # every claim answered: >= 3 images x >= 2 seeds
+        assert len(spec.images) >= 3 and len(spec.seeds) >= 2
+        assert {"ticket", "random", "random-layerwise", "decoder", "dense"} <= set(spec.methods)
+        assert spec.transfer_sparsities and spec.size == 128
+
+
+def test_the_paper_specs_exist():
+    names = {p.relative_to(SPECS[0].parents[1]).as_posix() for p in SPECS}
+    for task in ("denoise", "inpaint", "sr"):
+        assert f"paper/{task}.toml" in names and f"paper/small/{task}.toml" in names
