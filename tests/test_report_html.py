@@ -245,3 +245,17 @@ def test_report_in_headless_chromium(report, tmp_path):
     assert not console, console
     if os.environ.get("LIP_KEEP_SCREENSHOT"):
         shutil.copy(shot, os.environ["LIP_KEEP_SCREENSHOT"])
+
+
+def test_report_from_a_minimal_table(tmp_path):
+    """Only the required columns, two fits, no images: every section still renders."""
+    rows = [{"kind": "fit", "image": "builtin:astronaut", "task": "denoise", "method": m,
+             "requested_sparsity": s, "sparsity": s, "parameters": None, "seed": 0,
+             "noise_seed": 0, "psnr_averaged": p}
+            for m, s, p in (("dense", 0.0, 25.0), ("ticket", 0.5, 25.2), ("decoder", 0.5, 24.0))]
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "results.parquet")
+    paths = write_report(tmp_path / "results.parquet", tmp_path / "report")
+    md = paths["markdown"].read_text()
+    assert "not shown (n=1)" in md and "No transfer fits" in md
+    assert "image missing" not in md  # (drawn inside the grid figure, not in the text)
+    assert any(k.startswith("figure:images-") for k in paths)

@@ -288,7 +288,7 @@ def claim_rows(items: Sequence[Claim], *, detail: bool = False) -> list[dict]:
         row["difference (dB)"] = "—" if c.mean is None else f"{c.mean:+.2f}"
         row[f"{100 * CONFIDENCE:g}% CI"] = (
             "—" if c.low is None else f"[{c.low:+.2f}, {c.high:+.2f}]")
-        row["threshold"] = f"{c.threshold:+g} dB"
+        row["threshold"] = f"{c.threshold:+g} dB" if c.threshold else "0 dB"
         row["verdict"] = c.verdict
         if not detail:
             row["note"] = c.note

@@ -86,10 +86,10 @@ def sparsity_curves(rows: Sequence[dict], out_dir: str | Path,
     (labelled with k)."""
     out_dir = Path(out_dir)
     label = scope_labeller(rows)
-    metric = metric_label(rows)
     figures = []
     for (image, scope), group in _groups(rows, label).items():
-        fig, ax = plt.subplots(figsize=(7.0, 4.2), dpi=DPI)
+        metric = metric_label(group)
+        fig, ax = plt.subplots(figsize=(8.4, 4.2), dpi=DPI)
         seeds = {(r.get("seed"), r.get("noise_seed")) for r in group}
         dense = [value(r, score) for r in group if r["method"] == "dense"]
         dense = [v for v in dense if v is not None]
@@ -133,7 +133,7 @@ def sparsity_curves(rows: Sequence[dict], out_dir: str | Path,
             ax.errorbar([x], [m], yerr=[sd], fmt="*", ms=11, color="tab:green", capsize=3,
                         zorder=6, label="Deep Decoder (equal size)" if first else None)
             k = decoder_k(rs[0])
-            ax.annotate(f"k={k}" if k is not None else f"{params:,}", (x, m), fontsize=8,
+            ax.annotate(f"k={k}" if k is not None else f"{params or '?'}", (x, m), fontsize=8,
                         xytext=(5, 5), textcoords="offset points", color="tab:green")
             first = False
         ax.set_xlabel("sparsity (%), counted from the weights")
@@ -141,7 +141,8 @@ def sparsity_curves(rows: Sequence[dict], out_dir: str | Path,
         ax.set_title(f"{image_name(image)} · {scope} — {score_words(score)}\n"
                      f"mean ± std over {len(seeds)} seed(s)", fontsize=10)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="lower left")
+        ax.margins(x=0.08)
+        ax.legend(fontsize=7.5, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
         fig.tight_layout()
         path = _save(fig, out_dir / f"curves-{_slug(image, scope, score)}.png")
         figures.append(Figure(path, f"{image_name(image)} · {scope}",
@@ -210,6 +211,11 @@ def _pick(levels: Sequence[float], most: int) -> list[float]:
     return [levels[i] for i in dict.fromkeys(idx.tolist())]
 
 
+def _weights(row: dict) -> str:
+    n = row.get("parameters")
+    return f"{n:,} weights" if isinstance(n, int) else "? weights"
+
+
 def _load(results_dir: Path, rel: object):
     from PIL import Image
 
@@ -232,11 +238,11 @@ def image_grids(rows: Sequence[dict], results_dir: str | Path, out_dir: str | Pa
     as a labelled blank."""
     results_dir, out_dir = Path(results_dir), Path(out_dir)
     label = scope_labeller(rows)
-    metric = metric_label(rows)
     figures = []
     score = "psnr_averaged"  # the PSNR of the ``output`` image itself
     words = score_words(score).removeprefix("PSNR, ")
     for (image, scope), group in _groups(rows, label).items():
+        metric = metric_label(group)
         seeds = sorted({(r.get("noise_seed") or 0, r.get("seed") or 0) for r in group})
         noise_seed, seed = seeds[0]
         chosen = [r for r in group if (r.get("noise_seed") or 0, r.get("seed") or 0)
@@ -251,7 +257,7 @@ def image_grids(rows: Sequence[dict], results_dir: str | Path, out_dir: str | Pa
 
         def psnr(r: dict) -> str:
             v = value(r, score)
-            return f"{v:.2f} dB ({words})" if v is not None else f"— ({words})"
+            return f"{v:.2f} dB, averaged" if v is not None else "— dB, averaged"
 
         any_row = chosen[0]
         panels = []
@@ -260,11 +266,12 @@ def image_grids(rows: Sequence[dict], results_dir: str | Path, out_dir: str | Pa
         panels.append(("observation", any_row.get("observation")))
         dense = next((r for r in chosen if r["method"] == "dense"), None)
         if dense:
-            panels.append((f"dense, {dense['parameters']:,} weights\n{psnr(dense)}",
+            panels.append((f"dense\n{_weights(dense)}\n{psnr(dense)}",
                            dense.get("output")))
         for s in levels:
             r = ticket[s]
-            panels.append((f"ticket {100 * (value(r, 'sparsity') or s):.1f}%\n{psnr(r)}",
+            counted = 100 * (value(r, "sparsity") or s)
+            panels.append((f"ticket {counted:.1f}%\n{_weights(r)}\n{psnr(r)}",
                            r.get("output")))
         decoders = {sparsity_key(r["requested_sparsity"]): r for r in chosen
                     if r["method"] == "decoder"}
@@ -273,8 +280,8 @@ def image_grids(rows: Sequence[dict], results_dir: str | Path, out_dir: str | Pa
             r = decoders[match[-1]]
             k = decoder_k(r)
             name = f"Deep Decoder k={k}" if k is not None else "Deep Decoder"
-            panels.append((f"{name}, {r['parameters']:,} weights\n{psnr(r)}", r.get("output")))
-        fig, axes = plt.subplots(1, len(panels), figsize=(2.3 * len(panels), 2.9), dpi=DPI,
+            panels.append((f"{name}\n{_weights(r)}\n{psnr(r)}", r.get("output")))
+        fig, axes = plt.subplots(1, len(panels), figsize=(1.55 * len(panels), 2.3), dpi=DPI,
                                  squeeze=False)
         for ax, (title, rel) in zip(axes[0], panels, strict=True):
             pixels = _load(results_dir, rel)
@@ -284,7 +291,7 @@ def image_grids(rows: Sequence[dict], results_dir: str | Path, out_dir: str | Pa
             else:
                 ax.imshow(pixels, cmap="gray" if pixels.ndim == 2 else None,
                           vmin=0, vmax=255, interpolation="nearest")
-            ax.set_title(title, fontsize=7.5)
+            ax.set_title(title, fontsize=7)
             ax.set_xticks([])
             ax.set_yticks([])
         fig.suptitle(f"{image_name(image)} · {scope} — seed {seed}, noise seed {noise_seed} "

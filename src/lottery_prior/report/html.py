@@ -6,6 +6,7 @@ PSNR-vs-sparsity curves, transfer heat maps and image grids."""
 from __future__ import annotations
 
 import base64
+import re
 import statistics
 from collections.abc import Sequence
 from pathlib import Path
@@ -290,8 +291,12 @@ def _cell_class(cell: object, column: str) -> str:
         text = str(cell)
         return "verdict-" + ("holds" if text == "holds" else "contradicted"
                              if text == "contradicted" else "not")
-    text = str(cell).lstrip("+−-[")
-    return "num" if text[:1].isdigit() else ""
+    return "num" if _NUMBER.fullmatch(str(cell)) else ""
+
+
+# Cells aligned right: numbers with a unit or a spread, intervals, counts with pairs.
+_NUMBER = re.compile(r"[+\-−]?\d[\d,.]*(%| dB)?( ± [\d.]+)?( \(\d+\))?"
+                     r"|\[[+\-−]?[\d.]+, [+\-−]?[\d.]+\]")
 
 
 def _squeeze_blank_lines(text: str) -> str:
