@@ -31,13 +31,14 @@ def _png(path: Path, seed: int, size: int = 12) -> None:
 
 
 def make_results(folder: Path) -> list[dict]:
-    """A sweep's results folder in miniature: 3 images × 2 tasks × 2 seeds × every method,
-    transfers across images and tasks, PNGs for every output; returns the rows."""
+    """A sweep's results folder in miniature, with the columns ``lip sweep`` writes: 3 images
+    × 2 tasks × 2 seeds × every method, transfers across images and tasks, PNGs for every
+    output (a Deep Decoder row counts sparsity 0 and names its k in ``method_label``)."""
     rows = []
     counter = iter(range(10_000))
 
     def add(kind, method, image, task, seed, s, psnr, *, source_image=None, source_task=None,
-            parameters=None, options="{}"):
+            parameters=None, label=None):
         n = next(counter)
         problem = f"images/{image.split('/')[-1]}-{task}"
         output = f"fits/{n:04d}.png"
@@ -45,10 +46,11 @@ def make_results(folder: Path) -> list[dict]:
         settings = {"sigma": None, "mask": None, "keep": None, "factor": None, **TASKS[task]}
         rows.append({
             "unit": f"u{n}", "kind": kind, "image": image, "task": task, **settings,
-            "size": 12, "noise_seed": 0, "model": "dip", "model_options": options,
+            "size": 12, "noise_seed": 0, "model": "dip", "model_options": '{"width": 8}',
             "steps": 100, "lr": 0.01, "input_noise": 0.03, "fast": True,
             "imp": json.dumps({"rate": 0.2}), "imp_run": "imp-abc", "seed": seed,
-            "method": method, "requested_sparsity": s, "sparsity": s and s + 0.001,
+            "method": method, "method_label": label or method, "requested_sparsity": s,
+            "sparsity": 0.0 if method == "decoder" else s and s + 0.001,
             "parameters": parameters or round(DENSE_PARAMETERS * (1 - s)),
             "source_image": source_image or image, "source_task": source_task or task,
             "psnr_final": psnr - 0.3, "psnr_averaged": psnr, "psnr_peak_iterate": psnr + 0.1,
@@ -74,7 +76,7 @@ def make_results(folder: Path) -> list[dict]:
                 for s in (0.8, 0.95):
                     add("fit", "decoder", image, task, seed, s, base - 1.0,
                         parameters=round(DENSE_PARAMETERS * (1 - s)) - 7,
-                        options=json.dumps({"k": 16 if s == 0.8 else 6}))
+                        label=f"decoder (k={16 if s == 0.8 else 6})")
                 other = IMAGES[(i + 1) % len(IMAGES)]
                 add("transfer", "ticket", image, task, seed, 0.8, base + 0.05,
                     source_image=other)
@@ -259,3 +261,11 @@ def test_report_from_a_minimal_table(tmp_path):
     assert "not shown (n=1)" in md and "No transfer fits" in md
     assert "image missing" not in md  # (drawn inside the grid figure, not in the text)
     assert any(k.startswith("figure:images-") for k in paths)
+
+
+def test_decoder_k_from_the_label_or_options():
+    from lottery_prior.report.rows import decoder_k
+
+    assert decoder_k({"method_label": "decoder (k=91)", "model_options": '{"width": 32}'}) == 91
+    assert decoder_k({"model_options": '{"k": 64}'}) == 64
+    assert decoder_k({"model_options": "not json"}) is None

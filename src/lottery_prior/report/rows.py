@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -181,7 +182,11 @@ def method_rank(method: str) -> int:
 
 
 def decoder_k(row: dict) -> object:
-    """The Deep Decoder's channel count ``k`` from ``model_options`` (JSON), or None."""
+    """The Deep Decoder's channel count ``k``: from ``method_label`` (``decoder (k=91)``, as
+    ``lip sweep`` writes it), else from ``model_options`` (JSON); None if neither says."""
+    found = re.search(r"\bk=(\d+)", str(row.get("method_label") or ""))
+    if found:
+        return int(found.group(1))
     options = row.get("model_options")
     if isinstance(options, str):
         try:
