@@ -220,7 +220,8 @@ def summary_rows(rows: Sequence[dict]) -> list[dict]:
                "images": str(len({r["image"] for r in rs}))}
         for c in scores:
             row[score_words(c)] = _mean_text([value(r, c) for r in rs], std=c != "ssim_averaged")
-        row["seconds per fit"] = _mean_text([value(r, "seconds") for r in rs], integer=True)
+        seconds = [v for v in (value(r, "seconds") for r in rs) if v is not None]
+        row["seconds per fit"] = f"{statistics.fmean(seconds):,.1f}" if seconds else "—"
         out.append(row)
     return out
 
