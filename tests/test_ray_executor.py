@@ -14,8 +14,9 @@ from lottery_prior.errors import LipError
 from lottery_prior.experiments.executor import run_local
 from lottery_prior.experiments.ray_executor import MISSING, run_ray, task_gpus
 from lottery_prior.experiments.spec import parse_spec
-from lottery_prior.experiments.store import Store, read_results
+from lottery_prior.experiments.store import Store
 from lottery_prior.experiments.units import Plan, expand
+from lottery_prior.report.rows import read_results
 
 TINY = {
     "grid": {"images": ["builtin:astronaut", "builtin:coffee"], "size": 32, "seeds": [0],
@@ -43,10 +44,12 @@ def _ray():
 
 @pytest.fixture(scope="module")
 def local_ray():
-    """A local Ray of 2 CPUs for this module's tests, shut down after them."""
+    """A local Ray of 2 CPUs and one GPU for this module's tests, shut down after them. The
+    GPU is real where CUDA is, else a stand-in that Ray schedules but torch cannot use: the
+    tests that must run on a CPU say so (``--device cpu``: tasks ask for no GPU)."""
     ray = _ray()
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False)
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # no token written in the home folder
+    ray.init(num_cpus=2, num_gpus=1, include_dashboard=False, configure_logging=False)
     yield ray
     ray.shutdown()
 
@@ -54,7 +57,9 @@ def local_ray():
 def test_ray_gives_the_local_table_and_reruns_nothing(local_ray, tmp_path):
     spec = parse_spec(copy.deepcopy(TINY))
     local, remote = tmp_path / "local", tmp_path / "ray"
-    local_plan, ray_plan = expand(spec, local), expand(spec, remote)
+    # on the CPU in both, though the cluster has a GPU: --device cpu asks for none (and a
+    # GPU would not give numbers identical to the CPU's)
+    local_plan, ray_plan = expand(spec, local, "cpu"), expand(spec, remote, "cpu")
     assert [u.id for u in local_plan.units] == [u.id for u in ray_plan.units]
     n = len(ray_plan.units)  # 2 searches, 2 x 5 fits, 2 transfers
     assert n == 14
@@ -75,11 +80,11 @@ def test_ray_gives_the_local_table_and_reruns_nothing(local_ray, tmp_path):
 
     # finished: nothing runs again (not even Ray is needed for that)
     assert run_ray(ray_plan, Store(remote), show=False) == 0
-    assert run_ray(expand(spec, remote), Store(remote), show=False) == 0
+    assert run_ray(expand(spec, remote, "cpu"), Store(remote), show=False) == 0
 
 
 def test_a_failing_unit_stops_the_sweep_naming_it(local_ray, tmp_path):
-    plan = expand(parse_spec(copy.deepcopy(TINY)), tmp_path)
+    plan = expand(parse_spec(copy.deepcopy(TINY)), tmp_path, "cpu")
     search = plan.units[0]
     fit = next(u for u in plan.units if u.kind == "fit" and u.deps == (search.id,))
     # a fit without its search: the worker refuses (the IMP run has no rounds)
@@ -123,3 +128,17 @@ def test_without_ray_a_one_line_error(monkeypatch, tmp_path):
     with pytest.raises(LipError) as info:
         run_ray(plan, Store(tmp_path), show=False)
     assert str(info.value) == MISSING == "Ray is not installed: pip install 'lottery_prior[ray]'"
+
+
+def test_on_a_cluster_with_a_gpu_fits_run_on_it(local_ray, tmp_path):
+    import torch
+
+    plan = expand(parse_spec(copy.deepcopy(TINY)), tmp_path)  # device: CUDA if available
+    with pytest.raises(LipError, match="asks for 2 GPUs but the cluster has 1"):
+        run_ray(plan, Store(tmp_path), gpu_per_fit=2, show=False)  # refused before any task
+    if torch.cuda.is_available():
+        assert run_ray(plan, Store(tmp_path), show=False) == len(plan.units)
+        assert all("no GPU" not in r["machine"] for r in read_results(tmp_path))
+    else:  # the search was given the stand-in GPU (a quarter of it): its fits asked for CUDA
+        with pytest.raises(LipError, match="CUDA was requested"):
+            run_ray(Plan(plan.spec, plan.units[:1]), Store(tmp_path), show=False)

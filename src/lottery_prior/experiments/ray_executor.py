@@ -110,41 +110,52 @@ def _run(ray: Any, plan: Plan, store: Store, done: set[str], show: bool,
     cpu_task = ray.remote(num_cpus=1, num_gpus=0)(_task)
     gpu_task = ray.remote(num_cpus=1, num_gpus=1, max_calls=1)(_task)  # frees GPU memory
     units = plan.by_id()
-    refs: dict[str, Any] = {}  # unit id -> ObjectRef of its task
+    todo = [u for u in plan.units if u.id not in done]
     sizes: dict[tuple, int] = {}
-    for unit in plan.units:
-        if unit.id in done:
-            continue
-        deps = []
+    gpu_wants = {u.id: task_gpus(u, gpus, gpu_per_fit, sizes) for u in todo}
+    planned: set[str] = set()
+    for unit in todo:  # checked before any task starts
+        if gpu_wants[unit.id] > gpus:
+            raise LipError(f"each task asks for {gpu_wants[unit.id]:g} GPUs but the cluster "
+                           f"has {gpus:g}")
         for d in unit.deps:
-            if d in done:
-                continue
-            if d not in refs:
+            if d not in done and d not in planned:
                 raise LipError(f"unit {unit.label} needs {d}, which is neither finished nor "
                                "planned before it")
-            deps.append(refs[d])
-        want = task_gpus(unit, gpus, gpu_per_fit, sizes)
-        if want > gpus:
-            raise LipError(f"each task asks for {want:g} GPUs but the cluster has {gpus:g}")
-        if want > 0:
-            ref = gpu_task.options(num_gpus=want).remote(unit, root, "cuda", *deps)
-        else:
-            ref = cpu_task.remote(unit, root, None, *deps)
-        refs[unit.id] = ref
+        planned.add(unit.id)
 
     progress = Progress(plan, done, show)
     ran = 0
-    pending = {ref: units[uid] for uid, ref in refs.items()}
-    scheduled: set[str] = set()
+    refs: dict[str, Any] = {}  # unit id -> ObjectRef of its task
+    pending: dict[Any, Unit] = {}  # ObjectRef -> unit, until the driver has its rows
+    wants = [w for w in gpu_wants.values() if w > 0]
+
+    def submit() -> None:
+        # one task per unit, all at once: Ray starts each when the tasks whose ObjectRefs it
+        # takes (its unfinished dependencies) have finished
+        for unit in todo:
+            deps = [refs[d] for d in unit.deps if d not in done]
+            want = gpu_wants[unit.id]
+            if want > 0:
+                ref = gpu_task.options(num_gpus=want).remote(unit, root, "cuda", *deps)
+            else:
+                ref = cpu_task.remote(unit, root, None, *deps)
+            refs[unit.id] = ref
+            pending[ref] = unit
 
     def schedule() -> None:
-        # "running" counts tasks Ray may start now (running, or waiting for a free CPU/GPU)
-        for unit in pending.values():
-            if unit.id not in scheduled and all(d in done for d in unit.deps):
-                scheduled.add(unit.id)
-                progress.started()
+        # shown as running: the tasks whose dependencies have finished, up to what the
+        # cluster can run at once (one CPU per task; GPUs over the smallest fraction asked)
+        ready = sum(1 for u in pending.values() if all(d in done for d in u.deps))
+        resources = ray.cluster_resources()
+        slots = int(resources.get("CPU", 1))
+        if wants:
+            slots = min(slots, int(resources.get("GPU", 0) / min(wants)) or 1)
+        while progress.running < min(ready, max(slots, 1)):
+            progress.started()
 
     try:
+        submit()
         schedule()
         while pending:
             finished, _ = ray.wait(list(pending), num_returns=1)
