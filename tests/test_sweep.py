@@ -13,8 +13,9 @@ from lottery_prior.cli import main
 from lottery_prior.errors import LipError
 from lottery_prior.experiments.executor import run_local
 from lottery_prior.experiments.spec import load_spec, parse_spec
-from lottery_prior.experiments.store import Store, read_results
+from lottery_prior.experiments.store import Store
 from lottery_prior.experiments.units import expand
+from lottery_prior.report.rows import read_results
 
 TINY = {
     "grid": {"images": ["builtin:astronaut", "builtin:coffee"], "size": 32, "seeds": [0],

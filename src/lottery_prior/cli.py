@@ -218,6 +218,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(handler=cmd_sweep)
 
+    p = sub.add_parser("report", help="an HTML and Markdown report of a sweep's results",
+                       description=(
+        "From a results folder (or its results.parquet / results.csv): one self-contained "
+        "report.html (figures embedded, opens offline) and report.md with figures/: PSNR vs "
+        "sparsity per image and task, transfer heat maps, image grids, and the paper's claims "
+        "with paired confidence intervals over images x seeds and a verdict."))
+    p.add_argument("results", type=Path, help="results folder of lip sweep, or its table")
+    p.add_argument("--out", type=Path, help="report folder (default: RESULTS/report)")
+    p.add_argument("--delta", type=float, default=0.1,
+                   help="non-inferiority margin in dB for the 'at least as good' claims (0.1)")
+    p.set_defaults(handler=cmd_report)
+
     p = sub.add_parser("demo", help="the whole method in miniature on a built-in image",
                        description=(
         "IMP on a 64x64 built-in image with a narrow network, then the ticket against random "
@@ -501,6 +513,13 @@ def cmd_sweep(args: argparse.Namespace) -> None:
     store.write_tables(u.id for u in plan.units)
     print(f"{ran} units ran, {len(plan.units) - ran} were done earlier; results in "
           f"{out}/results.parquet and results.csv (lip report {out} makes the report)")
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    from lottery_prior.report.html import write_report
+
+    paths = write_report(args.results, args.out, delta=args.delta)
+    print(f"report: {paths['html']} (self-contained) and {paths['markdown']}")
 
 
 DEMO = [

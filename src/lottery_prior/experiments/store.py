@@ -3,7 +3,8 @@
 ``units/<id>.json`` holds each finished unit's rows (written atomically the moment it ends:
 its presence is what marks the unit done); ``results.parquet`` and ``results.csv`` are the
 rows of a plan's units gathered into one table (every setting a column, every labelled score),
-rewritten atomically as units finish, for pandas, polars or a spreadsheet.
+rewritten atomically as units finish, for pandas, polars or a spreadsheet
+(``lottery_prior.report.rows.read_results`` reads them back, typed).
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import logging
 from collections.abc import Iterable
 from pathlib import Path
 
-from lottery_prior.errors import LipError
 from lottery_prior.files import atomic_path, write_json
 
 log = logging.getLogger("lottery_prior")
@@ -88,25 +88,3 @@ def write_csv(rows: list[dict], path: Path) -> Path:
         writer.writeheader()
         writer.writerows(rows)
     return path
-
-
-def read_results(path: str | Path) -> list[dict]:
-    """Rows of a results table: a folder (its ``results.parquet``, else ``results.csv``) or
-    either file; one-line errors for anything else."""
-    path = Path(path)
-    if path.is_dir():
-        for name in (f"{RESULTS}.parquet", f"{RESULTS}.csv"):
-            if (path / name).is_file():
-                return read_results(path / name)
-        raise LipError(f"{path} holds no results.parquet or results.csv; run lip sweep first")
-    if not path.is_file():
-        raise LipError(f"no results file {path}")
-    try:
-        if path.suffix == ".parquet":
-            import pyarrow.parquet as pq
-
-            return pq.read_table(path).to_pylist()
-        with path.open(newline="") as f:
-            return list(csv.DictReader(f))
-    except Exception as err:  # pyarrow raises several types for a damaged file
-        raise LipError(f"cannot read {path} as a results table ({err})") from None

@@ -23,10 +23,18 @@ from typing import Any
 import torch
 
 from lottery_prior import __version__
+from lottery_prior.compare import closest_round, fit_method
+from lottery_prior.compare import row as method_row
 from lottery_prior.errors import LipError
 from lottery_prior.experiments.spec import Spec
+from lottery_prior.fit import FitConfig
+from lottery_prior.images import save_image
+from lottery_prior.lottery import ImpConfig, ImpRun, evaluate_ticket
+from lottery_prior.operators import TASK_DEFAULTS
 from lottery_prior.output_folder import settings_hash
+from lottery_prior.problem import content_hash, make_problem
 from lottery_prior.report.tables import SCORE_COLUMNS
+from lottery_prior.stopping import make_stopping_rule
 
 RUNS = "runs"  # IMP run folders, below the results folder
 IMAGES = "images"  # averaged outputs of fits, observations and clean images
@@ -57,8 +65,6 @@ class Plan:
 
 def expand(spec: Spec, root: Path, device: str | None = None) -> Plan:
     """Every unit of the spec (loading each image once to address its observation)."""
-    from lottery_prior.lottery import ImpConfig
-
     plan = Plan(spec)
     searches: dict[tuple, Unit] = {}
     imp = ImpConfig(**{**_imp_settings(spec), "target_sparsity": spec.max_sparsity})
@@ -77,7 +83,8 @@ def expand(spec: Spec, root: Path, device: str | None = None) -> Plan:
             t_image, t_task = target
             t_search = searches[(t_image, t_task, noise_seed, seed)]
             for s in spec.transfer_sparsities:
-                payload = {**search.payload, "sparsity": s, "target": t_search.payload["problem"]}
+                payload = {**search.payload, "sparsity": s, "target": t_search.payload["problem"],
+                           "target_fit": t_search.payload["fit"]}
                 plan.units.append(Unit(
                     _unit_id("transfer", payload), "transfer", payload, (search.id,),
                     cost=t_search.payload["full_cost"],
@@ -133,8 +140,6 @@ def _transfer_targets(spec: Spec, image: str, task: str) -> list[tuple[str, str]
 
 
 def _fit_settings(spec: Spec, problem_args: dict, seed: int, device: str | None) -> dict:
-    from lottery_prior.operators import TASK_DEFAULTS
-
     defaults = TASK_DEFAULTS[problem_args["task"]]
     fit = {"steps": defaults["steps"], "input_noise": defaults["input_noise"],
            **{k: v for k, v in spec.fit.items() if k != "stop"}, "seed": seed}
@@ -157,11 +162,6 @@ def _unit_id(kind: str, payload: dict) -> str:
 
 def _imp_run(payload: dict, root: Path):
     """The IMP run a payload names (its problem simulated again: the same, seeded)."""
-    from lottery_prior.fit import FitConfig
-    from lottery_prior.lottery import ImpConfig, ImpRun
-    from lottery_prior.problem import make_problem
-    from lottery_prior.stopping import make_stopping_rule
-
     imp = dict(payload["imp"])
     imp["keep_dense"] = tuple(imp.get("keep_dense", ()))
     stop = payload.get("stop", "none")
@@ -174,9 +174,6 @@ def _imp_run(payload: dict, root: Path):
 
 def run_unit(unit: Unit, root: str | Path) -> list[dict]:
     """Do a unit's work (resuming what exists) and return its rows; any process can."""
-    from lottery_prior.compare import fit_method
-    from lottery_prior.lottery import evaluate_ticket
-
     root = Path(root)
     run = _imp_run(unit.payload, root)
     if unit.kind == "search":
@@ -189,14 +186,10 @@ def run_unit(unit: Unit, root: str | Path) -> list[dict]:
         row = fit_method(run, unit.payload["method"], unit.payload["sparsity"], output=output)
         return [_row(unit, run.problem, row, output, root, run.problem)]
     if unit.kind == "transfer":
-        from lottery_prior.compare import closest_round
-        from lottery_prior.compare import row as method_row
-        from lottery_prior.images import save_image
-        from lottery_prior.problem import make_problem
-
         target = make_problem(**unit.payload["target"])
         chosen = closest_round(run.records, unit.payload["sparsity"])
-        result = evaluate_ticket(run.ticket(chosen["round"]), target, run.fit_config,
+        config = FitConfig(**unit.payload["target_fit"])  # the target task's own settings
+        result = evaluate_ticket(run.ticket(chosen["round"]), target, config,
                                  stop=run.stop_factory() if run.stop_factory else None)
         save_image(result.averaged, output)
         row = method_row("ticket", chosen["sparsity"], chosen["parameters"], result.scores,
@@ -219,9 +212,6 @@ def finished_records(run) -> list[dict]:
 
 def _problem_images(problem, root: Path) -> tuple[str, str | None]:
     """Observation and clean image PNGs of a problem (written once), relative to root."""
-    from lottery_prior.images import save_image
-    from lottery_prior.problem import content_hash
-
     folder = root / IMAGES / f"problem-{content_hash(problem.observation)}"
     observation, clean = folder / "observation.png", folder / "clean.png"
     if not observation.is_file():
@@ -234,7 +224,7 @@ def _problem_images(problem, root: Path) -> tuple[str, str | None]:
 
 def _row(unit: Unit, problem, row: dict, output: Path, root: Path, source) -> dict:
     """One results row: every setting a column, every labelled score, provenance."""
-    p, fit = problem, unit.payload["fit"]
+    p, fit = problem, unit.payload.get("target_fit", unit.payload["fit"])
     observation, clean = _problem_images(problem, root)
     settings = unit.payload["target"] if unit.kind == "transfer" else unit.payload["problem"]
     scores = {k: v for k, v in row.items() if k.startswith(("psnr_", "ssim_"))}
