@@ -190,10 +190,12 @@ def _task(unit: Unit, root: str, device: str | None, *deps: Any) -> list[dict]:
 
     torch.set_num_threads(1)
     logging.basicConfig(format="lip: %(message)s", level=logging.WARNING, stream=sys.stderr)
-    if device is not None and unit.payload.get("fit", {}).get("device") != device:
-        # the GPU Ray assigned to this task is the only one it sees: "cuda" (not cuda:N).
-        # The unit keeps its id: its rows and output image are named by it.
-        payload = {**unit.payload, "fit": {**unit.payload["fit"], "device": device}}
+    if device is not None:
+        # every fit setting of the unit (its own, a transfer target's) names the GPU Ray
+        # assigned to this task, the only one it sees: "cuda" (not cuda:N). The unit keeps its
+        # id: its rows and output image are named by it.
+        payload = {k: {**v, "device": device} if isinstance(v, dict) and "device" in v else v
+                   for k, v in unit.payload.items()}
         unit = Unit(unit.id, unit.kind, payload, unit.deps, unit.cost, unit.label)
     return run_unit(unit, root)
 
