@@ -211,6 +211,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="local worker processes, one thread each (default: one per core)")
     p.add_argument("--ray", nargs="?", const="auto", metavar="ADDRESS",
                    help="run on Ray instead (ADDRESS of a cluster, default: auto)")
+    p.add_argument("--gpu-per-fit", type=float, metavar="F",
+                   help="with --ray on a cluster with GPUs: the GPUs each unit asks for "
+                   "(default: 0.25 for images up to 256x256, else 1)")
     p.add_argument("--device", help="cpu, cuda, cuda:N for every fit (default: CUDA if "
                    "available)")
     p.add_argument("--dry-run", action="store_true",
@@ -507,7 +510,8 @@ def cmd_sweep(args: argparse.Namespace) -> None:
     if args.ray is not None:
         from lottery_prior.experiments.ray_executor import run_ray
 
-        ran = run_ray(plan, store, address=args.ray, show=not args.quiet)
+        ran = run_ray(plan, store, address=args.ray, show=not args.quiet,
+                      gpu_per_fit=args.gpu_per_fit)
     else:
         ran = run_local(plan, store, workers=workers, show=not args.quiet)
     store.write_tables(u.id for u in plan.units)
