@@ -97,6 +97,14 @@ def test_find_then_eval_a_ticket(png, tmp_path, capsys):
         (["find", "IMG", "--steps", "5", "--rewind-step", "6"], "rewind"),
         (["fit", "IMG", "--lr", "nan"], "learning rate"),
         (["fit", "IMG", "--out", "IMG"], "is a file"),
+        (["find", "IMG", "--finder", "learned"], "--target-sparsity S"),
+        (["find", "IMG", "--finder", "learned", "--target-sparsity", "0.5", "--penalty", "1"],
+         "target sparsity or a penalty"),
+        (["find", "IMG", "--finder", "learned", "--penalty", "1", "--temperature", "0"],
+         "temperature"),
+        (["find", "IMG", "--penalty", "1"], "--finder learned"),
+        (["find", "IMG", "IMG", "--finder", "learned", "--target-sparsity", "0.5"], "one IMAGE"),
+        (["compare", "IMG", "--sparsity", "0.5", "--penalty", "1"], "drop --penalty"),
     ],
 )
 def test_bad_input_gets_one_line_and_exit_2(argv, message, png, tmp_path, capsys):
@@ -202,3 +210,27 @@ def test_demo_runs_compare_with_short_search_and_full_final_fits(tmp_path, capsy
     settings = json.loads(next(out.glob("runs/imp-*/settings.json")).read_text())
     assert settings["imp"]["search_steps"] == 20
     assert [r["steps"] for r in records] == [20] * 5 + [60]
+
+
+def test_find_learned_writes_a_ticket_that_eval_and_compare_use(png, tmp_path, capsys):
+    runs = tmp_path / "runs"
+    code, stdout, err = run(["find", png, "--finder", "learned", "--target-sparsity", 0.8,
+                             "--learn-steps", 6, "--steps", 5, "--quiet", "--out", runs, *TINY],
+                            capsys)
+    assert code == 0, err
+    (folder,) = runs.iterdir()
+    assert folder.name.startswith("learned-") and "| learned | 0.8" in stdout
+    assert "finder seconds" in (folder / "results.md").read_text()
+    code, _, err = run(["eval", folder / "ticket.safetensors", png, "--steps", 5, "--quiet",
+                        "--out", tmp_path / "eval"], capsys)
+    assert code == 0, err
+
+    out = tmp_path / "cmp"
+    code, _, err = run(["compare", png, "--sparsity", 0.2, "--rounds", 1, "--steps", 4,
+                        "--methods", "ticket", "learned", "--learn-steps", 3, "--quiet",
+                        "--out", out, *TINY], capsys)
+    assert code == 0, err
+    rows = (out / "comparison.csv").read_text().splitlines()
+    ticket, learned = (dict(zip(rows[0].split(","), r.split(","), strict=True))
+                       for r in rows[1:3])
+    assert learned["method"] == "learned" and learned["sparsity"] == ticket["sparsity"]

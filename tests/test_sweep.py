@@ -52,6 +52,9 @@ def spec_with(**changes):
     ({"imp__rate": 2.0}, "imp"),
     ({"model__options": {"wdth": 8}}, "model"),
     ({"transfer__across_tasks": [["denoise", "sr"]]}, "transfer.across_tasks[0]"),
+    ({"transfer__methods": ["ticket", "decoder"]}, "transfer.methods[1]"),
+    ({"learned": {"stepz": 5}}, "learned.stepz"),
+    ({"learned": {"temperature": 0}}, "learned"),
     ({"bogus": 1}, "bogus"),
 ])
 def test_a_bad_spec_is_refused_with_the_keys_name(changes, key):
@@ -169,6 +172,48 @@ def test_dry_run_lists_units_and_their_cost(tmp_path, capsys):
     out = capsys.readouterr().out
     assert out.count("todo") == 3 and "3 of 3 units left" in out and "CPU-thread hours" in out
     assert not (tmp_path / "res" / "units").exists()
+
+
+def test_learned_masks_are_units_shared_by_their_fits_and_transfers(tmp_path):
+    data = spec_with(task=[{"name": "denoise", "sigma": 25}], learned={"steps": 6},
+                     grid__methods=["ticket", "learned", "random-layerwise"],
+                     grid__sparsities=[0.5],
+                     transfer={"sparsities": [0.5], "across_images": True,
+                               "methods": ["ticket", "learned", "random-layerwise"]})
+    plan = expand(parse_spec(data), tmp_path)
+    units = plan.by_id()
+    learns = [u for u in plan.units if u.kind == "learn"]
+    assert len(learns) == 2  # one per search and sparsity
+    for u in plan.units:
+        if u.payload.get("method") == "learned":
+            assert any(units[d].kind == "learn" for d in u.deps)
+    run_local(plan, Store(tmp_path), workers=0, show=False)
+    rows = read_results(tmp_path)
+    fits = {(r["image"], r["method"]): r for r in rows if r["kind"] == "fit"}
+    for image in ("astronaut", "coffee"):
+        ticket, learned = fits[(f"builtin:{image}", "ticket")], fits[(f"builtin:{image}",
+                                                                       "learned")]
+        assert learned["sparsity"] == ticket["sparsity"]  # counted, at the IMP round's
+        assert learned["find_seconds"] > 0 and ticket["find_seconds"] > 0
+    transfers = [r for r in rows if r["kind"] == "transfer"]
+    assert sorted(r["method"] for r in transfers) == sorted(
+        ["ticket", "learned", "random-layerwise"] * 2)
+    assert all(r["source_image"] != r["image"] for r in transfers)
+    # the learned masks were learned once each, for the fit and the transfer alike
+    assert len(list((tmp_path / "runs").glob("learned-*/ticket.safetensors"))) == 2
+
+
+def test_sweeps_made_before_learned_masks_keep_their_unit_ids(shared_data, monkeypatch):
+    """The committed small denoising fits are found again: none reruns after the upgrade that
+    added learned masks and transfer methods (a ticket's transfer payload is unchanged too)."""
+    monkeypatch.setenv("LIP_DATA", str(shared_data))
+    root = Path(__file__).parent.parent
+    committed = {r["unit"] for r in read_results(
+        root / "benchmarks/results/paper_small/denoise/results.csv") if r["kind"] == "fit"}
+    plan = expand(load_spec(root / "experiments/paper/small/denoise.toml"), root / "unused")
+    assert committed and committed <= {u.id for u in plan.units}
+    transfers = [u for u in plan.units if u.kind == "transfer"]
+    assert transfers and not any("method" in u.payload for u in transfers)
 
 
 SPECS = sorted((Path(__file__).parent.parent / "experiments").rglob("*.toml"))

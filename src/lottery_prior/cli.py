@@ -124,6 +124,34 @@ def add_imp_args(p: argparse.ArgumentParser) -> None:
                    "checks, 3 checks in a row (e.g. 0.05); the last round runs in full")
 
 
+def add_learn_args(p: argparse.ArgumentParser) -> None:
+    """Learned-mask options (``lip find --finder learned``, the ``learned`` method)."""
+    g = p.add_argument_group("learned masks (--finder learned, or the method 'learned')")
+    g.add_argument("--penalty", type=float, metavar="LAMBDA",
+                   help="learn with this weight on the expected density instead of a target "
+                   "sparsity (keeps the weights with positive logits)")
+    g.add_argument("--learn-steps", type=int,
+                   help="mask-learning steps (default: those of an IMP search with 100-step "
+                   "rounds to the same sparsity: 1100 for 90%%, 1800 for 98%%; 1000 with "
+                   "--penalty)")
+    g.add_argument("--learn-lr", type=float, default=0.01,
+                   help="Adam learning rate of the mask logits (0.01)")
+    g.add_argument("--temperature", type=float, default=0.2,
+                   help="temperature of the binary concrete relaxation (0.2)")
+    g.add_argument("--kl", type=float, default=1e-9,
+                   help="weight of the KL to Bernoulli(target density), summed over weights "
+                   "(1e-9, as Optimal Eye Surgeon)")
+
+
+def learn_config_from_args(args: argparse.Namespace, sparsity: float | None):
+    from lottery_prior.learned import LearnConfig
+
+    return LearnConfig(
+        sparsity=sparsity, penalty=args.penalty,
+        steps=args.learn_steps, lr=args.learn_lr, temperature=args.temperature, kl=args.kl,
+        keep_dense=tuple(args.keep_dense), target=args.target)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lip", description="Lottery image priors: sparse deep image priors."
@@ -141,16 +169,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="output folder (default: lip-out/fit/<image>-<task>-<settings hash>)")
     p.set_defaults(handler=cmd_fit)
 
-    p = sub.add_parser("find", help="find lottery image priors by IMP with rewinding",
-                       description=(
+    p = sub.add_parser("find", help="find lottery image priors by IMP with rewinding (or a "
+                       "learned mask)", description=(
         "Iterative magnitude pruning with rewinding on one image: writes a ticket per round, "
         "a table of PSNR against sparsity and its plot. Resumable: rerun the same command "
         "after an interruption and it continues from the last finished round. With several "
         "images, one ticket is searched on all of them at once (a network per image, one "
-        "shared mask, the summed loss; pruning ranks the mean |w| over the networks)."))
+        "shared mask, the summed loss; pruning ranks the mean |w| over the networks). With "
+        "--finder learned, a mask is learned at theta0 instead (frozen weights, relaxed "
+        "binary mask, --target-sparsity or --penalty), then fitted like a ticket."))
     add_problem_args(p, many=True)
     add_fit_args(p)
+    p.add_argument("--finder", choices=("imp", "learned"), default="imp",
+                   help="IMP with rewinding (default) or a mask learned at initialisation")
     add_imp_args(p)
+    add_learn_args(p)
     p.add_argument("--stop", choices=("wmv", "none"), default="none",
                    help="report each round at the ES-WMV stop (no oracle) (default: none)")
     p.add_argument("--out", type=Path, default=Path("lip-out/runs"),
@@ -175,12 +208,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_problem_args(p)
     add_fit_args(p)
     add_imp_args(p)
+    add_learn_args(p)
     p.add_argument("--sparsity", type=float, required=True, help="sparsity to compare at")
     p.add_argument("--stop", choices=("wmv", "none"), default="none",
                    help="also report every method at the ES-WMV stop (no oracle)")
     p.add_argument("--methods", nargs="+", default=None, metavar="METHOD",
-                   help="ticket random random-layerwise magnitude snip grasp synflow decoder "
-                   "dense (default: ticket random random-layerwise decoder dense)")
+                   help="ticket learned random random-layerwise magnitude snip grasp synflow "
+                   "decoder dense (default: ticket random random-layerwise decoder dense)")
     p.add_argument("--seeds", type=int, nargs="+", help="repeat with these seeds (default: --seed)")
     p.add_argument("--out", type=Path, help="output folder; IMP runs go in its runs/ "
                    "(default: lip-out/compare/<image>-<task>-<settings hash>)")
@@ -427,6 +461,10 @@ def cmd_find(args: argparse.Namespace) -> None:
     from lottery_prior.report.outputs import write_imp_report
 
     check_writable(args.out)
+    if args.finder == "learned":
+        return find_learned(args)
+    if args.penalty is not None:
+        raise LipError("--penalty applies to a learned mask; add --finder learned")
     problem = problem_from_args(args)
     others = [problem_from_args(args, image) for image in args.others]
     run = imp_run_from_args(args, problem, args.seed, others)
@@ -437,11 +475,43 @@ def cmd_find(args: argparse.Namespace) -> None:
     print(f"tickets, records and report in {run.folder}/")
 
 
+def find_learned(args: argparse.Namespace) -> None:
+    """``lip find --finder learned``: learn a mask at theta0, then fit the ticket."""
+    from dataclasses import replace
+
+    from lottery_prior.compare import row
+    from lottery_prior.learned import LearnedRun
+    from lottery_prior.report.tables import markdown_table, write_table
+    from lottery_prior.stopping import make_stopping_rule
+
+    if args.others:
+        raise LipError("a learned mask is found on one image; give one IMAGE")
+    if args.target_sparsity is None and args.penalty is None:
+        raise LipError("--finder learned needs --target-sparsity S (exact) or --penalty L")
+    learn = learn_config_from_args(args, args.target_sparsity)
+    problem = problem_from_args(args)
+    run = LearnedRun(
+        problem, args.model, dict(args.model_opt),
+        replace(fit_config_from_args(args, problem.task), seed=args.seed), learn, root=args.out,
+        stop_factory=(lambda: make_stopping_rule("wmv")) if args.stop == "wmv" else None,
+        stop_name=None if args.stop == "none" else args.stop)
+    log.info("learned-mask run folder: %s (%d learning steps)", run.folder, learn.n_steps)
+    record = run.run(progress_from_args(args))
+    table = [row("learned", record["sparsity"], record["parameters"], record["scores"],
+                 record["seconds"], find_seconds=record["find_seconds"])]
+    write_table(table, run.folder / "results")
+    print(markdown_table(table))
+    print(f"ticket, record and table in {run.folder}/")
+
+
 def cmd_compare(args: argparse.Namespace) -> None:
     from lottery_prior.compare import DEFAULT_METHODS, check_comparison, compare_methods
     from lottery_prior.report.outputs import write_comparison, write_imp_report
 
     methods = args.methods or DEFAULT_METHODS
+    if args.penalty is not None:
+        raise LipError("--penalty does not apply to lip compare: the learned mask is learned "
+                       "at the ticket's sparsity; drop --penalty")
     if args.target_sparsity is None:
         args.target_sparsity = args.sparsity
     problem = problem_from_args(args)
@@ -453,7 +523,8 @@ def cmd_compare(args: argparse.Namespace) -> None:
             seed = run.fit_config.seed
             log.info("seed %d: IMP run folder %s", seed, run.folder)
             for r in compare_methods(run, args.sparsity, methods,
-                                     progress=progress_from_args(args)):
+                                     progress=progress_from_args(args),
+                                     learn=learn_config_from_args(args, args.sparsity)):
                 rows.append({"seed": seed, "noise_seed": args.noise_seed, **r})
             write_imp_report(run)
         print(write_comparison(rows, out, title=f"{problem.image} · {problem.task}"))

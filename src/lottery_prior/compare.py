@@ -7,6 +7,8 @@ the same observation and scored with the same metric; sparsity is counted from t
 * ``random``: uniform random pruning of all prunable weights at the ticket's sparsity;
 * ``random-layerwise``: random pruning with the ticket's per-layer ratios;
 * ``magnitude``, ``snip``, ``grasp``, ``synflow``: pruning at initialization (theta0);
+* ``learned``: a mask learned at theta0 on this observation (:mod:`lottery_prior.learned`),
+  at the ticket's counted sparsity;
 * ``decoder``: the Deep Decoder whose parameter count is closest to the ticket's, fitted with
   the model's own fit defaults (as its authors do, without input perturbation: with it, its
   small 1/32-scale code is swamped), the same steps as the others;
@@ -29,6 +31,7 @@ import torch
 from lottery_prior.errors import LipError
 from lottery_prior.fit import Callback, FitConfig, StoppingRule, fit
 from lottery_prior.images import save_image
+from lottery_prior.learned import LearnConfig, LearnedRun
 from lottery_prior.lottery import AVERAGED_PNG, ImpRun, evaluate_ticket, ticket_model_for
 from lottery_prior.masks import Mask
 from lottery_prior.models import decoder_width_for_params, model_fit_defaults
@@ -38,8 +41,8 @@ from lottery_prior.report.tables import score_columns
 from lottery_prior.seeding import generator
 from lottery_prior.tickets import Ticket, parameter_count
 
-METHODS = ("ticket", "random", "random-layerwise", "magnitude", "snip", "grasp", "synflow",
-           "decoder", "dense")
+METHODS = ("ticket", "learned", "random", "random-layerwise", "magnitude", "snip", "grasp",
+           "synflow", "decoder", "dense")
 DEFAULT_METHODS = ("ticket", "random", "random-layerwise", "decoder", "dense")
 
 Progress = Callable[[str], Sequence[Callback]]
@@ -69,33 +72,45 @@ def compare_methods(
     methods: Sequence[str] = DEFAULT_METHODS,
     *,
     progress: Progress | None = None,
+    learn: LearnConfig | None = None,
 ) -> list[dict]:
     """Run (or resume) IMP far enough, then fit every method; one row per method."""
     check_comparison(run.problem, sparsity, methods)
     run.records or run.run(progress)
-    return [fit_method(run, method, sparsity, progress=progress) for method in methods]
+    return [fit_method(run, method, sparsity, progress=progress, learn=learn)
+            for method in methods]
 
 
 def fit_method(run: ImpRun, method: str, sparsity: float, *, progress: Progress | None = None,
-               output: Path | None = None) -> dict:
+               output: Path | None = None, learn: LearnConfig | None = None) -> dict:
     """One method's row at the IMP round closest to ``sparsity`` (the run must have reached
-    it); ``output``: where to write the PNG of its averaged output after the last step."""
+    it); ``output``: where to write the PNG of its averaged output after the last step;
+    ``learn``: settings of the ``learned`` method (its target is the round's sparsity)."""
     if method not in METHODS:
         raise LipError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
     records = run.records or run.run(progress)
     chosen = closest_round(records, sparsity)
     problem, config = run.problem, run.fit_config
+    found = None  # seconds the finder took (IMP's search for the ticket)
     if method in ("ticket", "dense"):
         record = chosen if method == "ticket" else records[0]
+        found = search_seconds(records, record["round"]) if method == "ticket" else None
         saved = run.round_dir(record["round"]) / AVERAGED_PNG
         if run.fitted_in_full(record["round"]) and (output is None or saved.is_file()):
             if output is not None:
                 shutil.copyfile(saved, output)
             return row(method, record["sparsity"], record["parameters"], record["scores"],
-                       record["seconds"])
+                       record["seconds"], find_seconds=found)
         result = evaluate_ticket(run.ticket(record["round"]), problem, config, stop=_stop(run),
                                  callbacks=_bar(progress, method))
         sparsity_, parameters = record["sparsity"], record["parameters"]
+    elif method == "learned":
+        learned = learned_run(run, chosen, learn)
+        record = learned.run(progress)
+        if output is not None:
+            shutil.copyfile(learned.folder / AVERAGED_PNG, output)
+        return row(method, record["sparsity"], record["parameters"], record["scores"],
+                   record["seconds"], find_seconds=record["find_seconds"])
     elif method == "decoder":
         k = decoder_width_for_params(chosen["parameters"], out_channels=problem.shape[0])
         model, z = build_prior("decoder", {"k": k}, problem, seed=config.seed)
@@ -105,15 +120,41 @@ def fit_method(run: ImpRun, method: str, sparsity: float, *, progress: Progress 
                      metric=problem.metric, run_past_stop=True)
         method, sparsity_, parameters = f"decoder (k={k})", 0.0, parameter_count(model)
     else:
-        ticket = run.ticket(chosen["round"])
-        mask = baseline_mask(method, ticket, problem, config.seed)
-        result = evaluate_ticket(Ticket(mask, ticket.rewind_weights, ticket.z, ticket.meta),
-                                 problem, config, stop=_stop(run),
+        ticket = method_ticket(run, method, sparsity)
+        result = evaluate_ticket(ticket, problem, config, stop=_stop(run),
                                  callbacks=_bar(progress, method))
-        sparsity_, parameters = mask.sparsity, parameter_count(ticket.build(), mask)
+        sparsity_, parameters = ticket.sparsity, parameter_count(ticket.build(), ticket.mask)
     if output is not None:
         save_image(result.averaged, output)
-    return row(method, sparsity_, parameters, result.scores, result.seconds)
+    return row(method, sparsity_, parameters, result.scores, result.seconds, find_seconds=found)
+
+
+def method_ticket(run: ImpRun, method: str, sparsity: float, *,
+                  progress: Progress | None = None, learn: LearnConfig | None = None) -> Ticket:
+    """The ticket a mask method gives at the IMP round closest to ``sparsity``: IMP's own
+    (``ticket``), a learned one, or a baseline mask with the IMP ticket's theta0 and z."""
+    records = run.records or run.run(progress)
+    chosen = closest_round(records, sparsity)
+    if method == "learned":
+        return learned_run(run, chosen, learn).find(progress)
+    ticket = run.ticket(chosen["round"])
+    if method == "ticket":
+        return ticket
+    if method in ("decoder", "dense") or method not in METHODS:
+        raise LipError(f"method {method!r} has no mask to retrain; choose from "
+                       f"{', '.join(m for m in METHODS if m not in ('decoder', 'dense'))}")
+    mask = baseline_mask(method, ticket, run.problem, run.fit_config.seed)
+    return Ticket(mask, ticket.rewind_weights, ticket.z, {**ticket.meta, "method": method})
+
+
+def learned_run(run: ImpRun, record: dict, learn: LearnConfig | None = None) -> LearnedRun:
+    """The learned-mask run matched to an IMP round: the same problem, model, theta0, z, fit
+    settings, fit target and dense layers, at the round's counted mask sparsity."""
+    target = record.get("mask_sparsity", record["sparsity"])
+    learn = replace(learn or LearnConfig(sparsity=target), sparsity=target, penalty=None,
+                    keep_dense=run.imp.keep_dense, target=run.imp.target)
+    return LearnedRun(run.problem, run.model_name, run.model_options, run.fit_config, learn,
+                      root=run.root, stop_factory=run.stop_factory, stop_name=run.stop_name)
 
 
 def baseline_mask(method: str, ticket: Ticket, problem: Problem, seed: int) -> Mask:
@@ -132,14 +173,22 @@ def baseline_mask(method: str, ticket: Ticket, problem: Problem, seed: int) -> M
     )
 
 
+
+def search_seconds(records: list[dict], k: int) -> float:
+    """Seconds of the IMP rounds before round ``k``: the search that found its mask."""
+    return round(sum(r["seconds"] for r in records[:k]), 2)
+
+
 def row(method: str, sparsity: float, parameters: int, scores: dict,
-        seconds: float | None = None) -> dict:
+        seconds: float | None = None, *, find_seconds: float | None = None) -> dict:
     """One table row: method, counted sparsity, parameters, labelled PSNRs (and the fit's
-    seconds, when given)."""
+    seconds, and the seconds its finder took, when given)."""
     out = {"method": method, "sparsity": round(sparsity, 4), "parameters": parameters,
            **score_columns(scores)}
     if seconds is not None:
         out["seconds"] = round(seconds, 2)
+    if find_seconds is not None:
+        out["find_seconds"] = round(find_seconds, 2)
     if "averaged" in scores and scores["averaged"].get("ssim") is not None:
         out["ssim_averaged"] = round(scores["averaged"]["ssim"], 4)
     return out

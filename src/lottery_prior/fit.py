@@ -159,6 +159,7 @@ def fit(
     callbacks: Sequence[Callback] = (),
     metric: Callable[[Tensor, Tensor], float] = rgb_psnr,
     run_past_stop: bool = False,
+    penalty: Callable[[nn.Module], Tensor] | None = None,
 ) -> FitResult:
     """Fit ``model`` (in place) so that ``operator(model(z))`` matches ``observation``.
 
@@ -167,6 +168,7 @@ def fit(
     returns True, or the stopping rule, ends the fit early. ``metric`` scores an output
     against ``clean`` (PSNR on all channels by default). With ``run_past_stop`` the fit
     records where the rule stopped but runs all its steps (to compare the stop with the peak).
+    ``penalty(model)``, if given, is added to the data term (e.g. a sparsity penalty).
     """
     cfg = config or FitConfig()
     device = select_device(cfg.device)
@@ -195,6 +197,8 @@ def fit(
             out = model(net_input)
         out = out.float()
         loss = F.mse_loss(operator(out), y)
+        if penalty is not None:
+            loss = loss + penalty(model)
         loss.backward()
         if mask is not None:
             mask.apply_grad_(model)

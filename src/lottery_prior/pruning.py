@@ -9,6 +9,7 @@ parameter name then row-major order, is kept), so the mask's key order never mat
 * :func:`magnitude_prune`: one IMP round, removing a fraction of the kept weights by |w|.
 * :func:`random_mask`: uniform random pruning, global or with given per-layer ratios.
 * :func:`prune_at_init`: one-shot pruning at θ₀ by magnitude, SNIP, GraSP, SynFlow or random.
+* :func:`keep_highest`: the mask of any scores (e.g. learned mask logits) at a sparsity.
 
 Score conventions (higher = more important = kept), except GraSP, whose score is the paper's
 ``S = -θ ⊙ Hg`` where the HIGHEST scores are removed (:func:`prune_at_init` keeps the lowest).
@@ -192,6 +193,13 @@ def prune_at_init(
         return _keep_top(score_snip(model, template, loss_fn), template, keep)
     scores = score_grasp(model, template, loss_fn)
     return _keep_top({n: -s for n, s in scores.items()}, template, keep)
+
+
+def keep_highest(scores: Mapping[str, Tensor], template: Mask, sparsity: float) -> Mask:
+    """The mask keeping the highest-scoring of ``template``'s weights: exactly
+    ``total - round(sparsity * total)`` of them (ties: the earlier entry)."""
+    _check_open("sparsity", sparsity)
+    return _keep_top(scores, template, _keep_count(template, sparsity))
 
 
 def _check_open(name: str, value: float) -> None:

@@ -32,10 +32,14 @@ file (``grid.sparsities[2]: must be in (0, 1), got 1.5``). Example::
     [imp]                           # ImpConfig fields; rounds follow the largest sparsity
     search_steps = 100
 
+    [learned]                       # LearnConfig fields of the method "learned" (optional)
+    steps = 1100                    # default: an IMP search with 100-step rounds' steps
+
     [transfer]
     sparsities = [0.8]
     across_images = true            # each image's ticket on every other image, same task
     across_tasks = [["denoise", "inpaint"]]   # a ticket found for one task used for another
+    methods = ["ticket", "learned"] # masks transferred (default: the IMP ticket)
 """
 
 from __future__ import annotations
@@ -56,6 +60,8 @@ TASK_KEYS = {"denoise": {"sigma"}, "inpaint": {"mask", "keep"}, "sr": {"factor"}
 FIT_KEYS = {"steps", "lr", "input_noise", "fast", "stop", "device"}
 IMP_KEYS = {"rate", "layerwise", "rewind_step", "keep_dense", "target", "search_steps",
             "early_bird", "early_bird_every"}
+LEARNED_KEYS = {"steps", "lr", "temperature", "kl"}
+NO_MASK = ("decoder", "dense")  # methods without a mask to transfer
 
 
 @dataclass(frozen=True)
@@ -89,7 +95,9 @@ class Spec:
     model_options: dict[str, Any] = field(default_factory=dict)
     fit: dict[str, Any] = field(default_factory=dict)
     imp: dict[str, Any] = field(default_factory=dict)
+    learned: dict[str, Any] = field(default_factory=dict)
     transfer_sparsities: list[float] = field(default_factory=list)
+    transfer_methods: list[str] = field(default_factory=lambda: ["ticket"])
     across_images: bool = False
     across_tasks: list[tuple[str, str]] = field(default_factory=list)
     source: Path | None = None
@@ -127,7 +135,8 @@ class _SpecError(Exception):
 
 
 def _parse(data: dict, name: str, source: Path | None) -> Spec:
-    _known("", data, {"name", "description", "grid", "task", "model", "fit", "imp", "transfer"})
+    _known("", data, {"name", "description", "grid", "task", "model", "fit", "imp", "learned",
+                      "transfer"})
     grid = _table(data, "grid", required=True)
     _known("grid", grid, {"images", "size", "seeds", "noise_seeds", "sparsities", "methods"})
     images = _strings(grid, "grid.images", required=True)
@@ -161,9 +170,16 @@ def _parse(data: dict, name: str, source: Path | None) -> Spec:
         raise _SpecError("fit.stop", f"must be wmv or none, got {fit['stop']!r}")
     imp = _table(data, "imp")
     _known("imp", imp, IMP_KEYS)
+    learned = _table(data, "learned")
+    _known("learned", learned, LEARNED_KEYS)
 
     transfer = _table(data, "transfer")
-    _known("transfer", transfer, {"sparsities", "across_images", "across_tasks"})
+    _known("transfer", transfer, {"sparsities", "across_images", "across_tasks", "methods"})
+    transfer_methods = _strings(transfer, "transfer.methods") or ["ticket"]
+    for i, method in enumerate(transfer_methods):
+        if method not in METHODS or method in NO_MASK:
+            raise _SpecError(f"transfer.methods[{i}]", f"{method!r} is not a mask method; use "
+                             f"{', '.join(m for m in METHODS if m not in NO_MASK)}")
     across_images = transfer.get("across_images", False)
     if not isinstance(across_images, bool):
         raise _SpecError("transfer.across_images", "must be true or false")
@@ -182,8 +198,9 @@ def _parse(data: dict, name: str, source: Path | None) -> Spec:
     spec = Spec(
         name=str(data.get("name", name)), images=_expand_images(images), tasks=task_specs,
         sparsities=sparsities, methods=methods, seeds=seeds, noise_seeds=noise_seeds,
-        size=size, model=model_name, model_options=options, fit=fit, imp=imp,
+        size=size, model=model_name, model_options=options, fit=fit, imp=imp, learned=learned,
         transfer_sparsities=transfer_sparsities if has_transfer else [],
+        transfer_methods=list(dict.fromkeys(transfer_methods)),
         across_images=across_images, across_tasks=[tuple(p) for p in pairs], source=source)
     _check_settings(spec)
     return spec
@@ -192,6 +209,7 @@ def _parse(data: dict, name: str, source: Path | None) -> Spec:
 def _check_settings(spec: Spec) -> None:
     """Build each part's config once so impossible values are refused before any work."""
     from lottery_prior.fit import FitConfig
+    from lottery_prior.learned import LearnConfig
     from lottery_prior.lottery import ImpConfig
     from lottery_prior.models import create_model
 
@@ -207,6 +225,10 @@ def _check_settings(spec: Spec) -> None:
         ImpConfig(**{k: tuple(v) if k == "keep_dense" else v for k, v in spec.imp.items()})
     except (LipError, TypeError) as err:
         raise _SpecError("imp", str(err)) from None
+    try:
+        LearnConfig(sparsity=0.5, **spec.learned)
+    except (LipError, TypeError) as err:
+        raise _SpecError("learned", str(err)) from None
 
 
 def _task(table: Any, key: str) -> TaskSpec:

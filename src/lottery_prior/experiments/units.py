@@ -2,9 +2,12 @@
 
 * ``search``: one IMP run per image x task x noise seed x seed (its id is the run folder's
   name, ``imp-<hash>``, so sweeps, ``lip find`` and ``lip compare`` share runs);
-* ``fit``: one method at one sparsity on the search's image and task (needs the search);
-  the dense network is one unit per search;
-* ``transfer``: a ticket of one search retrained on another image or task (needs the search).
+* ``learn``: a mask learned at theta0 at the sparsity of the search's round closest to a
+  requested one (needs the search; its id is the ``learned-<hash>`` run folder's name);
+* ``fit``: one method at one sparsity on the search's image and task (needs the search, and
+  for ``learned`` the learn unit); the dense network is one unit per search;
+* ``transfer``: a mask of one search (its ticket, or a learned or baseline mask at the
+  ticket's sparsity) retrained on another image or task (needs what the mask needs).
 
 ``run_unit`` does a unit's work in any process (a worker, a Ray task) from its JSON-ready
 payload alone and returns its result rows; a finished unit is never run again (the store
@@ -23,18 +26,20 @@ from typing import Any
 import torch
 
 from lottery_prior import __version__
-from lottery_prior.compare import closest_round, fit_method
+from lottery_prior.compare import closest_round, fit_method, learned_run, method_ticket
 from lottery_prior.compare import row as method_row
 from lottery_prior.errors import LipError
 from lottery_prior.experiments.spec import Spec
 from lottery_prior.fit import FitConfig
 from lottery_prior.images import save_image
+from lottery_prior.learned import LearnConfig
 from lottery_prior.lottery import ImpConfig, ImpRun, evaluate_ticket
 from lottery_prior.operators import TASK_DEFAULTS
 from lottery_prior.output_folder import settings_hash
 from lottery_prior.problem import content_hash, make_problem
 from lottery_prior.report.tables import SCORE_COLUMNS
 from lottery_prior.stopping import make_stopping_rule
+from lottery_prior.tickets import parameter_count
 
 RUNS = "runs"  # IMP run folders, below the results folder
 IMAGES = "images"  # averaged outputs of fits, observations and clean images
@@ -77,18 +82,24 @@ def expand(spec: Spec, root: Path, device: str | None = None) -> Plan:
                     search = _search_unit(spec, problem_args, seed, imp, root, device)
                     searches[(image, task.name, noise_seed, seed)] = search
                     plan.units.append(search)
-                    plan.units += _fit_units(spec, search)
+                    learns = _learn_units(spec, search)
+                    plan.units += learns.values()
+                    plan.units += _fit_units(spec, search, learns)
     for (image, task, noise_seed, seed), search in searches.items():
+        learns = _learn_units(spec, search)
         for target in _transfer_targets(spec, image, task):
             t_image, t_task = target
             t_search = searches[(t_image, t_task, noise_seed, seed)]
             for s in spec.transfer_sparsities:
-                payload = {**search.payload, "sparsity": s, "target": t_search.payload["problem"],
-                           "target_fit": t_search.payload["fit"]}
-                plan.units.append(Unit(
-                    _unit_id("transfer", payload), "transfer", payload, (search.id,),
-                    cost=t_search.payload["full_cost"],
-                    label=f"transfer {image}:{task} -> {t_image}:{t_task} at {s:.0%}, seed {seed}"))
+                for method in spec.transfer_methods:
+                    payload = {**_method_payload(spec, search, method, s),
+                               "target": t_search.payload["problem"],
+                               "target_fit": t_search.payload["fit"]}
+                    plan.units.append(Unit(
+                        _unit_id("transfer", payload), "transfer", payload,
+                        _needs(search, learns, method, s), cost=t_search.payload["full_cost"],
+                        label=f"transfer {'' if method == 'ticket' else method + ' '}"
+                        f"{image}:{task} -> {t_image}:{t_task} at {s:.0%}, seed {seed}"))
     return plan
 
 
@@ -118,16 +129,51 @@ def _search_unit(spec: Spec, problem_args: dict, seed: int, imp: Any, root: Path
                 f" (noise {problem_args['noise_seed']}), {imp.n_rounds} rounds")
 
 
-def _fit_units(spec: Spec, search: Unit) -> list[Unit]:
+def _where(search: Unit) -> str:
+    problem = search.payload["problem"]
+    return f"{problem['image']}:{problem['task']} seed {search.payload['fit']['seed']}"
+
+
+def _method_payload(spec: Spec, search: Unit, method: str, sparsity: float) -> dict:
+    """A unit's payload for a method at a sparsity (IMP's own ticket adds no key, so the ids
+    of sweeps made before other transfer methods existed stay the same)."""
+    payload = {**search.payload, "sparsity": sparsity}
+    if method != "ticket":
+        payload["method"] = method
+    if method == "learned":
+        payload["learned"] = dict(spec.learned)
+    return payload
+
+
+def _learn_units(spec: Spec, search: Unit) -> dict[float, Unit]:
+    """One learn unit per sparsity at which a learned mask is fitted or transferred."""
+    wanted = set(spec.sparsities) if "learned" in spec.methods else set()
+    if "learned" in spec.transfer_methods:
+        wanted |= set(spec.transfer_sparsities)
+    units = {}
+    for s in sorted(wanted):
+        payload = {**_method_payload(spec, search, "learned", s)}
+        del payload["method"]
+        steps = LearnConfig(sparsity=s, **spec.learned).n_steps
+        units[s] = Unit(_unit_id("learn", payload), "learn", payload, (search.id,),
+                        cost=search.payload["full_cost"] * steps / search.payload["fit"]["steps"],
+                        label=f"learn a mask at {s:.0%}, {_where(search)}")
+    return units
+
+
+def _needs(search: Unit, learns: dict[float, Unit], method: str, sparsity: float) -> tuple:
+    return (search.id, learns[sparsity].id) if method == "learned" else (search.id,)
+
+
+def _fit_units(spec: Spec, search: Unit, learns: dict[float, Unit]) -> list[Unit]:
     units = []
-    where = f"{search.payload['problem']['image']}:{search.payload['problem']['task']} " \
-            f"seed {search.payload['fit']['seed']}"
     for method in spec.methods:
         for s in [0.0] if method == "dense" else spec.sparsities:
-            payload = {**search.payload, "method": method, "sparsity": s}
-            units.append(Unit(_unit_id("fit", payload), "fit", payload, (search.id,),
+            payload = {**_method_payload(spec, search, method, s), "method": method}
+            units.append(Unit(_unit_id("fit", payload), "fit", payload,
+                              _needs(search, learns, method, s),
                               cost=search.payload["full_cost"],
-                              label=f"{method} at {s:.0%}, {where}"))
+                              label=f"{method} at {s:.0%}, {_where(search)}"))
     return units
 
 
@@ -180,20 +226,27 @@ def run_unit(unit: Unit, root: str | Path) -> list[dict]:
         run.run()
         return []
     run.records = finished_records(run)
+    learned = unit.payload.get("learned")  # settings of a learned mask (its sparsity: IMP's)
+    learn = LearnConfig(sparsity=unit.payload["sparsity"], **learned) if learned else None
+    if unit.kind == "learn":
+        learned_run(run, closest_round(run.records, unit.payload["sparsity"]), learn).find()
+        return []
     (root / IMAGES).mkdir(parents=True, exist_ok=True)
     output = root / IMAGES / f"{unit.id}.png"
     if unit.kind == "fit":
-        row = fit_method(run, unit.payload["method"], unit.payload["sparsity"], output=output)
+        row = fit_method(run, unit.payload["method"], unit.payload["sparsity"], output=output,
+                         learn=learn)
         return [_row(unit, run.problem, row, output, root, run.problem)]
     if unit.kind == "transfer":
+        method = unit.payload.get("method", "ticket")
         target = make_problem(**unit.payload["target"])
-        chosen = closest_round(run.records, unit.payload["sparsity"])
+        ticket = method_ticket(run, method, unit.payload["sparsity"], learn=learn)
         config = FitConfig(**unit.payload["target_fit"])  # the target task's own settings
-        result = evaluate_ticket(run.ticket(chosen["round"]), target, config,
+        result = evaluate_ticket(ticket, target, config,
                                  stop=run.stop_factory() if run.stop_factory else None)
         save_image(result.averaged, output)
-        row = method_row("ticket", chosen["sparsity"], chosen["parameters"], result.scores,
-                         result.seconds)
+        row = method_row(method, ticket.sparsity, parameter_count(ticket.build(), ticket.mask),
+                         result.scores, result.seconds)
         return [_row(unit, target, row, output, root, run.problem)]
     raise LipError(f"unknown unit kind {unit.kind!r}")
 
@@ -243,6 +296,7 @@ def _row(unit: Unit, problem, row: dict, output: Path, root: Path, source) -> di
         "parameters": row["parameters"], "source_image": source.image,
         "source_task": source.task, **dict.fromkeys(SCORE_COLUMNS.values()),
         **scores, "metric": p.metric_name, "seconds": row.get("seconds"),
+        "find_seconds": row.get("find_seconds"),
         "machine": _machine(), "version": __version__,
         "output": str(output.relative_to(root)), "observation": observation, "clean": clean,
     }
@@ -258,10 +312,12 @@ def describe_cost(plan: Plan, done: set[str]) -> str:
     """The units left and a rough estimate of their cost on one CPU thread."""
     left = [u for u in plan.units if u.id not in done]
     seconds = sum(u.cost for u in left)
-    kinds = {k: sum(1 for u in left if u.kind == k) for k in ("search", "fit", "transfer")}
+    kinds = {k: sum(1 for u in left if u.kind == k)
+             for k in ("search", "learn", "fit", "transfer")}
     hours = seconds / 3600
+    learned = f"{kinds['learn']} learned masks, " if kinds["learn"] else ""
     return (f"{len(left)} of {len(plan.units)} units left ({kinds['search']} searches, "
-            f"{kinds['fit']} fits, {kinds['transfer']} transfers): about "
+            f"{learned}{kinds['fit']} fits, {kinds['transfer']} transfers): about "
             f"{hours:.1f} CPU-thread hours ({math.ceil(seconds / 60)} min) by a rough cost model "
             "(paper network: ~0.25 s per 128x128 step per thread in fast mode); a GPU is "
             "typically 20-50x faster")

@@ -114,7 +114,7 @@ def claims(rows: Sequence[dict], score: str = "psnr_averaged", *, delta: float =
             out.append(_claim(text, scope, score, pairs, 0.0, confidence,
                               note=_pooled_note(pairs)))
     for kind, text in (("images", "transfer across images"), ("tasks", "transfer across tasks")):
-        transfers = [r for r in rows if _is_transfer(r, kind)]
+        transfers = [r for r in rows if _is_transfer(r, kind) and r.get("method") == "ticket"]
         if not transfers:
             out.append(Claim(f"{text} ≥ own ticket − {delta:g} dB", ALL_TASKS, score, 0, 0,
                              None, None, None, -delta, "not shown (n=0)",

@@ -31,6 +31,7 @@ from lottery_prior.report.tables import HEADINGS  # noqa: E402
 DPI = 100
 # Curve styles: the ticket stands out, baselines are thinner; pruning at init dashed.
 STYLE = {"ticket": dict(color="tab:red", lw=2.0, marker="o", zorder=5),
+         "learned": dict(color="tab:orange", lw=1.8, marker="*", zorder=4),
          "random": dict(color="tab:blue", lw=1.3, marker="s"),
          "random-layerwise": dict(color="tab:cyan", lw=1.3, marker="D"),
          "magnitude": dict(color="tab:olive", lw=1.0, marker="^", ls="--"),
@@ -157,7 +158,8 @@ def transfer_heatmaps(rows: Sequence[dict], out_dir: str | Path,
     → target (image · task), the mean ``score`` over seeds; the diagonal is the target's own
     ticket, empty cells were not run."""
     out_dir = Path(out_dir)
-    transfers = [r for r in rows if r.get("kind") == "transfer" and value(r, score) is not None]
+    transfers = [r for r in rows if r.get("kind") == "transfer" and value(r, score) is not None
+                 and r.get("method", "ticket") == "ticket"]
     metric = metric_label(rows)
     figures = []
     for s in sorted({sparsity_key(r["requested_sparsity"]) for r in transfers}):

@@ -31,9 +31,10 @@ SETTING_COLUMNS = ("image", "task", "sigma", "mask", "keep", "factor", "size", "
                    "model", "model_options", "steps", "lr", "input_noise", "fast", "imp",
                    "seed", "method", "requested_sparsity", "metric", "machine", "version")
 # Methods in the order tables and legends list them, with names for people.
-METHOD_ORDER = ("dense", "ticket", "random", "random-layerwise", "magnitude", "snip", "grasp",
-                "synflow", "decoder")
-METHOD_NAMES = {"dense": "dense", "ticket": "ticket (IMP)", "random": "random (global)",
+METHOD_ORDER = ("dense", "ticket", "learned", "random", "random-layerwise", "magnitude", "snip",
+                "grasp", "synflow", "decoder")
+METHOD_NAMES = {"dense": "dense", "ticket": "ticket (IMP)", "learned": "learned mask (at init)",
+                "random": "random (global)",
                 "random-layerwise": "random (ticket's layer-wise ratios)",
                 "magnitude": "magnitude at init", "snip": "SNIP", "grasp": "GraSP",
                 "synflow": "SynFlow", "decoder": "Deep Decoder"}

@@ -22,6 +22,8 @@ HEADINGS = {
     "psnr_peak_averaged": "peak, averaged (oracle)",
     "psnr_stopped": "PSNR at the automatic stop",
     "ssim_averaged": "SSIM, averaged output",
+    "seconds": "fit seconds",
+    "find_seconds": "finder seconds",
 }
 
 

@@ -1,0 +1,314 @@
+"""Learned masks at initialisation: a second ticket finder beside IMP.
+
+The weights stay frozen at θ₀. Each prunable weight gets a logit ``s``; a relaxed binary mask
+(binary concrete, i.e. Gumbel-sigmoid with temperature τ) is drawn every step,
+
+    m = σ((s + log u - log(1 - u)) / τ),   u ~ U(0, 1),
+
+and Adam fits the logits so that the network with weights θ₀ ⊙ m matches the observation: the
+DIP loop of :func:`lottery_prior.fit.fit`, with the logits as its only parameters (Ghosh et
+al., "Optimal Eye Surgeon", ICML 2024). Sparsity comes from one of:
+
+* a **target sparsity** ``sparsity``: a KL term ``kl · Σ KL(Bern(σ(s)) ‖ Bern(1 - sparsity))``
+  (summed over the weights, as its authors do) pulls the keep probabilities toward the target
+  density, and the mask keeps exactly the weights with the highest logits, so its counted
+  sparsity is the target;
+* a **penalty** weight λ on the expected density ``mean σ(s)`` (an L0-style penalty); the mask
+  keeps the weights whose logit is positive, and its sparsity is what the data and λ give.
+
+The mask is then fixed and the sparse network is fitted from θ₀ like any ticket. A run lives in
+a folder named by a hash of its settings (``learned-<hash>``) and resumes stage by stage: the
+learned ticket (mask, θ₀, z), then its fit.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.func import functional_call
+
+from lottery_prior import __version__
+from lottery_prior.errors import LipError
+from lottery_prior.files import RunLock, atomic_path, remove_temporaries, write_json
+from lottery_prior.fit import Callback, FitConfig, StoppingRule, fit
+from lottery_prior.images import save_image
+from lottery_prior.lottery import (
+    AVERAGED_PNG,
+    TARGETS,
+    ImpConfig,
+    fit_target,
+    format_scores,
+    ticket_input,
+)
+from lottery_prior.masks import Mask, weight_sparsity
+from lottery_prior.output_folder import settings_hash
+from lottery_prior.problem import Problem, build_prior
+from lottery_prior.pruning import keep_highest
+from lottery_prior.seeding import generator
+from lottery_prior.tickets import Ticket, parameter_count
+
+log = logging.getLogger("lottery_prior")
+
+SEARCH_STEPS_PER_ROUND = 100  # the default learning budget: IMP's 100-step-round search
+PENALTY_STEPS = 1000  # the default learning steps with a penalty (no target to cost-match)
+
+
+@dataclass(frozen=True)
+class LearnConfig:
+    """Settings of a learned mask: a target ``sparsity`` or a ``penalty`` (exactly one).
+
+    ``steps`` defaults to the steps of an IMP search with 100-step rounds to the same
+    sparsity (20% a round: 11 rounds, 1100 steps for 90%; 1400 for 95%; 1800 for 98%), so the
+    learned finder costs about what IMP's cheapest search does; an early-bird search (rounds
+    of at least 100 steps) costs more. Optimal Eye Surgeon's own setting is 60000 steps.
+    ``target``: the mask is learned on the observation, or (an oracle, as IMP's option) on
+    the clean image.
+    """
+
+    sparsity: float | None = None
+    penalty: float | None = None
+    steps: int | None = None
+    lr: float = 0.01
+    temperature: float = 0.2
+    kl: float = 1e-9
+    keep_dense: tuple[str, ...] = ()
+    target: str = "observation"
+
+    def __post_init__(self) -> None:
+        if (self.sparsity is None) == (self.penalty is None):
+            raise LipError("a learned mask needs a target sparsity or a penalty weight (one "
+                           "of them): use --target-sparsity S or --penalty L")
+        if self.sparsity is not None and not 0 < self.sparsity < 1:
+            raise LipError(f"target sparsity must be in (0, 1), got {self.sparsity}")
+        if self.penalty is not None and not self.penalty > 0:
+            raise LipError(f"the sparsity penalty must be > 0, got {self.penalty}")
+        if self.steps is not None and self.steps <= 0:
+            raise LipError(f"mask-learning steps must be positive, got {self.steps}")
+        if not self.lr > 0:
+            raise LipError(f"mask learning rate must be > 0, got {self.lr}")
+        if not self.temperature > 0:
+            raise LipError(f"temperature must be > 0, got {self.temperature}")
+        if not self.kl >= 0:
+            raise LipError(f"the KL weight must be >= 0, got {self.kl}")
+        if self.target not in TARGETS:
+            raise LipError(f"unknown fit target {self.target!r}; use observation or clean")
+
+    @property
+    def n_steps(self) -> int:
+        """Learning steps: as given, else the cost of IMP's 100-step-round search."""
+        if self.steps is not None:
+            return self.steps
+        if self.sparsity is None:
+            return PENALTY_STEPS
+        rounds = ImpConfig(target_sparsity=self.sparsity).n_rounds
+        return SEARCH_STEPS_PER_ROUND * rounds
+
+
+class MaskLogits(nn.Module):
+    """A network at frozen weights θ₀ whose prunable weights are multiplied by a relaxed mask.
+
+    The logits are the module's only trainable parameters (one per prunable weight, starting
+    at 0: keep probability 1/2). Each forward pass in training mode draws a new binary
+    concrete sample from the ``mask-noise`` stream of ``seed``; in eval mode the mask is the
+    deterministic ``σ(s / τ)``.
+    """
+
+    def __init__(self, model: nn.Module, names: Sequence[str], temperature: float,
+                 seed: int) -> None:
+        super().__init__()
+        self.net = model.requires_grad_(False)
+        self.names = list(names)
+        params = dict(model.named_parameters())
+        self.logits = nn.ParameterList(
+            [nn.Parameter(torch.zeros_like(params[n])) for n in self.names])
+        self.temperature, self.seed = temperature, seed
+        self._generator: torch.Generator | None = None
+
+    def relaxed(self, logits: Tensor) -> Tensor:
+        """A binary concrete sample (train mode) or σ(s/τ) (eval mode) for one layer."""
+        if not self.training:
+            return torch.sigmoid(logits / self.temperature)
+        if self._generator is None or self._generator.device != logits.device:
+            self._generator = generator(self.seed, "mask-noise", device=logits.device)
+        u = torch.rand(logits.shape, generator=self._generator, device=logits.device,
+                       dtype=logits.dtype).clamp_(1e-6, 1 - 1e-6)
+        return torch.sigmoid((logits + torch.log(u) - torch.log1p(-u)) / self.temperature)
+
+    def forward(self, x: Tensor) -> Tensor:
+        params = dict(self.net.named_parameters())
+        weights = {n: params[n] * self.relaxed(s)
+                   for n, s in zip(self.names, self.logits, strict=True)}
+        return functional_call(self.net, weights, (x,))
+
+    def scores(self) -> dict[str, Tensor]:
+        """The learned logits, by parameter name (on the CPU)."""
+        return {n: s.detach().cpu() for n, s in zip(self.names, self.logits, strict=True)}
+
+
+def sparsity_penalty(config: LearnConfig) -> Callable[[nn.Module], Tensor]:
+    """The regulariser added to the data term: the KL to Bernoulli(target density), summed
+    over the weights, or λ times the expected density."""
+
+    def penalty(module: nn.Module) -> Tensor:
+        logits = torch.cat([s.flatten() for s in module.logits]).float()  # type: ignore[union-attr]
+        keep = torch.sigmoid(logits)
+        if config.penalty is not None:
+            return config.penalty * keep.mean()
+        density = torch.tensor(1 - config.sparsity, dtype=keep.dtype, device=keep.device)
+        kl = (keep * (F.logsigmoid(logits) - density.log())
+              + (1 - keep) * (F.logsigmoid(-logits) - (1 - density).log()))
+        return config.kl * kl.sum()
+
+    return penalty
+
+
+def learn_mask(model: nn.Module, z: Tensor, operator: nn.Module, observation: Tensor,
+               config: LearnConfig, fit_config: FitConfig, *, clean: Tensor | None = None,
+               callbacks: Sequence[Callback] = ()) -> tuple[Mask, dict]:
+    """Learn a mask over ``model``'s prunable weights at its current (frozen) weights.
+
+    The fit uses ``fit_config``'s input perturbation, precision, device and seed, with the
+    learning's own steps and learning rate. Returns the mask and a summary of the learning
+    (steps, seconds, final loss). ``model``'s parameters are never changed.
+    """
+    template = Mask.ones(model, config.keep_dense)
+    module = MaskLogits(model, list(template), config.temperature, fit_config.seed)
+    settings = replace(fit_config, steps=config.n_steps, lr=config.lr)
+    start = time.perf_counter()
+    result = fit(module, z, operator, observation, clean=clean, config=settings,
+                 callbacks=callbacks, penalty=sparsity_penalty(config))
+    seconds = time.perf_counter() - start
+    model.requires_grad_(True)
+    scores = module.scores()
+    if config.sparsity is not None:
+        mask = keep_highest(scores, template, config.sparsity)
+    else:
+        mask = Mask({n: s > 0 for n, s in scores.items()})
+        if mask.kept == 0:
+            raise LipError(f"the penalty {config.penalty} pruned every weight; lower --penalty")
+    summary = {"steps": result.steps, "seconds": round(seconds, 2),
+               "loss": result.history["loss"][-1], "mask_sparsity": mask.sparsity,
+               "scores": result.scores}
+    return mask, summary
+
+
+@dataclass
+class LearnedRun:
+    """A resumable learned-mask run on one problem: learn the ticket, then fit it."""
+
+    problem: Problem
+    model_name: str
+    model_options: dict
+    fit_config: FitConfig
+    learn: LearnConfig
+    root: Path = Path("runs")
+    stop_factory: Callable[[], StoppingRule] | None = None
+    stop_name: str | None = None
+
+    @property
+    def settings(self) -> dict:
+        """Everything that determines the run's results (hashed into its folder name)."""
+        return {
+            "finder": "learned",
+            "problem": self.problem.describe(),
+            "model": {"name": self.model_name, "options": self.model_options},
+            "fit": asdict(self.fit_config) | {"device": None},
+            "learn": asdict(self.learn),
+            "stop": self.stop_name,
+        }
+
+    @property
+    def folder(self) -> Path:
+        return self.root / f"learned-{settings_hash(self.settings)}"
+
+    @property
+    def ticket_path(self) -> Path:
+        return self.folder / "ticket.safetensors"
+
+    def find(self, progress: Callable[[str], Sequence[Callback]] | None = None) -> Ticket:
+        """The learned ticket (learned now, or read back if an earlier run left it intact)."""
+        with RunLock(self.folder):
+            return self._find(progress)
+
+    def run(self, progress: Callable[[str], Sequence[Callback]] | None = None) -> dict:
+        """Learn the ticket and fit it in full (each stage skipped if done earlier); returns
+        the record: counted sparsity, parameters, labelled scores, fit and finder seconds."""
+        with RunLock(self.folder):
+            ticket = self._find(progress)
+            path = self.folder / "record.json"
+            record = _read_json(path)
+            if record is not None and isinstance(record.get("scores"), dict):
+                log.info("learned ticket: fitted earlier, skipped")
+                return record
+            model, z, _ = ticket_input(ticket, self.problem, self.fit_config.seed)
+            result = fit(model, z, self.problem.operator, self.problem.observation,
+                         clean=self.problem.clean, config=self.fit_config, mask=ticket.mask,
+                         stop=self.stop_factory() if self.stop_factory else None,
+                         callbacks=list(progress("fit the learned ticket")) if progress else [],
+                         metric=self.problem.metric,
+                         run_past_stop=self.problem.clean is not None)
+            model.cpu()
+            sparsity, layers = weight_sparsity(model, list(ticket.mask))
+            with atomic_path(self.folder / AVERAGED_PNG) as tmp:
+                save_image(result.averaged, tmp)
+            learning = _read_json(self.folder / "learn.json") or {}
+            record = {
+                "finder": "learned", "sparsity": sparsity, "mask_sparsity": ticket.sparsity,
+                "parameters": parameter_count(model, ticket.mask), "layer_sparsity": layers,
+                "steps": result.steps, "seconds": round(result.seconds, 2),
+                "find_steps": learning.get("steps"), "find_seconds": learning.get("seconds"),
+                "scores": result.scores, "version": __version__,
+            }
+            write_json(path, record)
+            log.info("learned ticket at %.2f%% (counted): %s", 100 * sparsity,
+                     format_scores(result.scores))
+            return record
+
+    def _find(self, progress: Callable[[str], Sequence[Callback]] | None) -> Ticket:
+        remove_temporaries(self.folder)
+        settings_file = self.folder / "settings.json"
+        if not settings_file.exists():
+            write_json(settings_file, self.settings)
+        if self.ticket_path.exists() and _read_json(self.folder / "learn.json") is not None:
+            try:
+                ticket = Ticket.load(self.ticket_path)
+                log.info("learned ticket: found earlier (%s), skipped", self.ticket_path)
+                return ticket
+            except LipError as err:
+                log.warning("%s; learning the mask again", " ".join(str(err).split()))
+        model, z = build_prior(self.model_name, self.model_options, self.problem,
+                               seed=self.fit_config.seed)
+        theta0 = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        callbacks = list(progress("learn the mask")) if progress else []
+        operator, y = fit_target(self.problem, self.learn.target)
+        mask, summary = learn_mask(model, z, operator, y, self.learn, self.fit_config,
+                                   clean=self.problem.clean, callbacks=callbacks)
+        meta = {
+            "model": model.spec, "problem": self.problem.describe(),
+            "fit": asdict(self.fit_config), "learn": asdict(self.learn),
+            "finder": "learned", "keep_dense": list(self.learn.keep_dense),
+            "sparsity": mask.sparsity, "seed": self.fit_config.seed, "run": self.folder.name,
+        }
+        ticket = Ticket(mask, theta0, z, meta)
+        ticket.save(self.ticket_path)
+        (self.folder / "record.json").unlink(missing_ok=True)  # a new mask: fit it again
+        write_json(self.folder / "learn.json", summary)
+        log.info("learned a mask at %.2f%% sparsity in %d steps (%.0f s)",
+                 100 * mask.sparsity, summary["steps"], summary["seconds"])
+        return ticket
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
