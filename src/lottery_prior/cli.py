@@ -134,10 +134,12 @@ def add_learn_args(p: argparse.ArgumentParser) -> None:
                    help="mask-learning steps (default: those of an IMP search with 100-step "
                    "rounds to the same sparsity: 1100 for 90%%, 1800 for 98%%; 1000 with "
                    "--penalty)")
-    g.add_argument("--learn-lr", type=float, default=0.01,
-                   help="Adam learning rate of the mask logits (0.01)")
-    g.add_argument("--temperature", type=float, default=0.2,
-                   help="temperature of the binary concrete relaxation (0.2)")
+    g.add_argument("--learn-lr", type=float, default=0.1,
+                   help="Adam learning rate of the mask logits (0.1; Optimal Eye Surgeon: "
+                   "0.01 over 60000 steps)")
+    g.add_argument("--temperature", type=float, default=1.0,
+                   help="temperature of the binary concrete relaxation (1.0; Optimal Eye "
+                   "Surgeon: 0.2)")
     g.add_argument("--kl", type=float, default=1e-9,
                    help="weight of the KL to Bernoulli(target density), summed over weights "
                    "(1e-9, as Optimal Eye Surgeon)")

@@ -1,0 +1,184 @@
+"""Two ticket finders head to head: IMP with rewinding versus masks learned at initialisation
+(Optimal Eye Surgeon-style), with random pruning at IMP's per-layer ratios as the control.
+
+For each image x network seed: one IMP search (100-step searching rounds, 20% a round, to
+98%), a learned mask at the counted sparsity of IMP's rounds nearest 90%, 95% and 98% (its
+default budget: the steps of that IMP search), and the layer-wise random mask; each is fitted
+on its own image and transferred to the next image (cyclically), every fit ``--steps`` long.
+It runs as a sweep (resumable: rerun to continue; ``--workers`` one-thread processes), then
+prints and writes one table: PSNR of the averaged output after the last step, mean ± std over
+images x seeds, own image and transferred, the CPU seconds each finder took (one thread), and
+paired differences with 95% confidence intervals.
+
+    python benchmarks/finders.py                        # ~1 h on 2 cores (3 Set5 images)
+    python benchmarks/finders.py --images builtin:astronaut builtin:coffee --seeds 0 \\
+        --size 64 --steps 200 --sparsities 0.5 --out lip-out/finders-smoke
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+from collections import defaultdict
+from pathlib import Path
+
+from scipy import stats
+
+from lottery_prior.experiments.executor import run_local
+from lottery_prior.experiments.spec import parse_spec
+from lottery_prior.experiments.store import Store
+from lottery_prior.experiments.units import expand
+from lottery_prior.report.rows import read_results
+from lottery_prior.report.tables import markdown_table, write_table
+
+METHODS = ("ticket", "learned", "random-layerwise")
+NAMES = {"ticket": "IMP ticket", "learned": "learned mask", "random-layerwise":
+         "random (IMP's layer-wise ratios)"}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--images", nargs="+",
+                    default=["data:set5/baby", "data:set5/bird", "data:set5/woman"])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    ap.add_argument("--size", type=int, default=128)
+    ap.add_argument("--width", type=int, default=32)
+    ap.add_argument("--steps", type=int, default=1000)
+    ap.add_argument("--sigma", type=float, default=25)
+    ap.add_argument("--sparsities", type=float, nargs="+", default=[0.9, 0.95, 0.98])
+    ap.add_argument("--learn-steps", type=int,
+                    help="mask-learning steps (default: those of the IMP search)")
+    ap.add_argument("--learn-lr", type=float, help="mask learning rate (default: the library's)")
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--out", type=Path, default=Path("lip-out/bench-finders"))
+    ap.add_argument("--results", type=Path, default=Path("benchmarks/results/finders"),
+                    help="where the table, its CSV and the plot go")
+    args = ap.parse_args()
+    if len(args.images) < 2:
+        ap.error("give at least two images (masks are transferred to the next one)")
+
+    learned = {k: v for k, v in (("lr", args.learn_lr), ("steps", args.learn_steps)) if v}
+    spec = parse_spec({
+        "name": "finders",
+        "grid": {"images": args.images, "size": args.size, "seeds": args.seeds,
+                 "sparsities": args.sparsities, "methods": list(METHODS)},
+        "task": [{"name": "denoise", "sigma": args.sigma}],
+        "model": {"options": {"width": args.width}},
+        "fit": {"steps": args.steps, "fast": True},
+        "imp": {"search_steps": 100},
+        "learned": learned,
+        "transfer": {"sparsities": args.sparsities, "across_images": True,
+                     "methods": list(METHODS)},
+    })
+    plan = expand(spec, args.out)
+    following = {a: args.images[(i + 1) % len(args.images)] for i, a in enumerate(args.images)}
+    plan.units = [u for u in plan.units if u.kind != "transfer"
+                  or u.payload["target"]["image"] == following[u.payload["problem"]["image"]]]
+    run_local(plan, Store(args.out), workers=args.workers)
+
+    rows = [r for r in read_results(args.out) if r["method"] in METHODS]
+    table = summarise(rows)
+    args.results.mkdir(parents=True, exist_ok=True)
+    write_table(table, args.results / "finders")
+    write_table(rows, args.results / "results")
+    differences = paired_differences(rows)
+    write_table(differences, args.results / "differences")
+    plot(table, args.results / "finders.png")
+    print(markdown_table(table))
+    print()
+    print(markdown_table(differences))
+    print(f"\ntables and plot in {args.results}/; fits in {args.out}/")
+
+
+def summarise(rows: list[dict]) -> list[dict]:
+    """One row per sparsity x method: own-image and transferred PSNR (averaged output, last
+    step), mean ± std over images x seeds, and the finder's CPU seconds."""
+    groups = defaultdict(list)
+    for r in rows:
+        groups[(r["requested_sparsity"], r["method"], r["kind"])].append(r)
+    table = []
+    for s in sorted({r["requested_sparsity"] for r in rows}):
+        for method in METHODS:
+            own, moved = groups[(s, method, "fit")], groups[(s, method, "transfer")]
+            if not own:
+                continue
+            found = [r["find_seconds"] for r in own if r.get("find_seconds") is not None]
+            table.append({
+                "sparsity": s, "method": NAMES[method],
+                "counted sparsity": round(statistics.mean(r["sparsity"] for r in own), 4),
+                "own image, averaged output (dB)": _mean_std([r["psnr_averaged"] for r in own]),
+                "transferred, averaged output (dB)": _mean_std(
+                    [r["psnr_averaged"] for r in moved]),
+                "finder CPU seconds": round(statistics.mean(found), 1) if found else "(IMP's)",
+                "fits": f"{len(own)} + {len(moved)}",
+            })
+    return table
+
+
+def paired_differences(rows: list[dict]) -> list[dict]:
+    """learned - ticket, learned - random, ticket - random, on the same image (and target),
+    seed and sparsity: mean and 95% t interval of the PSNR difference."""
+    by_key = {}
+    for r in rows:
+        key = (r["kind"], r["requested_sparsity"], r["source_image"], r["image"], r["seed"])
+        by_key[(*key, r["method"])] = r["psnr_averaged"]
+    out = []
+    for a, b in (("learned", "ticket"), ("learned", "random-layerwise"),
+                 ("ticket", "random-layerwise")):
+        for kind in ("fit", "transfer"):
+            for s in sorted({r["requested_sparsity"] for r in rows}):
+                diffs = [v - by_key[(*k[:-1], b)] for k, v in by_key.items()
+                         if k[-1] == a and k[0] == kind and k[1] == s and (*k[:-1], b) in by_key]
+                if len(diffs) < 2:
+                    continue
+                mean = statistics.mean(diffs)
+                half = stats.t.ppf(0.975, len(diffs) - 1) * statistics.stdev(diffs) / \
+                    math.sqrt(len(diffs))
+                out.append({"difference": f"{NAMES[a]} − {NAMES[b]}",
+                            "fitted": "own image" if kind == "fit" else "transferred",
+                            "sparsity": s, "mean (dB)": round(mean, 2),
+                            "95% CI": f"[{mean - half:+.2f}, {mean + half:+.2f}]",
+                            "pairs": len(diffs)})
+    return out
+
+
+def plot(table: list[dict], path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=100)
+    for method, color in zip(METHODS, ("tab:red", "tab:orange", "tab:cyan"), strict=True):
+        rows = [r for r in table if r["method"] == NAMES[method]]
+        for column, style, where in (("own image, averaged output (dB)", "-", "own image"),
+                                     ("transferred, averaged output (dB)", "--", "transferred")):
+            points = [(100 * r["sparsity"], *_parse(r[column])) for r in rows if r[column]]
+            if points:
+                x, y, e = zip(*points, strict=True)
+                ax.errorbar(x, y, yerr=e, ls=style, marker="o", color=color, capsize=3,
+                            label=f"{NAMES[method]}, {where}")
+    ax.set_xlabel("sparsity (%)")
+    ax.set_ylabel("PSNR, averaged output after the last step (dB)")
+    ax.set_title("ticket finders: denoising σ 25 (mean ± std over images × seeds)", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def _mean_std(values: list[float]) -> str:
+    if not values:
+        return ""
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values):.2f} ± {std:.2f}"
+
+
+def _parse(cell: str) -> tuple[float, float]:
+    mean, std = cell.split(" ± ")
+    return float(mean), float(std)
+
+
+if __name__ == "__main__":
+    main()
