@@ -70,6 +70,7 @@ def make_results(folder: Path) -> list[dict]:
                 add("fit", "dense", image, task, seed, 0.0, base)
                 for s in SPARSITIES:
                     add("fit", "ticket", image, task, seed, s, base + 0.1 - 2 * max(0, s - 0.8))
+                    add("fit", "learned", image, task, seed, s, base - 0.2 * s)
                     add("fit", "random", image, task, seed, s, base - 0.4 * s)
                     add("fit", "random-layerwise", image, task, seed, s, base - 0.3 * s)
                     add("fit", "snip", image, task, seed, s, base - 0.5 * s)
@@ -82,6 +83,8 @@ def make_results(folder: Path) -> list[dict]:
                     source_image=other)
                 add("transfer", "ticket", image, task, seed, 0.8, base - 0.5,
                     source_task="sr" if task == "denoise" else "denoise")
+                add("transfer", "learned", image, task, seed, 0.8, base - 3.0,
+                    source_image=other)  # not the ticket's: kept out of its heat map
     schema_rows = rows
     pq.write_table(pa.Table.from_pylist(schema_rows), folder / "results.parquet")
     with (folder / "results.csv").open("w", newline="") as f:
@@ -124,6 +127,7 @@ def test_report_writes_html_markdown_and_every_figure(report):
             assert claim in text, claim
         assert "peak, averaged (oracle)" in text and "PSNR at the automatic stop" in text
         assert "holds" in text and "Per-method summary" in text and "Settings" in text
+        assert "learned mask (at init)" in text  # a second finder's curve and summary
 
 
 def test_report_claims_in_the_fixture(report):
@@ -142,6 +146,8 @@ def test_report_claims_in_the_fixture(report):
     assert "| holds |" in claim_line("ticket > random pruning (global)")
     assert "| contradicted |" not in claim_line("ticket > Deep Decoder")
     assert "| contradicted |" in claim_line("transfer across tasks")
+    # learned masks transferred 3 dB worse are not the ticket's transfers
+    assert "| contradicted |" not in claim_line("transfer across images")
 
 
 def test_report_from_csv_matches_parquet(report, tmp_path):

@@ -173,7 +173,6 @@ def baseline_mask(method: str, ticket: Ticket, problem: Problem, seed: int) -> M
     )
 
 
-
 def search_seconds(records: list[dict], k: int) -> float:
     """Seconds of the IMP rounds before round ``k``: the search that found its mask."""
     return round(sum(r["seconds"] for r in records[:k]), 2)

@@ -3,7 +3,7 @@
 * ``search``: one IMP run per image x task x noise seed x seed (its id is the run folder's
   name, ``imp-<hash>``, so sweeps, ``lip find`` and ``lip compare`` share runs);
 * ``learn``: a mask learned at theta0 at the sparsity of the search's round closest to a
-  requested one (needs the search; its id is the ``learned-<hash>`` run folder's name);
+  requested one (needs the search; the mask is kept in a ``learned-<hash>`` run folder);
 * ``fit``: one method at one sparsity on the search's image and task (needs the search, and
   for ``learned`` the learn unit); the dense network is one unit per search;
 * ``transfer``: a mask of one search (its ticket, or a learned or baseline mask at the
@@ -72,6 +72,7 @@ def expand(spec: Spec, root: Path, device: str | None = None) -> Plan:
     """Every unit of the spec (loading each image once to address its observation)."""
     plan = Plan(spec)
     searches: dict[tuple, Unit] = {}
+    learned: dict[str, dict[float, Unit]] = {}  # search id -> its learn units by sparsity
     imp = ImpConfig(**{**_imp_settings(spec), "target_sparsity": spec.max_sparsity})
     for image in spec.images:
         for task in spec.tasks:
@@ -82,11 +83,11 @@ def expand(spec: Spec, root: Path, device: str | None = None) -> Plan:
                     search = _search_unit(spec, problem_args, seed, imp, root, device)
                     searches[(image, task.name, noise_seed, seed)] = search
                     plan.units.append(search)
-                    learns = _learn_units(spec, search)
+                    learns = learned[search.id] = _learn_units(spec, search)
                     plan.units += learns.values()
                     plan.units += _fit_units(spec, search, learns)
     for (image, task, noise_seed, seed), search in searches.items():
-        learns = _learn_units(spec, search)
+        learns = learned[search.id]
         for target in _transfer_targets(spec, image, task):
             t_image, t_task = target
             t_search = searches[(t_image, t_task, noise_seed, seed)]
