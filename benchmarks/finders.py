@@ -6,9 +6,12 @@ For each image x network seed: one IMP search (100-step searching rounds, 20% a 
 default budget: the steps of that IMP search), and the layer-wise random mask; each is fitted
 on its own image and transferred to the next image (cyclically), every fit ``--steps`` long.
 It runs as a sweep (resumable: rerun to continue; ``--workers`` one-thread processes), then
-prints and writes one table: PSNR of the averaged output after the last step, mean ± std over
-images x seeds, own image and transferred, the CPU seconds each finder took (one thread), and
-paired differences with 95% confidence intervals.
+prints and writes the tables: PSNR of the averaged output after the last step (and the oracle
+peak of the averaged output), mean ± std over images x seeds, own image and transferred, with
+each finder's wall seconds in the sweep; paired differences with 95% confidence intervals;
+and each finder's CPU cost, from the ms per step of a searching IMP step and of a
+mask-learning step measured alternately in this process on one thread (sweep timings share
+the CPU with the other workers).
 
     python benchmarks/finders.py                        # ~1 h on 2 cores (3 Set5 images)
     python benchmarks/finders.py --images builtin:astronaut builtin:coffee --seeds 0 \\
@@ -23,18 +26,26 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
+import torch
 from scipy import stats
 
 from lottery_prior.experiments.executor import run_local
 from lottery_prior.experiments.spec import parse_spec
 from lottery_prior.experiments.store import Store
 from lottery_prior.experiments.units import expand
+from lottery_prior.fit import FitConfig, fit
+from lottery_prior.learned import LearnConfig, learn_mask
+from lottery_prior.masks import Mask
+from lottery_prior.problem import build_prior, make_problem
 from lottery_prior.report.rows import read_results
 from lottery_prior.report.tables import markdown_table, write_table
 
 METHODS = ("ticket", "learned", "random-layerwise")
 NAMES = {"ticket": "IMP ticket", "learned": "learned mask", "random-layerwise":
          "random (IMP's layer-wise ratios)"}
+# Mean steps of an early-bird (0.05) searching round in benchmarks/results/imp_speed.md
+# (4112 steps over 7 rounds, astronaut 64 px, width 32): the early-bird search's cost model.
+EARLY_BIRD_ROUND_STEPS = 4112 / 7
 
 
 def main() -> None:
@@ -85,9 +96,15 @@ def main() -> None:
     differences = paired_differences(rows)
     write_table(differences, args.results / "differences")
     plot(table, args.results / "finders.png")
-    print(markdown_table(table))
-    print()
-    print(markdown_table(differences))
+    ms = step_ms(args.images[0], args.size, args.width, args.sigma)
+    cost = finder_cost(rows, ms, args.learn_steps)
+    write_table(cost, args.results / "cost")
+    for t in (table, differences, cost):
+        print(markdown_table(t))
+        print()
+    print(f"ms per step, one thread, {args.images[0]} at {args.size} px: searching IMP step "
+          f"{ms['imp']:.1f}, mask-learning step {ms['learned']:.1f} "
+          f"({ms['learned'] / ms['imp']:.2f}x)")
     print(f"\ntables and plot in {args.results}/; fits in {args.out}/")
 
 
@@ -110,10 +127,58 @@ def summarise(rows: list[dict]) -> list[dict]:
                 "own image, averaged output (dB)": _mean_std([r["psnr_averaged"] for r in own]),
                 "transferred, averaged output (dB)": _mean_std(
                     [r["psnr_averaged"] for r in moved]),
-                "finder CPU seconds": round(statistics.mean(found), 1) if found else "(IMP's)",
+                "own image, peak averaged (oracle)": _mean_std(
+                    [r["psnr_peak_averaged"] for r in own]),
+                "finder wall seconds (sweep)": round(statistics.mean(found), 1) if found
+                else "(IMP's)",
                 "fits": f"{len(own)} + {len(moved)}",
             })
     return table
+
+
+def step_ms(image: str, size: int, width: int, sigma: float, steps: int = 50,
+            repeats: int = 3) -> dict[str, float]:
+    """ms per step (median of ``repeats``) of a masked fit step, what IMP's searching rounds
+    run, and of a mask-learning step, measured alternately in this process on one thread."""
+    torch.set_num_threads(1)
+    problem = make_problem(image, "denoise", sigma=sigma, size=size)
+    config = FitConfig(steps=steps, fast=True)
+    times: dict[str, list[float]] = {"imp": [], "learned": []}
+    for _ in range(repeats):
+        model, z = build_prior("dip", {"width": width}, problem)
+        result = fit(model, z, problem.operator, problem.observation, clean=problem.clean,
+                     config=config, mask=Mask.ones(model))
+        times["imp"].append(result.seconds / steps)
+        model, z = build_prior("dip", {"width": width}, problem)
+        _, summary = learn_mask(model, z, problem.operator, problem.observation,
+                                LearnConfig(sparsity=0.9, steps=steps), config,
+                                clean=problem.clean)
+        times["learned"].append(summary["seconds"] / steps)
+    return {k: 1000 * statistics.median(v) for k, v in times.items()}
+
+
+def finder_cost(rows: list[dict], ms: dict[str, float], learn_steps: int | None) -> list[dict]:
+    """Each finder's CPU seconds to a mask at each sparsity: IMP's 100-step-round search
+    (rounds before the ticket's x 100 steps), the early-bird search by its measured mean round
+    length, and the mask learning (its steps), at the measured ms per step."""
+    out = []
+    for s in sorted({r["requested_sparsity"] for r in rows}):
+        counted = statistics.mean(r["sparsity"] for r in rows
+                                  if r["requested_sparsity"] == s and r["method"] == "ticket"
+                                  and r["kind"] == "fit")
+        rounds = round(math.log(1 - counted) / math.log(0.8))  # the ticket's round
+        learned = LearnConfig(sparsity=counted, steps=learn_steps).n_steps
+        imp = rounds * 100 * ms["imp"] / 1000
+        out.append({
+            "sparsity": s, "IMP rounds": rounds,
+            "IMP, 100-step rounds (s)": round(imp, 1),
+            "IMP, early bird 0.05 (s, estimate)": round(
+                rounds * EARLY_BIRD_ROUND_STEPS * ms["imp"] / 1000, 1),
+            "learned mask steps": learned,
+            "learned mask (s)": round(learned * ms["learned"] / 1000, 1),
+            "learned / IMP 100-step": round(learned * ms["learned"] / 1000 / imp, 2),
+        })
+    return out
 
 
 def paired_differences(rows: list[dict]) -> list[dict]:
