@@ -51,6 +51,7 @@ def spec_with(**changes):
     ({"fit__stop": "early"}, "fit.stop"),
     ({"imp__rate": 2.0}, "imp"),
     ({"model__options": {"wdth": 8}}, "model"),
+    ({"model__options": {"width": 8}}, "grid.size"),  # 5 scales need 64 px, the grid has 32
     ({"transfer__across_tasks": [["denoise", "sr"]]}, "transfer.across_tasks[0]"),
     ({"transfer__methods": ["ticket", "decoder"]}, "transfer.methods[1]"),
     ({"learned": {"stepz": 5}}, "learned.stepz"),

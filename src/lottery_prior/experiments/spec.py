@@ -214,9 +214,14 @@ def _check_settings(spec: Spec) -> None:
     from lottery_prior.models import create_model
 
     try:
-        create_model(spec.model, **spec.model_options)
+        model = create_model(spec.model, **spec.model_options)
     except LipError as err:
         raise _SpecError("model", str(err)) from None
+    if spec.size is not None:
+        try:
+            model.check_size(spec.size, spec.size)
+        except LipError as err:
+            raise _SpecError("grid.size", str(err)) from None
     try:
         FitConfig(**{k: v for k, v in spec.fit.items() if k != "stop"})
     except (LipError, TypeError) as err:
