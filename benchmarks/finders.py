@@ -62,6 +62,8 @@ def main() -> None:
                     help="mask-learning steps (default: those of the IMP search)")
     ap.add_argument("--learn-lr", type=float, help="mask learning rate (default: the library's)")
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--summarise-only", action="store_true",
+                    help="no fits: tabulate the units already finished in --out")
     ap.add_argument("--out", type=Path, default=Path("lip-out/bench-finders"))
     ap.add_argument("--results", type=Path, default=Path("benchmarks/results/finders"),
                     help="where the table, its CSV and the plot go")
@@ -86,7 +88,8 @@ def main() -> None:
     following = {a: args.images[(i + 1) % len(args.images)] for i, a in enumerate(args.images)}
     plan.units = [u for u in plan.units if u.kind != "transfer"
                   or u.payload["target"]["image"] == following[u.payload["problem"]["image"]]]
-    run_local(plan, Store(args.out), workers=args.workers)
+    if not args.summarise_only:
+        run_local(plan, Store(args.out), workers=args.workers)
 
     rows = [r for r in read_results(args.out) if r["method"] in METHODS]
     table = summarise(rows)
