@@ -8,7 +8,15 @@ import torch
 
 from lottery_prior.errors import LipError
 from lottery_prior.fit import FitConfig
-from lottery_prior.learned import LearnConfig, LearnedRun, MaskLogits, learn_mask, sparsity_penalty
+from lottery_prior.learned import (
+    LearnConfig,
+    LearnedRun,
+    MaskLogits,
+    learn_mask,
+    sparsity_penalty,
+    with_filter_floor,
+)
+from lottery_prior.pruning import keep_highest
 from lottery_prior.masks import Mask
 from lottery_prior.problem import build_prior, make_problem
 from lottery_prior.tickets import Ticket
@@ -42,6 +50,26 @@ def test_mask_has_exactly_the_requested_counted_sparsity(problem):
     for sparsity in (0.5, 0.9, 0.987):
         _, (mask, _) = learn(problem, {"sparsity": sparsity}, steps=5)
         assert mask.total - mask.kept == round(sparsity * mask.total)
+
+
+def test_every_filter_keeps_its_best_weight_even_where_a_layer_scores_lowest():
+    scores = {"big": torch.full((4, 3, 3, 3), -5.0), "small": torch.full((2, 1, 1, 1), 5.0)}
+    scores["big"][2, 1, 0, 0] = -4.0  # filter 2's best weight
+    template = Mask({n: torch.ones_like(s, dtype=torch.bool) for n, s in scores.items()})
+    plain = keep_highest(scores, template, sparsity=1 - 6 / 110)
+    assert plain["big"].sum() == 4 and plain["small"].all()
+    floored = keep_highest(with_filter_floor(scores, 1), template, sparsity=1 - 6 / 110)
+    assert floored["big"].flatten(1).any(1).all() and floored["small"].all()
+    assert floored["big"][2, 1, 0, 0]  # the filter's highest logit is the one kept
+    assert with_filter_floor(scores, 0) is scores
+
+
+def test_learned_mask_leaves_no_filter_empty(problem):
+    _, (mask, _) = learn(problem, {"sparsity": 0.95})
+    for name, m in mask.items():
+        assert m.flatten(1).any(1).all(), name
+    with pytest.raises(LipError, match="per filter"):
+        learn(problem, {"sparsity": 0.999, "per_filter": 3}, steps=2)
 
 
 def test_learned_mask_is_reproducible_from_its_seed(problem):

@@ -16,6 +16,11 @@ al., "Optimal Eye Surgeon", ICML 2024). Sparsity comes from one of:
 * a **penalty** weight λ on the expected density ``mean σ(s)`` (an L0-style penalty); the mask
   keeps the weights whose logit is positive, and its sparsity is what the data and λ give.
 
+Every output filter first keeps its ``per_filter`` highest-logit weights (default 1): ranked
+globally alone, a short learning leaves the big 3x3 convs of the hourglass's deep branch with
+the lowest logits and prunes them whole at 98% (the network then outputs a flat image, ~11 dB);
+``per_filter = 0`` is the plain global ranking of Optimal Eye Surgeon.
+
 The mask is then fixed and the sparse network is fitted from θ₀ like any ticket. A run lives in
 a folder named by a hash of its settings (``learned-<hash>``) and resumes stage by stage: the
 learned ticket (mask, θ₀, z), then its fit.
@@ -81,6 +86,7 @@ class LearnConfig:
     lr: float = 0.1
     temperature: float = 1.0
     kl: float = 1e-9
+    per_filter: int = 1
     keep_dense: tuple[str, ...] = ()
     target: str = "observation"
 
@@ -100,6 +106,8 @@ class LearnConfig:
             raise LipError(f"temperature must be > 0, got {self.temperature}")
         if not self.kl >= 0:
             raise LipError(f"the KL weight must be >= 0, got {self.kl}")
+        if self.per_filter < 0:
+            raise LipError(f"weights kept per filter must be >= 0, got {self.per_filter}")
         if self.target not in TARGETS:
             raise LipError(f"unknown fit target {self.target!r}; use observation or clean")
 
@@ -172,6 +180,18 @@ def sparsity_penalty(config: LearnConfig) -> Callable[[nn.Module], Tensor]:
     return penalty
 
 
+def with_filter_floor(scores: dict[str, Tensor], per_filter: int) -> dict[str, Tensor]:
+    """The scores with each output filter's ``per_filter`` highest set to +inf (kept first)."""
+    if per_filter == 0:
+        return scores
+    out = {}
+    for name, s in scores.items():
+        rows = s.detach().to(torch.float64).reshape(s.shape[0], -1).clone()
+        top = rows.topk(min(per_filter, rows.shape[1]), dim=1).indices
+        out[name] = rows.scatter_(1, top, float("inf")).view(s.shape)
+    return out
+
+
 def learn_mask(model: nn.Module, z: Tensor, operator: nn.Module, observation: Tensor,
                config: LearnConfig, fit_config: FitConfig, *, clean: Tensor | None = None,
                callbacks: Sequence[Callback] = ()) -> tuple[Mask, dict]:
@@ -189,8 +209,12 @@ def learn_mask(model: nn.Module, z: Tensor, operator: nn.Module, observation: Te
                  callbacks=callbacks, penalty=sparsity_penalty(config))
     seconds = time.perf_counter() - start
     model.requires_grad_(True)
-    scores = module.scores()
+    scores = with_filter_floor(module.scores(), config.per_filter)
     if config.sparsity is not None:
+        floor = sum(int(s.isinf().sum()) for s in scores.values())
+        if floor > template.total - round(config.sparsity * template.total):
+            raise LipError(f"{config.per_filter} weight(s) per filter are {floor} weights, more "
+                           f"than sparsity {config.sparsity} keeps; lower --per-filter")
         mask = keep_highest(scores, template, config.sparsity)
     else:
         mask = Mask({n: s > 0 for n, s in scores.items()})
