@@ -11,6 +11,8 @@ from lottery_prior.problem import build_prior, make_problem
 from lottery_prior.pruning import (
     PRUNING_METHODS,
     dip_loss_fn,
+    erk_counts,
+    keep_counts,
     magnitude_prune,
     prune_at_init,
     random_mask,
@@ -298,3 +300,27 @@ def test_bad_input(setup):
     other = Mask.ones(create_model("decoder", k=8))
     with pytest.raises(LipError):
         magnitude_prune(model, other, 0.2)
+
+
+def test_erk_counts_are_exact_prune_big_convs_hardest_and_cap_at_dense():
+    template = Mask({"big": torch.ones(64, 64, 3, 3, dtype=torch.bool),
+                     "mid": torch.ones(32, 64, 1, 1, dtype=torch.bool),
+                     "tiny": torch.ones(3, 2, 1, 1, dtype=torch.bool)})
+    for sparsity in (0.5, 0.9, 0.98):
+        counts = erk_counts(template, sparsity)
+        assert sum(counts.values()) == template.total - round(sparsity * template.total)
+        density = {n: counts[n] / template[n].numel() for n in counts}
+        assert density["big"] < density["mid"] <= density["tiny"] <= 1
+    # density proportional to sum(shape) / numel, up to rounding, where no layer is capped
+    counts = erk_counts(template, 0.98)
+    ratio = (counts["mid"] / 2048) / (counts["big"] / 36864)
+    assert ratio == pytest.approx((98 / 2048) / (134 / 36864), rel=0.05)
+    assert erk_counts(template, 0.5)["tiny"] == 6  # capped: kept whole
+
+
+def test_keep_counts_keeps_the_highest_scores_of_each_layer():
+    scores = {"a": torch.arange(10.0).view(10, 1, 1, 1), "b": -torch.arange(4.0).view(4, 1, 1, 1)}
+    template = Mask({n: torch.ones_like(s, dtype=torch.bool) for n, s in scores.items()})
+    mask = keep_counts(scores, template, {"a": 3, "b": 1})
+    assert mask["a"].flatten().nonzero().flatten().tolist() == [7, 8, 9]
+    assert mask["b"].flatten().nonzero().flatten().tolist() == [0]

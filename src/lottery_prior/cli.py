@@ -140,6 +140,9 @@ def add_learn_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--temperature", type=float, default=1.0,
                    help="temperature of the binary concrete relaxation (1.0; Optimal Eye "
                    "Surgeon: 0.2)")
+    g.add_argument("--allocation", choices=("global", "erk"), default="global",
+                   help="rank the logits over all layers (global, Optimal Eye Surgeon's) or "
+                   "within each layer with Erdős–Rényi-kernel budgets (erk)")
     g.add_argument("--per-filter", type=int, default=1,
                    help="weights every output filter keeps first, by logit (1; 0: plain "
                    "global ranking, which can prune whole layers)")
@@ -154,7 +157,7 @@ def learn_config_from_args(args: argparse.Namespace, sparsity: float | None):
     return LearnConfig(
         sparsity=sparsity, penalty=args.penalty,
         steps=args.learn_steps, lr=args.learn_lr, temperature=args.temperature, kl=args.kl,
-        per_filter=args.per_filter,
+        allocation=args.allocation, per_filter=args.per_filter,
         keep_dense=tuple(args.keep_dense), target=args.target)
 
 

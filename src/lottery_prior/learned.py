@@ -56,12 +56,13 @@ from lottery_prior.lottery import (
 from lottery_prior.masks import Mask, weight_sparsity
 from lottery_prior.output_folder import settings_hash
 from lottery_prior.problem import Problem, build_prior
-from lottery_prior.pruning import keep_highest
+from lottery_prior.pruning import erk_counts, keep_counts, keep_highest
 from lottery_prior.seeding import generator
 from lottery_prior.tickets import Ticket, parameter_count
 
 log = logging.getLogger("lottery_prior")
 
+ALLOCATIONS = ("global", "erk")
 SEARCH_STEPS_PER_ROUND = 100  # the default learning budget: IMP's 100-step-round search
 PENALTY_STEPS = 1000  # the default learning steps with a penalty (no target to cost-match)
 
@@ -86,6 +87,7 @@ class LearnConfig:
     lr: float = 0.1
     temperature: float = 1.0
     kl: float = 1e-9
+    allocation: str = "global"
     per_filter: int = 1
     keep_dense: tuple[str, ...] = ()
     target: str = "observation"
@@ -106,6 +108,11 @@ class LearnConfig:
             raise LipError(f"temperature must be > 0, got {self.temperature}")
         if not self.kl >= 0:
             raise LipError(f"the KL weight must be >= 0, got {self.kl}")
+        if self.allocation not in ALLOCATIONS:
+            raise LipError(f"unknown allocation {self.allocation!r}; use "
+                           f"{' or '.join(ALLOCATIONS)}")
+        if self.allocation == "erk" and self.sparsity is None:
+            raise LipError("the erk allocation needs a target sparsity, not a penalty")
         if self.per_filter < 0:
             raise LipError(f"weights kept per filter must be >= 0, got {self.per_filter}")
         if self.target not in TARGETS:
@@ -180,16 +187,41 @@ def sparsity_penalty(config: LearnConfig) -> Callable[[nn.Module], Tensor]:
     return penalty
 
 
-def with_filter_floor(scores: dict[str, Tensor], per_filter: int) -> dict[str, Tensor]:
-    """The scores with each output filter's ``per_filter`` highest set to +inf (kept first)."""
+def with_filter_floor(scores: dict[str, Tensor], per_filter: int,
+                      counts: dict[str, int] | None = None) -> dict[str, Tensor]:
+    """The scores with each output filter's ``per_filter`` highest set to +inf (kept first);
+    with per-layer ``counts``, no more filters than a layer's count are favoured this way."""
     if per_filter == 0:
         return scores
     out = {}
     for name, s in scores.items():
         rows = s.detach().to(torch.float64).reshape(s.shape[0], -1).clone()
-        top = rows.topk(min(per_filter, rows.shape[1]), dim=1).indices
+        k = min(per_filter, rows.shape[1])
+        if counts is not None and counts[name] < k * rows.shape[0]:
+            out[name] = rows.view(s.shape)  # fewer weights than filters: the logits decide
+            continue
+        top = rows.topk(k, dim=1).indices
         out[name] = rows.scatter_(1, top, float("inf")).view(s.shape)
     return out
+
+
+def select(logits: dict[str, Tensor], template: Mask, config: LearnConfig) -> Mask:
+    """The mask of the learned logits: the target's count (globally, or per layer by the ERK
+    allocation) or the positive logits under a penalty, each filter's best weights first."""
+    if config.penalty is not None:
+        mask = Mask({n: s > 0 for n, s in with_filter_floor(logits, config.per_filter).items()})
+        if mask.kept == 0:
+            raise LipError(f"the penalty {config.penalty} pruned every weight; lower --penalty")
+        return mask
+    if config.allocation == "erk":
+        counts = erk_counts(template, config.sparsity)
+        return keep_counts(with_filter_floor(logits, config.per_filter, counts), template, counts)
+    scores = with_filter_floor(logits, config.per_filter)
+    floor = sum(int(s.isinf().sum()) for s in scores.values())
+    if floor > template.total - round(config.sparsity * template.total):
+        raise LipError(f"{config.per_filter} weight(s) per filter are {floor} weights, more "
+                       f"than sparsity {config.sparsity} keeps; lower --per-filter")
+    return keep_highest(scores, template, config.sparsity)
 
 
 def learn_mask(model: nn.Module, z: Tensor, operator: nn.Module, observation: Tensor,
@@ -209,20 +241,12 @@ def learn_mask(model: nn.Module, z: Tensor, operator: nn.Module, observation: Te
                  callbacks=callbacks, penalty=sparsity_penalty(config))
     seconds = time.perf_counter() - start
     model.requires_grad_(True)
-    scores = with_filter_floor(module.scores(), config.per_filter)
-    if config.sparsity is not None:
-        floor = sum(int(s.isinf().sum()) for s in scores.values())
-        if floor > template.total - round(config.sparsity * template.total):
-            raise LipError(f"{config.per_filter} weight(s) per filter are {floor} weights, more "
-                           f"than sparsity {config.sparsity} keeps; lower --per-filter")
-        mask = keep_highest(scores, template, config.sparsity)
-    else:
-        mask = Mask({n: s > 0 for n, s in scores.items()})
-        if mask.kept == 0:
-            raise LipError(f"the penalty {config.penalty} pruned every weight; lower --penalty")
+    logits = module.scores()
+    mask = select(logits, template, config)
+    keep = torch.cat([s.flatten() for s in logits.values()]).sigmoid().mean().item()
     summary = {"steps": result.steps, "seconds": round(seconds, 2),
-               "loss": result.history["loss"][-1], "mask_sparsity": mask.sparsity,
-               "scores": result.scores}
+               "loss": result.history["loss"][-1], "mean_keep_probability": keep,
+               "mask_sparsity": mask.sparsity, "scores": result.scores}
     return mask, summary
 
 

@@ -9,7 +9,8 @@ parameter name then row-major order, is kept), so the mask's key order never mat
 * :func:`magnitude_prune`: one IMP round, removing a fraction of the kept weights by |w|.
 * :func:`random_mask`: uniform random pruning, global or with given per-layer ratios.
 * :func:`prune_at_init`: one-shot pruning at θ₀ by magnitude, SNIP, GraSP, SynFlow or random.
-* :func:`keep_highest`: the mask of any scores (e.g. learned mask logits) at a sparsity.
+* :func:`keep_highest`: the mask of any scores (e.g. learned mask logits) at a sparsity;
+  :func:`erk_counts` and :func:`keep_counts`: the same with per-layer budgets.
 
 Score conventions (higher = more important = kept), except GraSP, whose score is the paper's
 ``S = -θ ⊙ Hg`` where the HIGHEST scores are removed (:func:`prune_at_init` keeps the lowest).
@@ -200,6 +201,36 @@ def keep_highest(scores: Mapping[str, Tensor], template: Mask, sparsity: float) 
     ``total - round(sparsity * total)`` of them (ties: the earlier entry)."""
     _check_open("sparsity", sparsity)
     return _keep_top(scores, template, _keep_count(template, sparsity))
+
+
+def erk_counts(template: Mask, sparsity: float) -> dict[str, int]:
+    """Weights each layer keeps under the Erdős–Rényi-kernel allocation (Evci et al., "Rigging
+    the Lottery", 2020): density proportional to ``sum(shape) / prod(shape)``, so big convs are
+    pruned hardest, layers that would exceed density 1 kept whole, and the counts summing to
+    exactly ``total - round(sparsity * total)`` (remainders to the largest fractions)."""
+    keep = _keep_count(template, sparsity)
+    raw = {n: sum(m.shape) / m.numel() for n, m in template.items()}
+    dense: set[str] = set()
+    while True:
+        budget = keep - sum(template[n].numel() for n in dense)
+        free = [n for n in template if n not in dense]
+        scale = budget / sum(raw[n] * template[n].numel() for n in free)
+        over = [n for n in free if scale * raw[n] > 1]
+        if not over:
+            break
+        dense |= set(over)
+    exact = {n: template[n].numel() if n in dense else scale * raw[n] * template[n].numel()
+             for n in template}
+    counts = {n: int(v) for n, v in exact.items()}
+    by_fraction = sorted(template, key=lambda n: exact[n] - counts[n], reverse=True)
+    for n in by_fraction[:keep - sum(counts.values())]:
+        counts[n] += 1
+    return counts
+
+
+def keep_counts(scores: Mapping[str, Tensor], template: Mask, counts: Mapping[str, int]) -> Mask:
+    """In each layer alone, the ``counts[name]`` highest-scoring of ``template``'s weights."""
+    return _per_layer(scores, template, {n: int(m.sum()) - counts[n] for n, m in template.items()})
 
 
 def _check_open(name: str, value: float) -> None:

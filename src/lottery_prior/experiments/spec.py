@@ -60,7 +60,7 @@ TASK_KEYS = {"denoise": {"sigma"}, "inpaint": {"mask", "keep"}, "sr": {"factor"}
 FIT_KEYS = {"steps", "lr", "input_noise", "fast", "stop", "device"}
 IMP_KEYS = {"rate", "layerwise", "rewind_step", "keep_dense", "target", "search_steps",
             "early_bird", "early_bird_every"}
-LEARNED_KEYS = {"steps", "lr", "temperature", "kl", "per_filter"}
+LEARNED_KEYS = {"steps", "lr", "temperature", "kl", "allocation", "per_filter"}
 NO_MASK = ("decoder", "dense")  # methods without a mask to transfer
 
 
