@@ -16,9 +16,9 @@ from lottery_prior.learned import (
     sparsity_penalty,
     with_filter_floor,
 )
-from lottery_prior.pruning import keep_highest
 from lottery_prior.masks import Mask
 from lottery_prior.problem import build_prior, make_problem
+from lottery_prior.pruning import keep_highest
 from lottery_prior.tickets import Ticket
 
 TINY = {"width": 8, "scales": 2, "skip": 2}
