@@ -15,6 +15,7 @@ from lottery_prior.experiments.executor import run_local
 from lottery_prior.experiments.spec import load_spec, parse_spec
 from lottery_prior.experiments.store import Store
 from lottery_prior.experiments.units import expand
+from lottery_prior.learned import LearnConfig
 from lottery_prior.report.rows import read_results
 
 TINY = {
@@ -184,6 +185,9 @@ def test_learned_masks_are_units_shared_by_their_fits_and_transfers(tmp_path):
     plan = expand(parse_spec(data), tmp_path)
     units = plan.by_id()
     learns = [u for u in plan.units if u.kind == "learn"]
+    # every learned setting is in the payload, resolved: another default is another unit
+    assert learns[0].payload["learned"]["steps"] == 6
+    assert learns[0].payload["learned"]["temperature"] == LearnConfig.temperature
     assert len(learns) == 2  # one per search and sparsity
     for u in plan.units:
         if u.payload.get("method") == "learned":

@@ -29,7 +29,7 @@ from lottery_prior import __version__
 from lottery_prior.compare import closest_round, fit_method, learned_run, method_ticket
 from lottery_prior.compare import row as method_row
 from lottery_prior.errors import LipError
-from lottery_prior.experiments.spec import Spec
+from lottery_prior.experiments.spec import LEARNED_KEYS, Spec
 from lottery_prior.fit import FitConfig
 from lottery_prior.images import save_image
 from lottery_prior.learned import LearnConfig
@@ -141,8 +141,9 @@ def _method_payload(spec: Spec, search: Unit, method: str, sparsity: float) -> d
     payload = {**search.payload, "sparsity": sparsity}
     if method != "ticket":
         payload["method"] = method
-    if method == "learned":
-        payload["learned"] = dict(spec.learned)
+    if method == "learned":  # every setting resolved: a changed default is another unit
+        resolved = asdict(LearnConfig(sparsity=0.5, **spec.learned))
+        payload["learned"] = {k: v for k, v in resolved.items() if k in LEARNED_KEYS}
     return payload
 
 
@@ -228,7 +229,8 @@ def run_unit(unit: Unit, root: str | Path) -> list[dict]:
         return []
     run.records = finished_records(run)
     learned = unit.payload.get("learned")  # settings of a learned mask (its sparsity: IMP's)
-    learn = LearnConfig(sparsity=unit.payload["sparsity"], **learned) if learned else None
+    learn = LearnConfig(sparsity=unit.payload["sparsity"], **learned) if learned is not None \
+        else None
     if unit.kind == "learn":
         learned_run(run, closest_round(run.records, unit.payload["sparsity"]), learn).find()
         return []
