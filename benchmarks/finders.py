@@ -88,6 +88,12 @@ def main() -> None:
     following = {a: args.images[(i + 1) % len(args.images)] for i, a in enumerate(args.images)}
     plan.units = [u for u in plan.units if u.kind != "transfer"
                   or u.payload["target"]["image"] == following[u.payload["problem"]["image"]]]
+    # searches first, then sparsity by sparsity (the middle one, Optimal Eye Surgeon's 95%,
+    # first), so an interrupted run has whole comparisons; plan order is run order
+    middle = sorted(args.sparsities)[len(args.sparsities) // 2]
+    kinds = ("search", "learn", "fit", "transfer")
+    plan.units.sort(key=lambda u: (u.kind != "search", u.payload["sparsity"] != middle,
+                                   -u.payload["sparsity"], kinds.index(u.kind)))
     if not args.summarise_only:
         run_local(plan, Store(args.out), workers=args.workers)
 
