@@ -92,8 +92,8 @@ def main() -> None:
     # first), so an interrupted run has whole comparisons; plan order is run order
     middle = sorted(args.sparsities)[len(args.sparsities) // 2]
     kinds = ("search", "learn", "fit", "transfer")
-    plan.units.sort(key=lambda u: (u.kind != "search", u.payload["sparsity"] != middle,
-                                   -u.payload["sparsity"], kinds.index(u.kind)))
+    plan.units.sort(key=lambda u: (u.kind != "search", u.payload.get("sparsity") != middle,
+                                   -u.payload.get("sparsity", 0), kinds.index(u.kind)))
     if not args.summarise_only:
         run_local(plan, Store(args.out), workers=args.workers)
 
