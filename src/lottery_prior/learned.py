@@ -144,8 +144,9 @@ class MaskLogits(nn.Module):
         self.net = model.requires_grad_(False)
         self.names = list(names)
         params = dict(model.named_parameters())
+        self.theta0 = [params[n] for n in self.names]  # the frozen weights the mask scales
         self.logits = nn.ParameterList(
-            [nn.Parameter(torch.zeros_like(params[n])) for n in self.names])
+            [nn.Parameter(torch.zeros_like(w)) for w in self.theta0])
         self.temperature, self.seed = temperature, seed
         self._generator: torch.Generator | None = None
 
@@ -160,9 +161,8 @@ class MaskLogits(nn.Module):
         return torch.sigmoid((logits + torch.log(u) - torch.log1p(-u)) / self.temperature)
 
     def forward(self, x: Tensor) -> Tensor:
-        params = dict(self.net.named_parameters())
-        weights = {n: params[n] * self.relaxed(s)
-                   for n, s in zip(self.names, self.logits, strict=True)}
+        weights = {n: w * self.relaxed(s)
+                   for n, w, s in zip(self.names, self.theta0, self.logits, strict=True)}
         return functional_call(self.net, weights, (x,))
 
     def scores(self) -> dict[str, Tensor]:

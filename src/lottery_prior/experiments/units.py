@@ -154,7 +154,7 @@ def _learn_units(spec: Spec, search: Unit) -> dict[float, Unit]:
         wanted |= set(spec.transfer_sparsities)
     units = {}
     for s in sorted(wanted):
-        payload = {**_method_payload(spec, search, "learned", s)}
+        payload = _method_payload(spec, search, "learned", s)
         del payload["method"]
         steps = LearnConfig(sparsity=s, **spec.learned).n_steps
         units[s] = Unit(_unit_id("learn", payload), "learn", payload, (search.id,),
