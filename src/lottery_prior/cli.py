@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from lottery_prior import __version__
+from lottery_prior.cli_classify import add_classify_commands
 from lottery_prior.cli_gan import add_gan_commands
 from lottery_prior.errors import LipError
 from lottery_prior.stopping import KEEP, KEEP_DEFAULT, PATIENCE, WINDOW
@@ -284,6 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(handler=cmd_demo)
     add_gan_commands(sub)
+    add_classify_commands(sub)
     return parser
 
 
