@@ -36,6 +36,9 @@ def classification_mask_for_prior(cls_mask: Mask, prior_ticket: Ticket,
     masks: dict[str, torch.Tensor] = {}
     how: dict[str, str] = {}
     global_density = cls_mask.density
+    if any(m.dim() < 2 for m in prior_ticket.mask.values()):
+        raise LipError("the image-prior ticket masks channels (biases, BatchNorm); cross-use "
+                       "takes a weight ticket from lip find")
     for name, prior_layer in prior_ticket.mask.items():
         if name in cls_mask and cls_mask[name].shape == prior_layer.shape:
             masks[name] = cls_mask[name].clone()
@@ -53,15 +56,21 @@ def classification_mask_for_prior(cls_mask: Mask, prior_ticket: Ticket,
         else:
             density = global_density
             why = "random at the classification ticket's global sparsity (no such layer)"
-        template = Mask({name: torch.ones_like(prior_layer, dtype=torch.bool)})
-        drawn = random_mask(template, 1 - density, generator(seed, "cross-use-fill", name),
-                            layer_sparsity={name: 1 - density})
-        masks[name] = drawn[name]
+        masks[name] = random_fill(prior_layer.shape, density,
+                                  generator(seed, "cross-use-fill", name))
         how[name] = why
     shared = [n for n, h in how.items() if h == "classification"]
     if not shared:
         raise LipError("the classification ticket shares no layer with the image-prior ticket")
     return Mask(masks), how
+
+
+def random_fill(shape: torch.Size, density: float, rng: torch.Generator) -> torch.Tensor:
+    """A boolean mask keeping ``round(density * numel)`` entries chosen uniformly at random."""
+    n = int(torch.Size(shape).numel())
+    keep = torch.zeros(n, dtype=torch.bool)
+    keep[torch.randperm(n, generator=rng)[: round(density * n)]] = True
+    return keep.reshape(shape)
 
 
 def cross_use_tickets(cls_mask: Mask, prior_ticket: Ticket, seed: int) -> dict[str, Ticket]:

@@ -105,6 +105,9 @@ def shared_layers(first: Mapping[str, Tensor], second: Mapping[str, Tensor],
     pairs: dict[str, tuple[Tensor, Tensor]] = {}
     left_out: dict[str, str] = {}
     for name in first:
+        if first[name].dim() < 2:
+            left_out[name] = "not a weight (a channel entry)"
+            continue
         if name not in second:
             left_out[name] = "only in the first mask"
             continue
@@ -124,7 +127,7 @@ def shared_layers(first: Mapping[str, Tensor], second: Mapping[str, Tensor],
                            "in the other: the networks differ (give both the same width, "
                            "scales and skip channels)")
     for name in second:
-        if name not in first:
+        if name not in first and second[name].dim() >= 2:
             left_out[name] = "only in the second mask"
     if not pairs:
         raise LipError("the two masks share no layer to compare")
