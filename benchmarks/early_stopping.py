@@ -84,8 +84,7 @@ def run_image(
         model, z = build_prior("dip", model_options, problem, seed=seed)
         mask = None
     else:
-        model, z = ticket_input(ticket, problem, seed)
-        mask = ticket.mask
+        model, mask, z, _ = ticket_input(ticket, problem, seed)
     rules = [WindowedVariance(window=window, patience=p) for p in patiences]
     fired: dict[int, int] = {}
 

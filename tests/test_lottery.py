@@ -280,10 +280,10 @@ def test_mask_change_is_zero_for_equal_and_one_for_disjoint_choices():
     from lottery_prior.lottery import mask_change
     from lottery_prior.masks import Mask
 
-    mask = Mask({"w": torch.ones(10, dtype=torch.bool)})
-    a = Mask({"w": torch.tensor([0, 0, 1, 1, 1, 1, 1, 1, 1, 1], dtype=torch.bool)})
-    b = Mask({"w": torch.tensor([1, 1, 0, 0, 1, 1, 1, 1, 1, 1], dtype=torch.bool)})
-    c = Mask({"w": torch.tensor([0, 1, 0, 1, 1, 1, 1, 1, 1, 1], dtype=torch.bool)})
+    mask = Mask({"w": torch.ones(1, 10, dtype=torch.bool)})  # a weight: 2-D
+    a = Mask({"w": torch.tensor([[0, 0, 1, 1, 1, 1, 1, 1, 1, 1]], dtype=torch.bool)})
+    b = Mask({"w": torch.tensor([[1, 1, 0, 0, 1, 1, 1, 1, 1, 1]], dtype=torch.bool)})
+    c = Mask({"w": torch.tensor([[0, 1, 0, 1, 1, 1, 1, 1, 1, 1]], dtype=torch.bool)})
     assert mask_change(a, a, mask) == 0
     assert mask_change(a, b, mask) == 1
     assert mask_change(a, c, mask) == 0.5

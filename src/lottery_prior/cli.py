@@ -123,6 +123,13 @@ def add_imp_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--early-bird", type=float, metavar="THRESHOLD",
                    help="end a round once under THRESHOLD of the next mask changes between "
                    "checks, 3 checks in a row (e.g. 0.05); the last round runs in full")
+    p.add_argument("--structured", choices=("weights", "channels"), default="weights",
+                   help="prune single weights (default) or whole output channels: a channel "
+                   "ticket is fitted as a narrower dense network (really faster); --rate is "
+                   "then the fraction of channels pruned per round")
+    p.add_argument("--channel-score", choices=("l1", "l2", "bn"), default="l1",
+                   help="rank channels by their filter's L1 (default) or L2 norm, or by the "
+                   "|gamma| of their BatchNorm (--structured channels)")
 
 
 def add_learn_args(p: argparse.ArgumentParser) -> None:
@@ -224,7 +231,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also report every method at the ES-WMV stop (no oracle)")
     p.add_argument("--methods", nargs="+", default=None, metavar="METHOD",
                    help="ticket learned random random-layerwise magnitude snip grasp synflow "
-                   "decoder dense (default: ticket random random-layerwise decoder dense)")
+                   "decoder dense, and with --structured channels random-channels narrow "
+                   "unstructured (default: ticket random random-layerwise decoder dense; "
+                   "channels: ticket random-channels narrow unstructured dense)")
     p.add_argument("--seeds", type=int, nargs="+", help="repeat with these seeds (default: --seed)")
     p.add_argument("--out", type=Path, help="output folder; IMP runs go in its runs/ "
                    "(default: lip-out/compare/<image>-<task>-<settings hash>)")
@@ -436,12 +445,12 @@ def cmd_eval(args: argparse.Namespace) -> None:
     config = fit_config_from_args(args, args.task, ticket.model_spec["name"])
     with output_folder(args, f"{image_stem(args.image)}-{args.task}", ["ticket"]) as out:
         problem = problem_from_args(args)
-        model, z, redrawn = ticket_input(ticket, problem, args.seed)
+        model, mask, z, redrawn = ticket_input(ticket, problem, args.seed)
         provenance = {"ticket": {"path": str(args.ticket), "sha256": file_sha256(args.ticket),
                                  "run": ticket.meta.get("run"), "round": ticket.meta.get("round"),
                                  "z": f"redrawn for this size (seed {args.seed})" if redrawn
                                  else "the ticket's own"}}
-        fit_and_report(args, out, problem, model, z, mask=ticket.mask, config=config,
+        fit_and_report(args, out, problem, model, z, mask=mask, config=config,
                        provenance=provenance)
 
 
@@ -456,6 +465,7 @@ def imp_run_from_args(args: argparse.Namespace, problem, seed: int, others=()):
         layerwise=args.layerwise, rewind_step=args.rewind_step,
         keep_dense=tuple(args.keep_dense), target=args.target,
         search_steps=args.search_steps, early_bird=args.early_bird,
+        structure=args.structured, channel_score=args.channel_score,
     )
     stop = getattr(args, "stop", "none")
     return ImpRun(
@@ -484,6 +494,9 @@ def cmd_find(args: argparse.Namespace) -> None:
     table = write_imp_report(run)
     print(table)
     print(f"tickets, records and report in {run.folder}/")
+    if run.imp.channels:
+        print(f"each round's ticket as a compact network: "
+              f"{run.folder}/round-NN/compact.safetensors")
 
 
 def find_learned(args: argparse.Namespace) -> None:
@@ -497,6 +510,8 @@ def find_learned(args: argparse.Namespace) -> None:
 
     if args.others:
         raise LipError("a learned mask is found on one image; give one IMAGE")
+    if args.structured != "weights":
+        raise LipError("--finder learned learns weight masks; drop --structured channels")
     if args.target_sparsity is None and args.penalty is None:
         raise LipError("--finder learned needs --target-sparsity S (exact) or --penalty L")
     learn = learn_config_from_args(args, args.target_sparsity)
@@ -516,17 +531,23 @@ def find_learned(args: argparse.Namespace) -> None:
 
 
 def cmd_compare(args: argparse.Namespace) -> None:
-    from lottery_prior.compare import DEFAULT_METHODS, check_comparison, compare_methods
+    from lottery_prior.compare import (
+        DEFAULT_CHANNEL_METHODS,
+        DEFAULT_METHODS,
+        check_comparison,
+        compare_methods,
+    )
     from lottery_prior.report.outputs import write_comparison, write_imp_report
 
-    methods = args.methods or DEFAULT_METHODS
+    channels = args.structured == "channels"
+    methods = args.methods or (DEFAULT_CHANNEL_METHODS if channels else DEFAULT_METHODS)
     if args.penalty is not None:
         raise LipError("--penalty does not apply to lip compare: the learned mask is learned "
                        "at the ticket's sparsity; drop --penalty")
     if args.target_sparsity is None:
         args.target_sparsity = args.sparsity
     problem = problem_from_args(args)
-    check_comparison(problem, args.sparsity, methods)
+    check_comparison(problem, args.sparsity, methods, args.structured)
     with output_folder(args, f"{image_stem(args.image)}-{args.task}") as out:
         runs = [imp_run_from_args(args, problem, seed) for seed in args.seeds or [args.seed]]
         rows = []

@@ -298,7 +298,7 @@ class LearnedRun:
             if record is not None and isinstance(record.get("scores"), dict):
                 log.info("learned ticket: fitted earlier, skipped")
                 return record
-            model, z, _ = ticket_input(ticket, self.problem, self.fit_config.seed)
+            model, _, z, _ = ticket_input(ticket, self.problem, self.fit_config.seed)
             result = fit(model, z, self.problem.operator, self.problem.observation,
                          clean=self.problem.clean, config=self.fit_config, mask=ticket.mask,
                          stop=self.stop_factory() if self.stop_factory else None,

@@ -8,6 +8,10 @@ reference code did for denoising, is an explicit option (``target="clean"``). Se
 can be cut short (``search_steps``, or an early-bird stop once the next mask has stabilised);
 the last round, which fits the final ticket, always runs the full steps.
 
+With ``structure="channels"`` the same loop prunes whole output channels instead of weights
+(:mod:`lottery_prior.channels`): each round then fits the compact network, so the search gets
+faster as it prunes, and each round also leaves its ticket compacted (``compact.safetensors``).
+
 A run lives in a folder named by a hash of all its settings. Each round is written as it
 ends (its ticket, its record, the next mask), so rerunning the same command after an
 interruption continues from the last finished round.
@@ -30,6 +34,17 @@ from torch import Tensor, nn
 
 from lottery_prior import __version__
 from lottery_prior.batched import fit_batched
+from lottery_prior.channels import (
+    CHANNEL_SCORES,
+    all_channels,
+    channel_mask,
+    channel_summary,
+    compact,
+    compact_ticket,
+    expand_into,
+    kept_channels,
+    prune_channels,
+)
 from lottery_prior.errors import LipError
 from lottery_prior.files import RunLock, atomic_path, remove_temporaries, write_json
 from lottery_prior.fit import Callback, FitConfig, FitResult, StepInfo, StoppingRule, fit
@@ -45,6 +60,8 @@ from lottery_prior.tickets import Ticket, parameter_count
 log = logging.getLogger("lottery_prior")
 
 TARGETS = ("observation", "clean")
+STRUCTURES = ("weights", "channels")
+COMPACT = "compact.safetensors"  # a channel round's ticket as a narrower dense network
 AVERAGED_PNG = "averaged.png"  # a round's averaged output after its last step
 
 
@@ -62,8 +79,21 @@ class ImpConfig:
     search_steps: int | None = None
     early_bird: float | None = None
     early_bird_every: int = 25
+    structure: str = "weights"
+    channel_score: str = "l1"
 
     def __post_init__(self) -> None:
+        if self.structure not in STRUCTURES:
+            raise LipError(f"unknown structure {self.structure!r}; use weights or channels")
+        if self.channel_score not in CHANNEL_SCORES:
+            raise LipError(f"unknown channel score {self.channel_score!r}; use "
+                           f"{', '.join(CHANNEL_SCORES)}")
+        if self.channels and self.keep_dense:
+            raise LipError("--keep-dense applies to weight tickets; a channel ticket keeps at "
+                           "least one channel in every layer")
+        if self.channels and self.early_bird is not None:
+            raise LipError("--early-bird applies to weight tickets; drop it or use "
+                           "--search-steps to shorten a channel search")
         if self.rounds <= 0:
             raise LipError(f"rounds must be positive, got {self.rounds}")
         if not 0 < self.rate < 1:
@@ -81,6 +111,30 @@ class ImpConfig:
         if self.early_bird_every <= 0:
             raise LipError(f"early-bird check interval must be positive, got "
                            f"{self.early_bird_every}")
+
+    @property
+    def channels(self) -> bool:
+        return self.structure == "channels"
+
+    def initial_mask(self, model: nn.Module) -> Mask:
+        """The dense mask a run starts from (over weights, or over channels)."""
+        if self.channels:
+            return channel_mask(model, all_channels(model))
+        return Mask.ones(model, self.keep_dense)
+
+    def prune(self, model: nn.Module, mask: Mask) -> Mask:
+        """One round's pruning of a trained model: weights by magnitude, or channels."""
+        if self.channels:
+            return prune_channels(model, mask, self.rate, score=self.channel_score,
+                                  layerwise=self.layerwise)
+        return magnitude_prune(model, mask, self.rate, layerwise=self.layerwise)
+
+    def hashed(self) -> dict:
+        """The settings as hashed into a run's name (weight runs keep their old names)."""
+        out = asdict(self)
+        if not self.channels:
+            del out["structure"], out["channel_score"]
+        return out
 
     @property
     def n_rounds(self) -> int:
@@ -154,7 +208,7 @@ class ImpRun:
             "problem": self.problem.describe(),
             "model": {"name": self.model_name, "options": self.model_options},
             "fit": asdict(self.fit_config) | {"device": None},
-            "imp": asdict(self.imp),
+            "imp": self.imp.hashed(),
             "stop": self.stop_name,
         }
         if self.others:
@@ -281,7 +335,7 @@ class ImpRun:
                                seed=self.fit_config.seed)
         model.load_state_dict(theta)
         if mask is None:
-            mask = Mask.ones(model, self.imp.keep_dense)
+            mask = self.imp.initial_mask(model)
         snapshot: dict[str, Tensor] = {}
         if k == 0 and self.imp.rewind_step > 0:
             callbacks.append(_snapshot_at(self.imp.rewind_step, snapshot))
@@ -291,23 +345,30 @@ class ImpRun:
         early_bird = None
         if self.imp.early_bird is not None and not last:
             early_bird = EarlyBird(mask, self.imp.rate, layerwise=self.imp.layerwise,
-                                   threshold=self.imp.early_bird, every=self.imp.early_bird_every)
+                                   threshold=self.imp.early_bird, every=self.imp.early_bird_every,
+                                   prune=self.imp.prune)
             callbacks.append(early_bird)
         if self.others:
             result, per_image, model = self._fit_together(model, z, mask, config, callbacks)
         else:
             operator, y = fit_target(self.problem, self.imp.target)
-            result = fit(model, z, operator, y, clean=self.problem.clean, config=config,
-                         mask=mask, stop=self.stop_factory() if self.stop_factory else None,
+            net, net_mask = model, mask
+            if self.imp.channels:  # the round fits the compact network: the same function
+                net, net_mask = compact(model, kept_channels(mask, model)), None
+            result = fit(net, z, operator, y, clean=self.problem.clean, config=config,
+                         mask=net_mask, stop=self.stop_factory() if self.stop_factory else None,
                          callbacks=callbacks, metric=self.problem.metric,
                          run_past_stop=self.problem.clean is not None)
+            if net is not model:  # back into the full network, removed channels at zero
+                expand_into(model, net.cpu(), kept_channels(mask, model))
+                mask.apply_(model)
             per_image = None
         if snapshot:
             with atomic_path(self.folder / "rewind.safetensors") as tmp:
                 save_file(snapshot, str(tmp))
             theta = snapshot
         model.cpu()
-        sparsity, layers = weight_sparsity(model, list(mask))
+        sparsity, layers = weight_sparsity(model, mask.weights)
         rd = self.round_dir(k)
         rd.mkdir(parents=True, exist_ok=True)
         meta = {
@@ -321,13 +382,17 @@ class ImpRun:
             "seed": self.fit_config.seed,
             "run": self.folder.name,
         }
-        Ticket(mask, theta, z, meta).save(self.ticket_path(k))
+        ticket = Ticket(mask, theta, z, meta)
+        ticket.save(self.ticket_path(k))
+        if self.imp.channels:
+            compact_ticket(ticket).save(rd / COMPACT)
         with atomic_path(rd / AVERAGED_PNG) as tmp:
             save_image(result.averaged, tmp)
         if not last:
-            magnitude_prune(model, mask, self.imp.rate, layerwise=self.imp.layerwise).save(
-                rd / "next_mask.safetensors")
+            self.imp.prune(model, mask).save(rd / "next_mask.safetensors")
         record = round_record(k, result, mask, sparsity, layers, parameter_count(model, mask))
+        if self.imp.channels:
+            record |= channel_summary(model, mask, z)
         if early_bird is not None:  # fraction of the next mask that changed, per check
             record["early_bird_changes"] = [[step, round(d, 5)] for step, d in early_bird.distances]
         if per_image is not None:
@@ -403,8 +468,11 @@ class EarlyBird:
     window = 3  # checks in a row below the threshold
 
     def __init__(self, mask: Mask, rate: float, *, layerwise: bool = False,
-                 threshold: float = 0.05, every: int = 25) -> None:
+                 threshold: float = 0.05, every: int = 25,
+                 prune: Callable[[nn.Module, Mask], Mask] | None = None) -> None:
         self.mask, self.rate, self.layerwise = mask, rate, layerwise
+        self.prune = prune or (lambda model, m: magnitude_prune(model, m, rate,
+                                                                layerwise=layerwise))
         self.threshold, self.every = threshold, every
         self.previous: Mask | None = None
         self.distances: list[tuple[int, float]] = []
@@ -412,7 +480,7 @@ class EarlyBird:
     def __call__(self, info: StepInfo) -> bool:
         if info.step % self.every:
             return False
-        current = magnitude_prune(info.model, self.mask, self.rate, layerwise=self.layerwise)
+        current = self.prune(info.model, self.mask)
         previous, self.previous = self.previous, current
         if previous is None:
             return False
@@ -458,18 +526,23 @@ def ticket_model_for(ticket: Ticket, problem: Problem) -> nn.Module:
 
 
 def ticket_input(ticket: Ticket, problem: Problem,
-                 seed: int = 0) -> tuple[nn.Module, Tensor, bool]:
-    """The ticket's model at its rewind weights (masked) and its input for a problem: the
-    ticket's own z when the size matches, else a fresh one of the problem's size (from the
-    seed's ``z`` stream); the flag says whether z was redrawn."""
+                 seed: int = 0) -> tuple[nn.Module, Mask | None, Tensor, bool]:
+    """What retraining a ticket on a problem fits: the model at its rewind weights, the mask
+    that keeps its pruned weights at zero (None for a channel ticket, whose model is then the
+    compact network), and its input: the ticket's own z when the size matches, else a fresh
+    one of the problem's size (from the seed's ``z`` stream); the flag says whether z was
+    redrawn."""
     model = ticket_model_for(ticket, problem)
+    mask: Mask | None = ticket.mask
+    if ticket.structure == "channels" and "parent" not in ticket.meta:
+        model, mask = compact(model, kept_channels(ticket.mask, model)), None
     height, width = problem.shape[1:]
     z = model.make_input(height, width, generator=generator(seed, "z"))
     if z.shape == ticket.z.shape:
-        return model, ticket.z, False
+        return model, mask, ticket.z, False
     log.warning("the ticket's z is %s, the image needs %s: z redrawn (seed %d)",
                 "x".join(map(str, ticket.z.shape[-2:])), "x".join(map(str, z.shape[-2:])), seed)
-    return model, z, True
+    return model, mask, z, True
 
 
 def evaluate_ticket(
@@ -482,8 +555,8 @@ def evaluate_ticket(
 ) -> FitResult:
     """Retrain a ticket (rewind weights, mask; its z when the size matches) on any image and
     task. With a stopping rule and a known truth, the fit runs all its steps and records the
-    stop (as every fit that is compared does)."""
-    model, z, _ = ticket_input(ticket, problem, config.seed)
+    stop (as every fit that is compared does). A channel ticket fits its compact network."""
+    model, mask, z, _ = ticket_input(ticket, problem, config.seed)
     return fit(model, z, problem.operator, problem.observation, clean=problem.clean,
-               config=config, mask=ticket.mask, stop=stop, callbacks=callbacks,
+               config=config, mask=mask, stop=stop, callbacks=callbacks,
                metric=problem.metric, run_past_stop=problem.clean is not None)

@@ -37,7 +37,12 @@ def prunable_names(model: nn.Module, keep_dense: Sequence[str] = ()) -> list[str
 
 
 class Mask(Mapping[str, Tensor]):
-    """Parameter name -> boolean tensor (True = weight kept)."""
+    """Parameter name -> boolean tensor (True = weight kept).
+
+    Counts (``total``, ``kept``, sparsity) are over the weights: entries of two or more
+    dimensions. A channel mask also holds per-channel vectors (biases, BatchNorm scales and
+    shifts of removed channels), which it applies but does not count.
+    """
 
     def __init__(self, masks: Mapping[str, Tensor]) -> None:
         self._masks = {name: m.detach().to(torch.bool) for name, m in masks.items()}
@@ -66,14 +71,19 @@ class Mask(Mapping[str, Tensor]):
     __hash__ = None  # type: ignore[assignment]
 
     @property
+    def weights(self) -> list[str]:
+        """Names of the entries that are weights (two or more dimensions)."""
+        return [n for n, m in self._masks.items() if m.dim() >= 2]
+
+    @property
     def total(self) -> int:
         """Number of prunable weights."""
-        return sum(m.numel() for m in self._masks.values())
+        return sum(self._masks[n].numel() for n in self.weights)
 
     @property
     def kept(self) -> int:
         """Number of weights the mask keeps."""
-        return sum(int(m.sum()) for m in self._masks.values())
+        return sum(int(self._masks[n].sum()) for n in self.weights)
 
     @property
     def density(self) -> float:
@@ -85,8 +95,9 @@ class Mask(Mapping[str, Tensor]):
         return 1.0 - self.density
 
     def layer_sparsity(self) -> dict[str, float]:
-        """Counted sparsity of each masked parameter."""
-        return {n: 1.0 - int(m.sum()) / m.numel() for n, m in self._masks.items()}
+        """Counted sparsity of each masked weight."""
+        return {n: 1.0 - int(self._masks[n].sum()) / self._masks[n].numel()
+                for n in self.weights}
 
     def check(self, model: nn.Module) -> None:
         """Refuse a mask whose names or shapes do not fit the model."""

@@ -47,9 +47,22 @@ class Ticket:
         return self.meta["model"]
 
     @property
+    def structure(self) -> str:
+        """``weights`` (unstructured) or ``channels`` (whole channels removed)."""
+        return self.meta.get("structure") or (self.meta.get("imp") or {}).get(
+            "structure", "weights")
+
+    @property
     def sparsity(self) -> float:
-        """Counted fraction of pruned weights among the prunable ones."""
-        return self.mask.sparsity
+        """Counted fraction of pruned weights among the prunable ones; for a compact channel
+        ticket, among the prunable weights of the network it was cut from (``parent``)."""
+        parent = self.meta.get("parent")
+        if parent is None:
+            return self.mask.sparsity
+        with torch.device("meta"):  # shapes only
+            full = create_model(parent["name"], **parent["options"])
+        params = dict(full.named_parameters())
+        return 1 - self.mask.kept / sum(params[n].numel() for n in prunable_names(full))
 
     @property
     def rewind_step(self) -> int:
@@ -213,6 +226,9 @@ def _options_text(options: dict) -> str:
 
 
 def parameter_count(model: nn.Module, mask: Mask | None = None) -> int:
-    """Parameters that remain: all of them, less the weights the mask removes."""
+    """Parameters that remain: all of them, less those the mask removes (for a channel mask,
+    the removed channels' biases and BatchNorm parameters as well as their weights)."""
     total = sum(p.numel() for p in model.parameters())
-    return total - (mask.total - mask.kept if mask is not None else 0)
+    if mask is None:
+        return total
+    return total - sum(m.numel() - int(m.sum()) for m in mask.values())

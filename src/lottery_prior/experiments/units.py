@@ -116,9 +116,9 @@ def _search_unit(spec: Spec, problem_args: dict, seed: int, imp: Any, root: Path
     run = _imp_run({"problem": problem_args, "model": spec.model,
                     "model_options": spec.model_options, "fit": _fit_settings(spec, problem_args,
                                                                                 seed, device),
-                    "imp": asdict(imp), "stop": spec.fit.get("stop", "none")}, root)
+                    "imp": imp.hashed(), "stop": spec.fit.get("stop", "none")}, root)
     payload = {"problem": problem_args, "model": spec.model, "model_options": spec.model_options,
-               "fit": asdict(run.fit_config), "imp": asdict(imp), "stop": run.stop_name or "none",
+               "fit": asdict(run.fit_config), "imp": imp.hashed(), "stop": run.stop_name or "none",
                "run": run.folder.name}
     pixels = run.problem.shape[1] * run.problem.shape[2]
     per_step = _seconds_per_step(spec, pixels)

@@ -42,22 +42,30 @@ def _center_crop(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
 
 
 class _Scale(nn.Module):
-    """One level: [skip branch ‖ down, deeper levels, upsample], then BN and two convs."""
+    """One level: [skip branch ‖ down, deeper levels, upsample], then BN and two convs.
+
+    ``down_first``/``up_first`` are the widths of the first conv of the down pair (strided)
+    and of the up pair (3x3); ``down``/``up`` those of the second, which the level passes on.
+    """
 
     def __init__(
-        self, in_depth: int, down: int, up: int, skip: int, deeper: _Scale | None, upsample: str
+        self, in_depth: int, widths: tuple[int, int, int, int, int], deeper: _Scale | None,
+        upsample: str,
     ) -> None:
         super().__init__()
+        down_first, down, up_first, up, skip = widths
         self.out_channels = up
         self.skip = _conv_bn_act(in_depth, skip, 1) if skip else None
-        branch = [_conv_bn_act(in_depth, down, 3, stride=2), _conv_bn_act(down, down, 3)]
+        branch = [_conv_bn_act(in_depth, down_first, 3, stride=2),
+                  _conv_bn_act(down_first, down, 3)]
         if deeper is not None:
             branch.append(deeper)
         branch.append(upsample_layer(upsample))
         self.deeper = nn.Sequential(*branch)
         merged = skip + (deeper.out_channels if deeper is not None else down)
         self.merge = nn.Sequential(
-            nn.BatchNorm2d(merged), _conv_bn_act(merged, up, 3), _conv_bn_act(up, up, 1)
+            nn.BatchNorm2d(merged), _conv_bn_act(merged, up_first, 3),
+            _conv_bn_act(up_first, up, 1)
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -70,7 +78,8 @@ class _Scale(nn.Module):
 
 
 class SkipHourglass(PriorNet):
-    """The DIP encoder-decoder with skip connections; one entry per scale in each list."""
+    """The DIP encoder-decoder with skip connections; one entry per scale in each list
+    (``channels_*_first``: the first conv of each down and up pair, default as the second)."""
 
     def __init__(
         self,
@@ -80,15 +89,19 @@ class SkipHourglass(PriorNet):
         channels_up: Sequence[int],
         channels_skip: Sequence[int],
         upsample: str,
+        channels_down_first: Sequence[int] | None = None,
+        channels_up_first: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
         scales = len(channels_down)
+        down_first = channels_down_first or channels_down
+        up_first = channels_up_first or channels_up
         level: _Scale | None = None
         for i in reversed(range(scales)):
             in_depth = input_depth if i == 0 else channels_down[i - 1]
-            level = _Scale(
-                in_depth, channels_down[i], channels_up[i], channels_skip[i], level, upsample
-            )
+            widths = (down_first[i], channels_down[i], up_first[i], channels_up[i],
+                      channels_skip[i])
+            level = _Scale(in_depth, widths, level, upsample)
         self.body = level
         self.head = nn.Sequential(_conv(channels_up[0], out_channels, 1), nn.Sigmoid())
         self.input_depth, self.input_stride = input_depth, 1
@@ -122,8 +135,14 @@ def dip(
     channels_down: Sequence[int] | None = None,
     channels_up: Sequence[int] | None = None,
     channels_skip: Sequence[int] | None = None,
+    channels_down_first: Sequence[int] | None = None,
+    channels_up_first: Sequence[int] | None = None,
 ) -> SkipHourglass:
-    """The DIP paper network; per-scale ``channels_*`` lists override ``width``/``skip``."""
+    """The DIP paper network; per-scale ``channels_*`` lists override ``width``/``skip``.
+
+    ``channels_down_first``/``channels_up_first`` set the first conv of each scale's down and
+    up pair apart from the second (default: the same), e.g. for a compacted channel ticket.
+    """
     scales = check_int("scales", scales)
     width = check_int("width", width)
     skip = check_int("skip", skip, minimum=0)
@@ -134,4 +153,8 @@ def dip(
         _per_scale("channels_up", channels_up, width, scales),
         _per_scale("channels_skip", channels_skip, skip, scales, minimum=0),
         upsample,
+        None if channels_down_first is None
+        else _per_scale("channels_down_first", channels_down_first, width, scales),
+        None if channels_up_first is None
+        else _per_scale("channels_up_first", channels_up_first, width, scales),
     )

@@ -87,7 +87,12 @@ def write_imp_report(run) -> str:
 
 
 def _round_row(record: dict, full: bool) -> dict:
-    return {"round": record["round"], "sparsity": round(record["sparsity"], 4),
+    channels = {}  # a channel run's rounds: what the compact network kept, and what it costs
+    if "channel_sparsity" in record:
+        channels = {"channel_sparsity": round(record["channel_sparsity"], 4),
+                    "gflop_step": round(record["flops"] / 1e9, 3),
+                    "ms_step": round(1000 * record["seconds"] / record["steps"], 1)}
+    return {"round": record["round"], "sparsity": round(record["sparsity"], 4), **channels,
             "parameters": record["parameters"], "fit": "full" if full else "search",
             "steps": record["steps"], "seconds": record["seconds"],
             **score_columns(record["scores"])}
@@ -107,6 +112,10 @@ def write_comparison(rows: list[dict], out_dir: str | Path, title: str = "") -> 
         entry = {"method": m, "sparsity": first["sparsity"], "parameters": first["parameters"],
                  "seeds": len(values), f"{key}_mean": round(statistics.fmean(values), 3),
                  f"{key}_std": round(statistics.pstdev(values), 3)}
+        if "gflop_step" in first:  # cost of a step: counted, and measured in the fits
+            entry["gflop_step"] = first["gflop_step"]
+            entry["ms_step_mean"] = round(statistics.fmean(
+                r["ms_step"] for r in rows if r["method"] == m), 1)
         for other in ("psnr_final", "psnr_stopped", "psnr_peak_iterate", "psnr_peak_averaged"):
             if other in first and other != key:
                 entry[f"{other}_mean"] = round(

@@ -24,6 +24,9 @@ HEADINGS = {
     "ssim_averaged": "SSIM, averaged output",
     "seconds": "fit seconds",
     "find_seconds": "finder seconds",
+    "gflop_step": "GFLOP per step",
+    "channel_sparsity": "channel sparsity",
+    "ms_step": "ms per step (in the fit)",
 }
 
 
