@@ -2,11 +2,10 @@
 beside the image-prior ticket and layer-wise random masks at the same sparsity.
 
 The prior keeps its own theta0 and z (those of the image-prior ticket); only the mask comes
-from the classifier. Layers the classifier has in another shape or not at all are filled at
-random, each from its own seeded stream: the convs that read z (32 input channels against
-the classifier's 3) at the classification ticket's sparsity of that layer, and the prior's
-output conv (absent in the classifier) at the classification ticket's global sparsity. Every
-fit reports its labelled PSNRs (averaged output after the last step; peaks are oracles).
+from the classifier, at exactly the image-prior ticket's global sparsity: the layers the
+classifier has in another shape or not at all (the convs that read z, the output conv) are
+filled at random to make up the count (see :func:`classification_mask_for_prior`). Every fit
+reports its labelled PSNRs (averaged output after the last step; peaks are oracles).
 """
 
 from __future__ import annotations
@@ -31,14 +30,22 @@ METHODS = ("image-prior ticket", "classification ticket", "random-layerwise")
 
 def classification_mask_for_prior(cls_mask: Mask, prior_ticket: Ticket,
                                    seed: int) -> tuple[Mask, dict[str, str]]:
-    """The classification mask in the image prior's shapes, and how each layer got its mask
-    (``classification``, or a random fill and why)."""
-    masks: dict[str, torch.Tensor] = {}
-    how: dict[str, str] = {}
-    global_density = cls_mask.density
+    """The classification mask in the image prior's shapes, at exactly the image-prior
+    ticket's global sparsity; and how each layer got its mask.
+
+    Layers of the same shape take the classification mask as it is. The others (the convs
+    that read z, 32 input channels against the classifier's 3, and the prior's output conv,
+    which the classifier lacks) are filled at random, each from its own stream, with as many
+    kept weights as the image-prior ticket keeps there, scaled together so that the total
+    kept equals the image-prior ticket's (largest-remainder rounding, within each layer's
+    size).
+    """
     if any(m.dim() < 2 for m in prior_ticket.mask.values()):
         raise LipError("the image-prior ticket masks channels (biases, BatchNorm); cross-use "
                        "takes a weight ticket from lip find")
+    masks: dict[str, torch.Tensor] = {}
+    how: dict[str, str] = {}
+    others: list[str] = []
     for name, prior_layer in prior_ticket.mask.items():
         if name in cls_mask and cls_mask[name].shape == prior_layer.shape:
             masks[name] = cls_mask[name].clone()
@@ -51,18 +58,45 @@ def classification_mask_for_prior(cls_mask: Mask, prior_ticket: Ticket,
                 raise LipError(f"layer {name} is {tuple(c.shape)} in the classifier and "
                                f"{tuple(prior_layer.shape)} in the prior: the networks differ "
                                "(give both the same width, scales and skip channels)")
-            density = float(c.float().mean())
-            why = "random at the classification ticket's sparsity of this layer (input conv)"
-        else:
-            density = global_density
-            why = "random at the classification ticket's global sparsity (no such layer)"
-        masks[name] = random_fill(prior_layer.shape, density,
-                                  generator(seed, "cross-use-fill", name))
-        how[name] = why
-    shared = [n for n, h in how.items() if h == "classification"]
-    if not shared:
+        others.append(name)
+    if not masks:
         raise LipError("the classification ticket shares no layer with the image-prior ticket")
-    return Mask(masks), how
+    prior = prior_ticket.mask
+    kept_shared = sum(int(m.sum()) for m in masks.values())
+    sizes = {n: prior[n].numel() for n in others}
+    target = min(max(prior.kept - kept_shared, 0), sum(sizes.values()))
+    counts = _apportion(target, {n: int(prior[n].sum()) for n in others}, sizes)
+    for name in others:
+        masks[name] = random_fill(prior[name].shape, counts[name] / sizes[name],
+                                  generator(seed, "cross-use-fill", name))
+        what = "input conv" if name in cls_mask else "not in the classifier"
+        how[name] = (f"random ({what}): {counts[name]} of {sizes[name]} kept, the image-prior "
+                     f"ticket's {int(prior[name].sum())} scaled to match its global sparsity")
+    return Mask({n: masks[n] for n in prior}), how
+
+
+def _apportion(total: int, weights: dict[str, int], caps: dict[str, int]) -> dict[str, int]:
+    """Split ``total`` over names in proportion to ``weights`` (largest remainders), none above
+    its cap."""
+    counts = dict.fromkeys(weights, 0)
+    left = total
+    open_names = [n for n in weights if caps[n] > 0]
+    while left > 0 and open_names:
+        w = {n: weights[n] or 1 for n in open_names}
+        share = {n: left * w[n] / sum(w.values()) for n in open_names}
+        add = {n: min(int(share[n]), caps[n] - counts[n]) for n in open_names}
+        for n in sorted(open_names, key=lambda n: share[n] - int(share[n]), reverse=True):
+            if sum(add.values()) >= left:
+                break
+            if counts[n] + add[n] < caps[n]:
+                add[n] += 1
+        for n, a in add.items():
+            counts[n] += a
+        left -= sum(add.values())
+        open_names = [n for n in open_names if counts[n] < caps[n]]
+        if not any(add.values()):
+            break
+    return counts
 
 
 def random_fill(shape: torch.Size, density: float, rng: torch.Generator) -> torch.Tensor:
