@@ -50,6 +50,19 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--weight-decay", type=float, default=2e-4, help="weight decay (2e-4)")
 
 
+def _imp_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("IMP (the image prior's: global magnitude over the conv weights)")
+    g.add_argument("--rounds", type=int, default=5, help="pruning rounds (5)")
+    g.add_argument("--rate", type=float, default=0.2, help="fraction pruned per round (0.2)")
+    g.add_argument("--target-sparsity", type=float, help="stop once this sparsity is reached")
+    g.add_argument("--layerwise", action="store_true", help="prune each layer by the rate")
+    g.add_argument("--rewind-step", type=int, default=0,
+                   help="rewind to the dense run's weights after this many SGD steps "
+                   "(0: the init theta0)")
+    g.add_argument("--keep-dense", action="append", default=[], metavar="GLOB",
+                   help="conv weights never pruned, repeatable (e.g. 'body.skip.*')")
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0,
                    help="seed (0): init, data order, random masks each have their own stream")
@@ -61,7 +74,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 def add_classify_commands(sub: argparse._SubParsersAction) -> None:
     """Add ``lip classify {find,eval,compare}`` to the ``lip`` sub-command parsers."""
-    from lottery_prior.cli import add_imp_args, add_optim_args, add_task_args, parse_option
+    from lottery_prior.cli import add_optim_args, add_task_args, parse_option
 
     top = sub.add_parser("classify", help="classification tickets vs image-prior tickets",
                          description=(
@@ -83,14 +96,7 @@ def add_classify_commands(sub: argparse._SubParsersAction) -> None:
                    default=[], help="hourglass option, repeatable: width=32, scales=3, skip=4 "
                    "(default: width 128, 4 scales, skip 4; give the image prior the same)")
     _train_args(p)
-    add_imp_args(p)
-    p.set_defaults(rounds=5)
-    for action in p._actions:
-        if action.dest == "rounds":
-            action.help = "pruning rounds (5)"
-        if action.dest == "rewind_step":
-            action.help = "rewind to the dense run's weights after this many SGD steps " \
-                          "(0: the init theta0)"
+    _imp_args(p)
     _common(p)
     p.add_argument("--out", type=Path, default=OUT / "runs",
                    help="runs folder; the run gets a sub-folder named by its settings' hash")
@@ -187,8 +193,7 @@ def cmd_find(args: argparse.Namespace) -> None:
     config = _train_config(args)
     imp = ImpConfig(rounds=args.rounds, rate=args.rate, target_sparsity=args.target_sparsity,
                     layerwise=args.layerwise, rewind_step=args.rewind_step,
-                    keep_dense=tuple(args.keep_dense), target=args.target,
-                    search_steps=args.search_steps, early_bird=args.early_bird)
+                    keep_dense=tuple(args.keep_dense))
     check_writable(args.out)
     data = _data(args, args.size)
     run = ClassifierImpRun(data, DEFAULT_MODEL | dict(args.model_opt), config, imp,

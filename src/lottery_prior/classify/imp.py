@@ -33,7 +33,7 @@ from lottery_prior.errors import LipError
 from lottery_prior.files import RunLock, atomic_path, remove_temporaries, write_json
 from lottery_prior.fit import Callback, StepInfo
 from lottery_prior.lottery import ImpConfig
-from lottery_prior.masks import Mask, weight_sparsity
+from lottery_prior.masks import Mask, prunable_names, weight_sparsity
 from lottery_prior.output_folder import settings_hash
 from lottery_prior.pruning import magnitude_prune
 from lottery_prior.tickets import parameter_count
@@ -66,7 +66,9 @@ class ClassifierImpRun:
     def __post_init__(self) -> None:
         check_imp_config(self.imp)
         self.model_options = dict(self.model_options)
-        check_image_size(self.new_model(), self.data.size)  # also checks the options
+        model = self.new_model()  # checks the options
+        check_image_size(model, self.data.size)
+        prunable_names(model, self.imp.keep_dense)  # checks the --keep-dense patterns
         steps = self.train_config.steps(len(self.data.train_y))
         if self.imp.rewind_step > steps:
             raise LipError(f"--rewind-step {self.imp.rewind_step} is past the end of round 0 "
