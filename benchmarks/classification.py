@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import time
 from pathlib import Path
 
@@ -53,6 +54,10 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--epochs", type=int, default=4)
     ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--classifier-seeds", type=int, nargs="+", default=[0, 1],
+                    help="classification IMP runs; the first (0, whose inner convs start from "
+                    "the same theta0 as the image prior of seed 0) is cross-used and gets the "
+                    "controls, the others are independent inits for the overlap")
     ap.add_argument("--controls", type=int, nargs="+", default=[3, 5, 7],
                     help="rounds whose layer-wise random control is trained")
     ap.add_argument("--images", nargs="+", default=["data:set5/baby", "data:set5/bird"],
@@ -65,6 +70,7 @@ def main() -> None:
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args()
     torch.set_num_threads(1)
+    logging.basicConfig(format="%(asctime)s %(message)s", level=logging.INFO)
     args.out.mkdir(parents=True, exist_ok=True)
     progress = None if args.quiet else (lambda desc: [ProgressBar(desc=desc, leave=False)])
     options = {"width": args.width, "scales": args.scales, "skip": 4}
@@ -73,11 +79,21 @@ def main() -> None:
     # 1. classification IMP on digits
     start = time.perf_counter()
     data = load_dataset(size=32)
-    config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size)
-    cls_run = ClassifierImpRun(data, options, config, ImpConfig(rounds=args.rounds),
+    cls_runs = []
+    for seed in args.classifier_seeds:
+        config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, seed=seed)
+        run = ClassifierImpRun(data, options, config, ImpConfig(rounds=args.rounds),
                                root=args.work / "classify")
-    records = cls_run.run(progress)
+        run.run(progress)
+        cls_runs.append(run)
+    cls_run = cls_runs[0]
+    config = cls_run.train_config
+    records = cls_run.records
     rows = accuracy_rows(records)
+    for run in cls_runs[1:]:
+        for r, other in zip(rows, run.records, strict=True):
+            r[f"test_accuracy_seed{run.train_config.seed}"] = round(100 * other["test_accuracy"],
+                                                                     2)
     controls = {}
     cache = args.out / "controls.json"
     cached = json.loads(cache.read_text()) if cache.is_file() else {}
@@ -115,15 +131,22 @@ def main() -> None:
     prior, other = prior_runs[0], prior_runs[1:]
     curve = []
     for k in range(1, args.rounds + 1):
-        cls_mask, prior_mask = cls_run.ticket(k).mask, prior.ticket(k).mask
-        g = overlap_rows(cls_mask, prior_mask)[-1]
-        g_shared = overlap_rows(cls_mask, prior_mask, "shared")[-1]
-        entry = {"round": k, "sparsity_classification": round(cls_mask.sparsity, 4),
-                 "sparsity_prior": round(prior_mask.sparsity, 4), "iou": g["iou"],
-                 "chance_iou": g["chance_iou"], "chance_iou_std": g["chance_iou_std"],
-                 "iou_over_chance": g["iou_over_chance"],
-                 "iou_with_input_convs_shared": g_shared["iou"],
-                 "chance_with_input_convs_shared": g_shared["chance_iou"]}
+        prior_mask = prior.ticket(k).mask
+        entry = {"round": k, "sparsity_prior": round(prior_mask.sparsity, 4)}
+        for run in cls_runs:
+            s = run.train_config.seed
+            cls_mask = run.ticket(k).mask
+            g = overlap_rows(cls_mask, prior_mask)[-1]
+            g_shared = overlap_rows(cls_mask, prior_mask, "shared")[-1]
+            entry |= {f"cls{s}_sparsity": round(cls_mask.sparsity, 4),
+                      f"cls{s}_iou": g["iou"], f"cls{s}_chance": g["chance_iou"],
+                      f"cls{s}_chance_std": g["chance_iou_std"],
+                      f"cls{s}_iou_input_convs_shared": g_shared["iou"],
+                      f"cls{s}_chance_input_convs_shared": g_shared["chance_iou"]}
+        for run in cls_runs[1:]:
+            s = run.train_config.seed
+            gc = overlap_rows(cls_run.ticket(k).mask, run.ticket(k).mask)[-1]
+            entry |= {f"cls0_vs_cls{s}_iou": gc["iou"], f"cls0_vs_cls{s}_chance": gc["chance_iou"]}
         for run in other:
             name = run.problem.image.split("/")[-1]
             gp = overlap_rows(prior_mask, run.ticket(k).mask)[-1]
@@ -131,7 +154,7 @@ def main() -> None:
             entry[f"prior_vs_{name}_chance"] = gp["chance_iou"]
         curve.append(entry)
     write_table(curve, args.out / "overlap_by_round")
-    plot_overlap(curve, args.out / "overlap_vs_sparsity.png", prior, other)
+    plot_overlap(curve, args.out / "overlap_vs_sparsity.png", prior, other, cls_runs)
     last = args.rounds
     layer_rows = overlap_rows(cls_run.ticket(last).mask, prior.ticket(last).mask)
     write_overlap(layer_rows, args.out, name="overlap_layers", title=(
@@ -146,12 +169,20 @@ def main() -> None:
                 (f"{image.split('/')[-1]}:inpaint",
                  make_problem(image, "inpaint", keep=0.5, size=args.size))]
     cross_rows = []
+    cache = args.out / "cross_use_cache.json"
+    cached = json.loads(cache.read_text()) if cache.is_file() else {}
     for name, problem in problems:
         task = problem.task
         fit_config = FitConfig(steps=args.steps, input_noise=TASK_DEFAULTS[task]["input_noise"],
                                fast=True)
-        cross_rows += cross_use(cls_run.ticket(last).mask, prior.ticket(last), [(name, problem)],
-                                fit_config, args.seeds, progress=progress)
+        for seed in args.seeds:
+            key = f"{cls_run.folder.name}|{prior.folder.name}|{name}|{args.steps}|{seed}"
+            if key not in cached:
+                cached[key] = cross_use(cls_run.ticket(last).mask, prior.ticket(last),
+                                        [(name, problem)], fit_config, [seed],
+                                        progress=progress)
+                cache.write_text(json.dumps(cached, indent=1) + "\n")
+            cross_rows += cached[key]
     write_table(cross_rows, cross_file.with_suffix(""))
     summary = summarize_cross_use(cross_rows)
     write_table(summary, args.out / "cross_use_summary")
@@ -184,24 +215,30 @@ def plot_accuracy(rows: list[dict], path: Path, data_name: str, args) -> None:
     plt.close(fig)
 
 
-def plot_overlap(curve: list[dict], path: Path, prior: ImpRun, other: list[ImpRun]) -> None:
-    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=120)
+def plot_overlap(curve: list[dict], path: Path, prior: ImpRun, other: list[ImpRun],
+                 cls_runs: list[ClassifierImpRun]) -> None:
+    fig, ax = plt.subplots(figsize=(7.0, 4.6), dpi=120)
     x = [100 * c["sparsity_prior"] for c in curve]
     name = prior.problem.image.split("/")[-1]
-    ax.plot(x, [c["iou"] for c in curve], marker="o",
-            label=f"classification vs image-prior ({name}) ticket")
-    ax.errorbar(x, [c["chance_iou"] for c in curve], yerr=[c["chance_iou_std"] for c in curve],
-                color="gray", ls="--", capsize=2, label="chance (exact; random masks, same "
-                "per-layer counts)")
+    for run in cls_runs:
+        s = run.train_config.seed
+        init = "same θ₀ in the inner convs" if s == prior.fit_config.seed else "independent θ₀"
+        line, = ax.plot(x, [c[f"cls{s}_iou"] for c in curve], marker="o",
+                        label=f"classification (seed {s}: {init}) vs image prior ({name})")
+        ax.errorbar(x, [c[f"cls{s}_chance"] for c in curve],
+                    yerr=[c[f"cls{s}_chance_std"] for c in curve], color=line.get_color(),
+                    ls=":", lw=1, capsize=2, label="  chance for it (exact, ± std)")
+    for run in cls_runs[1:]:
+        s = run.train_config.seed
+        ax.plot(x, [c[f"cls0_vs_cls{s}_iou"] for c in curve], marker="^",
+                label=f"classification tickets of seeds 0 vs {s}")
     for run in other:
         o = run.problem.image.split("/")[-1]
         ax.plot(x, [c[f"prior_vs_{o}_iou"] for c in curve], marker="s",
-                label=f"image-prior tickets {name} vs {o}")
-        ax.plot(x, [c[f"prior_vs_{o}_chance"] for c in curve], ls=":", color="gray",
-                label=f"chance for {name} vs {o}")
+                label=f"image-prior tickets {name} vs {o} (same θ₀)")
     ax.set_xlabel("sparsity (%) of the image-prior ticket, counted")
     ax.set_ylabel("IoU of kept conv weights (global)")
-    ax.set_title("overlap of tickets (input convs left out)", fontsize=10)
+    ax.set_title("overlap of tickets (convs reading the input left out)", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()

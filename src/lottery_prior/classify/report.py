@@ -54,9 +54,10 @@ def write_overlap(rows: Sequence[dict], folder: str | Path, *, title: str = "",
     labels = [_short(r["layer"]) for r in layers] + ["GLOBAL"]
     ax.set_xticks(list(x), labels, rotation=60, ha="right", fontsize=7)
     ax.set_ylabel("IoU of kept weights")
+    ax.set_ylim(0, 1.3)
     ax.set_title(title, fontsize=10)
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left")
     fig.tight_layout()
     fig.savefig(folder / f"{name}.png")
     plt.close(fig)
