@@ -11,6 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
+from lottery_prior import seeding
 from lottery_prior.classify.crossuse import classification_mask_for_prior, cross_use_tickets
 from lottery_prior.classify.data import CIFAR_FILES, digits, load_dataset
 from lottery_prior.classify.imp import ClassifierImpRun
@@ -20,6 +21,7 @@ from lottery_prior.classify.overlap import (
     chance_iou,
     iou,
     overlap_rows,
+    same_init_layers,
     shared_layers,
 )
 from lottery_prior.classify.ticket import ClassifierTicket
@@ -248,6 +250,14 @@ def test_masks_of_the_two_networks_are_compared_on_shared_layers():
     assert "input channels differ (3 vs 32)" in left_out["body.deeper.0.0.weight"]
     pairs, left_out = shared_layers(classifier, prior, "shared")
     assert pairs["body.deeper.0.0.weight"][1].shape[1] == 3
+    # the same seed: every conv built before the input convs starts from the same weights
+    with seeding.seeded_global(0, "init"):
+        prior_net = create_model("dip", **TINY)
+    same = same_init_layers(create_classifier(10, TINY, seed=0).state_dict(),
+                            prior_net.state_dict(), list(pairs))
+    assert "body.deeper.2.deeper.0.0.weight" in same and "body.deeper.0.0.weight" not in same
+    rows = overlap_rows(classifier, prior, same_init=same)
+    assert rows[-1]["same_theta0"] == f"{len(same)} layers"
     wider = Mask.ones(create_model("dip", **{**TINY, "width": 16}))
     with pytest.raises(LipError, match="the networks differ"):
         shared_layers(classifier, wider)

@@ -62,6 +62,7 @@ def test_find_eval_and_compare_with_an_image_prior_ticket(png, tmp_path, capsys,
                              "--steps", 5, "--seeds", 0, 1, "--quiet", "--out", out], capsys)
     assert code == 0, err
     assert "global IoU" in stdout and "input channels differ (3 vs 32)" in stdout
+    assert "start from the same theta0 in both tickets" in stdout  # both of seed 0
     assert "round-02" in caplog.text  # the run's round closest to the prior ticket's sparsity
     for name in ("overlap.csv", "overlap.png", "cross_use.csv", "cross_use_summary.md",
                  "cross_use.png"):

@@ -257,7 +257,7 @@ def _classification_ticket(path: Path, sparsity: float):
 
 def cmd_compare(args: argparse.Namespace) -> None:
     from lottery_prior.classify.crossuse import classification_mask_for_prior, cross_use
-    from lottery_prior.classify.overlap import overlap_rows, shared_layers
+    from lottery_prior.classify.overlap import overlap_rows, same_init_layers, shared_layers
     from lottery_prior.classify.report import write_cross_use, write_overlap
     from lottery_prior.cli import fit_config_from_args, image_stem, problem_from_args
     from lottery_prior.compare import check_transfer
@@ -277,11 +277,18 @@ def cmd_compare(args: argparse.Namespace) -> None:
              "(sparsity %.2f%%)", args.classifier, 100 * ticket.sparsity, args.prior,
              100 * prior.sparsity)
     with output_folder(args, OUT, "compare", files=("classifier", "prior")) as out:
-        rows = overlap_rows(ticket.mask, prior.mask, args.input_layers)
+        pairs, _ = shared_layers(ticket.mask, prior.mask, args.input_layers)
+        same = same_init_layers(ticket.rewind_weights, prior.rewind_weights, list(pairs))
+        rows = overlap_rows(ticket.mask, prior.mask, args.input_layers, same_init=same)
         print(write_overlap(rows, out, title=f"classification vs image-prior ticket "
                             f"({100 * ticket.sparsity:.1f}% / {100 * prior.sparsity:.1f}%)"))
         for name, why in left_out.items():
             print(f"{name}: {why}")
+        if same:
+            print(f"note: {len(same)} of the {len(pairs)} compared layers start from the same "
+                  "theta0 in both tickets (the same seed): their overlap above chance may "
+                  "come from the shared init; a classification ticket of another --seed "
+                  "separates the two")
         g = rows[-1]
         print(f"global IoU {g['iou']:.4f}; chance (independent random masks, same per-layer "
               f"counts, exact) {g['chance_iou']:.4f} ± {g['chance_iou_std']:.4f}")

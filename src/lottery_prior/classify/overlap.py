@@ -20,9 +20,10 @@ shared part (the prior's first 3 input channels) with ``input_layers="shared"``.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
+import torch
 from scipy.stats import hypergeom
 from torch import Tensor
 
@@ -134,11 +135,24 @@ def shared_layers(first: Mapping[str, Tensor], second: Mapping[str, Tensor],
     return pairs, left_out
 
 
+def same_init_layers(first: Mapping[str, Tensor], second: Mapping[str, Tensor],
+                     names: list[str]) -> list[str]:
+    """The layers among ``names`` whose two weight tensors (e.g. the tickets' theta0) are
+    identical: a classifier and a prior built with the same seed share the init of every
+    conv built before the first one that reads the input, so their masks overlap above
+    chance from the init alone."""
+    return [n for n in names if n in first and n in second
+            and first[n].shape == second[n].shape and torch.equal(first[n], second[n])]
+
+
 def overlap_rows(first: Mapping[str, Tensor], second: Mapping[str, Tensor],
-                 input_layers: str = "omit") -> list[dict]:
+                 input_layers: str = "omit", same_init: Sequence[str] | None = None
+                 ) -> list[dict]:
     """One row per shared layer and a last ``global`` row: weights, kept by each, kept by
     both, IoU, and the exact chance IoU (mean and std) of independent random masks with the
-    same per-layer kept counts; ``iou / chance`` says how many times chance the overlap is."""
+    same per-layer kept counts; ``iou / chance`` says how many times chance the overlap is.
+    With ``same_init`` (layer names), a column says which layers started from the same
+    weights."""
     pairs, _ = shared_layers(first, second, input_layers)
     rows, layers = [], []
     both_total = union_total = 0
@@ -147,6 +161,8 @@ def overlap_rows(first: Mapping[str, Tensor], second: Mapping[str, Tensor],
         both = int((a.bool() & b.bool()).sum())
         mean, std = chance_iou(n, ka, kb)
         rows.append(_row(name, n, ka, kb, both, mean, std))
+        if same_init is not None:
+            rows[-1]["same_theta0"] = "yes" if name in same_init else "no"
         layers.append((n, ka, kb))
         both_total += both
         union_total += ka + kb - both
@@ -154,6 +170,8 @@ def overlap_rows(first: Mapping[str, Tensor], second: Mapping[str, Tensor],
     n = sum(n for n, _, _ in layers)
     rows.append(_row("global", n, sum(a for _, a, _ in layers), sum(b for _, _, b in layers),
                      both_total, mean, std))
+    if same_init is not None:
+        rows[-1]["same_theta0"] = f"{sum(r['same_theta0'] == 'yes' for r in rows[:-1])} layers"
     return rows
 
 
