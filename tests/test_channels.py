@@ -330,6 +330,7 @@ def test_cli_find_structured_channels(tmp_path):
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "channel sparsity" in done.stdout and "GFLOP per step" in done.stdout
+    assert "| body.deeper.0.0 | 8 |" in done.stdout  # channels kept per conv, per round
     assert list(tmp_path.glob("imp-*/round-01/compact.safetensors"))
     bad = subprocess.run([*cmd, "--finder", "learned", "--target-sparsity", "0.5"],
                          capture_output=True, text=True, timeout=120)

@@ -479,7 +479,7 @@ def imp_run_from_args(args: argparse.Namespace, problem, seed: int, others=()):
 
 def cmd_find(args: argparse.Namespace) -> None:
     from lottery_prior.output_folder import check_writable
-    from lottery_prior.report.outputs import write_imp_report
+    from lottery_prior.report.outputs import write_channel_table, write_imp_report
 
     check_writable(args.out)
     if args.finder == "learned":
@@ -495,6 +495,7 @@ def cmd_find(args: argparse.Namespace) -> None:
     print(table)
     print(f"tickets, records and report in {run.folder}/")
     if run.imp.channels:
+        print("\noutput channels kept per conv:\n" + write_channel_table(run))
         print(f"each round's ticket as a compact network: "
               f"{run.folder}/round-NN/compact.safetensors")
 

@@ -86,6 +86,15 @@ def write_imp_report(run) -> str:
     return markdown_table(rows)
 
 
+def write_channel_table(run) -> str:
+    """``channels.csv``/``.md`` of a channel run: output channels kept per conv, per round."""
+    records = [r for r in run.records if "channels" in r]
+    rows = [{"conv": name, **{f"round {r['round']}": r["channels"][name] for r in records}}
+            for name in records[0]["channels"]]
+    write_table(rows, run.folder / "channels")
+    return markdown_table(rows)
+
+
 def _round_row(record: dict, full: bool) -> dict:
     channels = {}  # a channel run's rounds: what the compact network kept, and what it costs
     if "channel_sparsity" in record:
