@@ -37,7 +37,8 @@ from pathlib import Path
 from scipy import stats
 
 IMAGES = ["data:set5/baby", "data:set5/bird", "data:set5/woman"]
-NAMES = {"dense": "dense", "ticket": "channel ticket", "random-channels": "random channels",
+NAMES = {"dense": "dense", "ticket": "channel ticket", "ticket-l2": "channel ticket, L2 score",
+         "ticket-bn": "channel ticket, BN-γ score", "random-channels": "random channels",
          "narrow": "uniformly narrow", "unstructured": "unstructured IMP ticket"}
 
 
@@ -54,13 +55,17 @@ def main() -> None:
     ap.add_argument("--baseline-rounds", type=int, nargs="+", default=[2, 3])
     ap.add_argument("--search-steps", type=int, default=200,
                     help="steps of the unstructured IMP search's rounds before its last")
+    ap.add_argument("--scores", nargs="+", default=["l1"], choices=("l1", "l2", "bn"),
+                    help="channel scores; the baselines go with the first, the others give "
+                    "their tickets only")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--summarise-only", action="store_true")
     ap.add_argument("--out", type=Path, default=Path("lip-out/bench-structured"))
     ap.add_argument("--results", type=Path, default=Path("benchmarks/results/structured"))
     args = ap.parse_args()
 
-    units = [(image, seed) for seed in args.seeds for image in args.images]
+    units = [(image, seed, score) for score in args.scores for seed in args.seeds
+             for image in args.images]
     if not args.summarise_only:
         todo = [u for u in units if not _unit_file(args.out, *u).exists()]
         with ProcessPoolExecutor(max_workers=args.workers) as pool:
@@ -90,8 +95,9 @@ def main() -> None:
     print(f"CPU: {_cpu()}; one thread; tables and plot in {args.results}/")
 
 
-def _unit_file(out: Path, image: str, seed: int) -> Path:
-    return out / "units" / f"{image.replace(':', '_').replace('/', '_')}-seed{seed}.json"
+def _unit_file(out: Path, image: str, seed: int, score: str = "l1") -> Path:
+    suffix = "" if score == "l1" else f"-{score}"
+    return out / "units" / f"{image.replace(':', '_').replace('/', '_')}-seed{seed}{suffix}.json"
 
 
 def _problem(args: argparse.Namespace, image: str):
@@ -102,7 +108,7 @@ def _problem(args: argparse.Namespace, image: str):
 
 def _run_unit(job: tuple) -> str:
     """One image x seed: the channel search, its baselines; rows written to a JSON file."""
-    args, image, seed = job
+    args, image, seed, score = job
     os.environ["OMP_NUM_THREADS"] = "1"
     import torch
 
@@ -113,13 +119,20 @@ def _run_unit(job: tuple) -> str:
 
     run = ImpRun(_problem(args, image), "dip", {"width": args.width},
                  FitConfig(steps=args.steps, fast=True, seed=seed),
-                 ImpConfig(rounds=args.rounds, rate=args.rate, structure="channels"),
+                 ImpConfig(rounds=args.rounds, rate=args.rate, structure="channels",
+                           channel_score=score),
                  root=args.out / "runs")
     records = run.run()
     rows = []
     for record in records:
         method = "dense" if record["round"] == 0 else "ticket"
-        rows.append(_row(fit_method(run, method, record["sparsity"] or 0.5), record, image, seed))
+        row_ = _row(fit_method(run, method, record["sparsity"] or 0.5), record, image, seed)
+        if score != "l1":
+            row_["method"] = f"ticket-{score}"
+        if score == "l1" or method == "ticket":
+            rows.append(row_)
+    if score != args.scores[0]:
+        return _write_unit(args, image, seed, score, rows)
     for k in args.baseline_rounds:
         record = records[k]
         for method in ("random-channels", "narrow"):
@@ -132,10 +145,15 @@ def _run_unit(job: tuple) -> str:
         rows.append(_row(row("unstructured", found["sparsity"], found["parameters"],
                              found["scores"], found["seconds"], steps=found["steps"]),
                          record, image, seed))
-    path = _unit_file(args.out, image, seed)
+    return _write_unit(args, image, seed, score, rows)
+
+
+def _write_unit(args: argparse.Namespace, image: str, seed: int, score: str,
+                rows: list[dict]) -> str:
+    path = _unit_file(args.out, image, seed, score)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(rows, indent=1))
-    return f"{image} seed {seed}"
+    return f"{image} seed {seed} ({score})"
 
 
 def _row(row: dict, record: dict, image: str, seed: int) -> dict:
@@ -157,7 +175,7 @@ def measure_speed(args: argparse.Namespace, rows: list[dict]) -> list[dict]:
     from lottery_prior.lottery import ImpConfig, ImpRun
     from lottery_prior.models import create_model
 
-    image, seed = rows[0]["image"], rows[0]["seed"]
+    image, seed = rows[0]["image"], rows[0]["seed"]  # the first unit's L1 tickets
     run = ImpRun(_problem(args, image), "dip", {"width": args.width},
                  FitConfig(steps=args.steps, fast=True, seed=seed),
                  ImpConfig(rounds=args.rounds, rate=args.rate, structure="channels"),
@@ -186,6 +204,8 @@ def measure_speed(args: argparse.Namespace, rows: list[dict]) -> list[dict]:
 def _speed_of(speed: list[dict], method: str, round_: int, width: str | None) -> dict:
     if method in ("dense", "unstructured"):  # unstructured sparsity runs dense kernels
         return speed[0]
+    if method.startswith("ticket-"):
+        return {"gflop_step": "", "ms_fp32": "", "ms_fast": "", "speedup_fast": ""}
     if method == "narrow":
         return next(s for s in speed if s["network"] == f"narrow, width {width}")
     return next(s for s in speed if s["network"] == f"channel ticket, round {round_}")
@@ -205,12 +225,15 @@ def summarise(rows: list[dict], speed: list[dict], steps: int) -> list[dict]:
         out.append({
             "method": NAMES[method] + (f" (width {'/'.join(widths)})" if widths else ""),
             "round": k, "channel sparsity": group[0]["channel_sparsity"]
-            if method in ("ticket", "random-channels") else "",
+            if method.startswith("ticket") or method == "random-channels" else "",
             "weight sparsity": round(statistics.mean(r["sparsity"] for r in group), 3),
             "parameters": round(statistics.mean(r["parameters"] for r in group)),
-            "GFLOP/step": s["gflop_step"], "ms/step fp32": s["ms_fp32"],
+            "GFLOP/step": round(statistics.mean(r["gflop_step"] for r in group), 2)
+            if all(r.get("gflop_step") for r in group) else s["gflop_step"],
+            "ms/step fp32": s["ms_fp32"],
             "ms/step fast": s["ms_fast"], "speed-up (fast)": s["speedup_fast"],
-            f"s to an image ({steps} fast steps)": round(steps * s["ms_fast"] / 1000, 1),
+            f"s to an image ({steps} fast steps)": round(steps * s["ms_fast"] / 1000, 1)
+            if s["ms_fast"] else "",
             "PSNR, averaged output (dB)": _mean_std([r["psnr_averaged"] for r in group]),
             "peak, averaged (oracle) (dB)": _mean_std([r["psnr_peak_averaged"] for r in group]),
             "units": len(group)})
@@ -228,7 +251,7 @@ def paired_differences(rows: list[dict]) -> list[dict]:
             "channel ticket − dense": [(v, dense[(i, s)]) for (i, s, kk, m), v in by.items()
                                        if m == "ticket" and kk == k and (i, s) in dense],
         }
-        for other in ("narrow", "random-channels", "unstructured"):
+        for other in ("narrow", "random-channels", "unstructured", "ticket-l2", "ticket-bn"):
             pairs[f"channel ticket − {NAMES[other]}"] = [
                 (v, by[(i, s, kk, other)]) for (i, s, kk, m), v in by.items()
                 if m == "ticket" and kk == k and (i, s, kk, other) in by]
