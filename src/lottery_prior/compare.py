@@ -237,7 +237,6 @@ def narrow_width(run: ImpRun, flops: int) -> tuple[int, int]:
     return min(((w, cost(w)) for w in (low, high)), key=lambda wc: abs(wc[1] - flops))
 
 
-
 def learned_run(run: ImpRun, record: dict, learn: LearnConfig | None = None) -> LearnedRun:
     """The learned-mask run matched to an IMP round: the same problem, model, theta0, z, fit
     settings, fit target and dense layers, at the round's counted mask sparsity."""

@@ -534,8 +534,10 @@ def ticket_input(ticket: Ticket, problem: Problem,
     redrawn."""
     model = ticket_model_for(ticket, problem)
     mask: Mask | None = ticket.mask
-    if ticket.structure == "channels" and "parent" not in ticket.meta:
-        model, mask = compact(model, kept_channels(ticket.mask, model)), None
+    if ticket.structure == "channels":  # fitted as the compact network: nothing to mask
+        if "parent" not in ticket.meta:
+            model = compact(model, kept_channels(ticket.mask, model))
+        mask = None
     height, width = problem.shape[1:]
     z = model.make_input(height, width, generator=generator(seed, "z"))
     if z.shape == ticket.z.shape:
