@@ -146,12 +146,14 @@ def main() -> None:
         for run in cls_runs[1:]:
             s = run.train_config.seed
             gc = overlap_rows(cls_run.ticket(k).mask, run.ticket(k).mask)[-1]
-            entry |= {f"cls0_vs_cls{s}_iou": gc["iou"], f"cls0_vs_cls{s}_chance": gc["chance_iou"]}
+            entry |= {f"cls0_vs_cls{s}_iou": gc["iou"], f"cls0_vs_cls{s}_chance": gc["chance_iou"],
+                      f"cls0_vs_cls{s}_chance_std": gc["chance_iou_std"]}
         for run in other:
             name = run.problem.image.split("/")[-1]
             gp = overlap_rows(prior_mask, run.ticket(k).mask)[-1]
             entry[f"prior_vs_{name}_iou"] = gp["iou"]
             entry[f"prior_vs_{name}_chance"] = gp["chance_iou"]
+            entry[f"prior_vs_{name}_chance_std"] = gp["chance_iou_std"]
         curve.append(entry)
     write_table(curve, args.out / "overlap_by_round")
     plot_overlap(curve, args.out / "overlap_vs_sparsity.png", prior, other, cls_runs)
@@ -203,11 +205,15 @@ def plot_accuracy(rows: list[dict], path: Path, data_name: str, args) -> None:
     ax.plot([100 * r["sparsity"] for r in ctl], [r["random_layerwise_test_accuracy"]
                                                  for r in ctl],
             marker="s", ls="--", label="random, the ticket's per-layer ratios (same theta0)")
+    for key in [k for k in rows[0] if k.startswith("test_accuracy_seed")]:
+        ax.plot([100 * r["sparsity"] for r in pruned], [r[key] for r in pruned], marker=".",
+                lw=0.8, alpha=0.7, label=f"IMP ticket, classifier {key.split('_')[-1]} "
+                "(another θ₀)")
     ax.axhline(rows[0]["test_accuracy"], color="black", ls=":", label="dense")
     ax.set_xlabel("sparsity of the conv weights (%), counted")
     ax.set_ylabel("test accuracy (%)")
     ax.set_title(f"hourglass classifier, {data_name}, width {args.width}, "
-                 f"{args.epochs} epochs a round (one seed)", fontsize=9)
+                 f"{args.epochs} epochs a round", fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -217,30 +223,36 @@ def plot_accuracy(rows: list[dict], path: Path, data_name: str, args) -> None:
 
 def plot_overlap(curve: list[dict], path: Path, prior: ImpRun, other: list[ImpRun],
                  cls_runs: list[ClassifierImpRun]) -> None:
+    """IoU over its exact chance value against sparsity (1 = chance), ± 2 chance std."""
     fig, ax = plt.subplots(figsize=(7.0, 4.6), dpi=120)
     x = [100 * c["sparsity_prior"] for c in curve]
     name = prior.problem.image.split("/")[-1]
+    series = []
     for run in cls_runs:
         s = run.train_config.seed
         init = "same θ₀ in the inner convs" if s == prior.fit_config.seed else "independent θ₀"
-        line, = ax.plot(x, [c[f"cls{s}_iou"] for c in curve], marker="o",
-                        label=f"classification (seed {s}: {init}) vs image prior ({name})")
-        ax.errorbar(x, [c[f"cls{s}_chance"] for c in curve],
-                    yerr=[c[f"cls{s}_chance_std"] for c in curve], color=line.get_color(),
-                    ls=":", lw=1, capsize=2, label="  chance for it (exact, ± std)")
+        series.append((f"cls{s}", f"classification (seed {s}, {init}) vs image prior ({name})",
+                       "o"))
     for run in cls_runs[1:]:
         s = run.train_config.seed
-        ax.plot(x, [c[f"cls0_vs_cls{s}_iou"] for c in curve], marker="^",
-                label=f"classification tickets of seeds 0 vs {s}")
+        series.append((f"cls0_vs_cls{s}", f"classification seed 0 vs seed {s} "
+                       "(independent θ₀)", "^"))
     for run in other:
         o = run.problem.image.split("/")[-1]
-        ax.plot(x, [c[f"prior_vs_{o}_iou"] for c in curve], marker="s",
-                label=f"image-prior tickets {name} vs {o} (same θ₀)")
+        series.append((f"prior_vs_{o}", f"image prior {name} vs {o} (same θ₀)", "s"))
+    for key, label, marker in series:
+        ratio = [c[f"{key}_iou"] / c[f"{key}_chance"] for c in curve]
+        band = [2 * c[f"{key}_chance_std"] / c[f"{key}_chance"] for c in curve]
+        line, = ax.plot(x, ratio, marker=marker, label=label)
+        ax.fill_between(x, [1 - b for b in band], [1 + b for b in band],
+                        color=line.get_color(), alpha=0.12)
+    ax.axhline(1.0, color="black", lw=0.8, ls="--", label="chance (exact); bands: ± 2 std")
     ax.set_xlabel("sparsity (%) of the image-prior ticket, counted")
-    ax.set_ylabel("IoU of kept conv weights (global)")
-    ax.set_title("overlap of tickets (convs reading the input left out)", fontsize=10)
+    ax.set_ylabel("IoU of kept conv weights ÷ chance IoU (global)")
+    ax.set_title("overlap of tickets relative to chance (convs reading the input left out)",
+                 fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper left")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
