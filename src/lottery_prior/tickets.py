@@ -98,34 +98,15 @@ class Ticket:
 
     def save(self, path: str | Path) -> Path:
         """Write the ticket (atomically: an interrupted save never leaves half a file)."""
-        path = Path(path)
-        tensors = self.tensors()
-        meta = {"version": __version__, **self.meta, "format": FORMAT,
-                "rewind_step": self.rewind_step, "sha256": tensors_sha256(tensors)}
-        with atomic_path(path) as tmp:
-            save_file(tensors, str(tmp), metadata={"lottery_prior": json.dumps(meta)})
-        return path
+        return write_ticket_file(path, self.tensors(), {**self.meta, "format": FORMAT,
+                                                        "rewind_step": self.rewind_step})
 
     @classmethod
     def load(cls, path: str | Path) -> Ticket:
         """Read and verify a ticket file; anything else, or a damaged one, gets a one-line
         error."""
         path = Path(path)
-        if path.is_dir():
-            raise LipError(f"{path} is a folder; give the ticket file "
-                           f"(e.g. {path / 'ticket.safetensors'})")
-        if not path.is_file():
-            raise LipError(f"ticket file {path} does not exist")
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                raw = (f.metadata() or {}).get("lottery_prior")
-                tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
-        except (SafetensorError, OSError, ValueError, RuntimeError) as err:
-            raise LipError(f"{path} is not a readable ticket file (corrupt or truncated)") from err
-        try:
-            meta = json.loads(raw) if raw else None
-        except json.JSONDecodeError:
-            meta = None
+        tensors, meta = read_ticket_file(path, "ticket file", "ticket.safetensors")
         if (not isinstance(meta, dict) or meta.get("format") not in FORMATS
                 or "model" not in meta or "z" not in tensors):
             raise LipError(f"{path} is not a lottery_prior ticket (no ticket metadata)")
@@ -136,6 +117,36 @@ class Ticket:
         mask = Mask({k[5:]: v for k, v in tensors.items() if k.startswith("mask/")})
         weights = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
         return cls(mask, weights, tensors["z"], meta)
+
+
+def write_ticket_file(path: str | Path, tensors: Mapping[str, Tensor], meta: dict) -> Path:
+    """Save tensors with JSON metadata (``format`` given, version and sha256 added),
+    atomically; the file layout every kind of ticket shares."""
+    meta = {"version": __version__, **meta, "sha256": tensors_sha256(tensors)}
+    with atomic_path(path) as tmp:
+        save_file(dict(tensors), str(tmp), metadata={"lottery_prior": json.dumps(meta)})
+    return Path(path)
+
+
+def read_ticket_file(path: Path, what: str, example: str) -> tuple[dict[str, Tensor],
+                                                                   dict | None]:
+    """A ticket file's tensors and JSON metadata (None when absent or unreadable); a
+    one-line error for a folder (naming ``example`` inside it), a missing or a corrupt file."""
+    if path.is_dir():
+        raise LipError(f"{path} is a folder; give the ticket file (e.g. {path / example})")
+    if not path.is_file():
+        raise LipError(f"{what} {path} does not exist")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            raw = (f.metadata() or {}).get("lottery_prior")
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+        raise LipError(f"{path} is not a readable ticket file (corrupt or truncated)") from err
+    try:
+        meta = json.loads(raw) if raw else None
+    except json.JSONDecodeError:
+        meta = None
+    return tensors, meta if isinstance(meta, dict) else None
 
 
 def tensors_sha256(tensors: Mapping[str, Tensor]) -> str:

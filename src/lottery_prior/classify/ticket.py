@@ -10,21 +10,21 @@ classifier reads images.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
 from torch import Tensor
 
-from lottery_prior import __version__
 from lottery_prior.classify.model import HourglassClassifier, create_classifier
 from lottery_prior.errors import LipError
-from lottery_prior.files import atomic_path
 from lottery_prior.masks import Mask
-from lottery_prior.tickets import state_dict_mismatch, tensors_sha256
+from lottery_prior.tickets import (
+    read_ticket_file,
+    state_dict_mismatch,
+    tensors_sha256,
+    write_ticket_file,
+)
 
 FORMAT = "lottery_prior.classifier-ticket/1"
 
@@ -66,32 +66,14 @@ class ClassifierTicket:
 
     def save(self, path: str | Path) -> Path:
         """Write the ticket atomically."""
-        tensors = self.tensors()
-        meta = {"version": __version__, **self.meta, "format": FORMAT,
-                "sha256": tensors_sha256(tensors)}
-        with atomic_path(path) as tmp:
-            save_file(tensors, str(tmp), metadata={"lottery_prior": json.dumps(meta)})
-        return Path(path)
+        return write_ticket_file(path, self.tensors(), {**self.meta, "format": FORMAT})
 
     @classmethod
     def load(cls, path: str | Path) -> ClassifierTicket:
         """Read and verify a classification ticket; a one-line error for anything else."""
         path = Path(path)
-        if path.is_dir():
-            raise LipError(f"{path} is a folder; give the ticket file "
-                           f"(e.g. {path / 'round-05' / 'ticket.safetensors'})")
-        if not path.is_file():
-            raise LipError(f"classification ticket {path} does not exist")
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                raw = (f.metadata() or {}).get("lottery_prior")
-                tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
-        except (SafetensorError, OSError, ValueError, RuntimeError) as err:
-            raise LipError(f"{path} is not a readable ticket file (corrupt or truncated)") from err
-        try:
-            meta = json.loads(raw) if raw else None
-        except json.JSONDecodeError:
-            meta = None
+        tensors, meta = read_ticket_file(path, "classification ticket",
+                                         "round-05/ticket.safetensors")
         if not isinstance(meta, dict) or meta.get("format") != FORMAT:
             kind = (meta or {}).get("format", "") if isinstance(meta, dict) else ""
             hint = (" (it is an image-prior ticket from lip find)"
