@@ -27,7 +27,6 @@ from collections import defaultdict
 from pathlib import Path
 
 import torch
-from scipy import stats
 
 from lottery_prior.experiments.executor import run_local
 from lottery_prior.experiments.spec import parse_spec
@@ -37,6 +36,7 @@ from lottery_prior.fit import FitConfig, fit
 from lottery_prior.learned import LearnConfig, learn_mask
 from lottery_prior.masks import Mask
 from lottery_prior.problem import build_prior, make_problem
+from lottery_prior.report.claims import t_interval
 from lottery_prior.report.rows import read_results
 from lottery_prior.report.tables import markdown_table, write_table
 
@@ -206,13 +206,11 @@ def paired_differences(rows: list[dict]) -> list[dict]:
                          if k[-1] == a and k[0] == kind and k[1] == s and (*k[:-1], b) in by_key]
                 if len(diffs) < 2:
                     continue
-                mean = statistics.mean(diffs)
-                half = stats.t.ppf(0.975, len(diffs) - 1) * statistics.stdev(diffs) / \
-                    math.sqrt(len(diffs))
+                mean, low, high = t_interval(diffs)
                 out.append({"difference": f"{NAMES[a]} − {NAMES[b]}",
                             "fitted": "own image" if kind == "fit" else "transferred",
                             "sparsity": s, "mean (dB)": round(mean, 2),
-                            "95% CI": f"[{mean - half:+.2f}, {mean + half:+.2f}]",
+                            "95% CI": f"[{low:+.2f}, {high:+.2f}]",
                             "pairs": len(diffs)})
     return out
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import platform
 import statistics
@@ -34,7 +33,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
-from scipy import stats
+from lottery_prior.report.claims import t_interval
 
 IMAGES = ["data:set5/baby", "data:set5/bird", "data:set5/woman"]
 NAMES = {"dense": "dense", "ticket": "channel ticket", "ticket-l2": "channel ticket, L2 score",
@@ -258,13 +257,9 @@ def paired_differences(rows: list[dict]) -> list[dict]:
         for name, values in pairs.items():
             if len(values) < 2:
                 continue
-            diffs = [a - b for a, b in values]
-            mean = statistics.mean(diffs)
-            half = stats.t.ppf(0.975, len(diffs) - 1) * statistics.stdev(diffs) / \
-                math.sqrt(len(diffs))
+            mean, low, high = t_interval([a - b for a, b in values])
             out.append({"difference": name, "round": k, "mean (dB)": round(mean, 2),
-                        "95% CI": f"[{mean - half:+.2f}, {mean + half:+.2f}]",
-                        "pairs": len(diffs)})
+                        "95% CI": f"[{low:+.2f}, {high:+.2f}]", "pairs": len(values)})
     return out
 
 
