@@ -1,9 +1,6 @@
 """Channel tickets: couplings, compaction (compact output = masked output), channel IMP,
 compact tickets, channel baselines, FLOPs."""
 
-import subprocess
-import sys
-
 import pytest
 import torch
 from torch import nn
@@ -20,6 +17,7 @@ from lottery_prior.channels import (
     prune_channels,
     random_channels,
 )
+from lottery_prior.cli import main
 from lottery_prior.compare import check_comparison, fit_method, method_ticket
 from lottery_prior.cost import step_flops, step_ms
 from lottery_prior.errors import LipError
@@ -322,27 +320,25 @@ def test_channel_baselines(channel_run):
         check_comparison(run.problem, 0.5, ["narrow"])
 
 
-def test_cli_find_structured_channels(tmp_path):
-    cmd = [sys.executable, "-m", "lottery_prior.cli", "find", "builtin:chelsea", "--size", "32",
-           "--model-opt", "width=8", "--model-opt", "scales=2", "--steps", "5", "--rounds", "1",
-           "--structured", "channels", "--channel-score", "bn", "--quiet",
-           "--out", str(tmp_path)]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    assert "channel sparsity" in done.stdout and "GFLOP per step" in done.stdout
-    assert "| body.deeper.0.0 | 8 |" in done.stdout  # channels kept per conv, per round
+def test_cli_find_and_compare_structured_channels(tmp_path, capsys):
+    find = ["find", "builtin:chelsea", "--size", "32", "--model-opt", "width=8", "--model-opt",
+            "scales=2", "--steps", "5", "--rounds", "1", "--structured", "channels",
+            "--channel-score", "bn", "--quiet", "--out", str(tmp_path)]
+    assert main(find) == 0
+    out = capsys.readouterr().out
+    assert "channel sparsity" in out and "GFLOP per step" in out
+    assert "| body.deeper.0.0 | 8 |" in out  # channels kept per conv, per round
     assert list(tmp_path.glob("imp-*/round-01/compact.safetensors"))
-    bad = subprocess.run([*cmd, "--finder", "learned", "--target-sparsity", "0.5"],
-                         capture_output=True, text=True, timeout=120)
-    assert bad.returncode != 0 and "drop --structured channels" in bad.stderr
-    assert len(bad.stderr.strip().splitlines()[-1]) < 200
-    compare = [sys.executable, "-m", "lottery_prior.cli", "compare", "builtin:chelsea",
-               "--size", "32", "--model-opt", "width=8", "--model-opt", "scales=2",
-               "--steps", "5", "--structured", "channels", "--sparsity", "0.3", "--quiet",
-               "--methods", "ticket", "narrow", "--out", str(tmp_path / "compare")]
-    done = subprocess.run(compare, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    assert "narrow (width=" in done.stdout and "ms per step" in done.stdout
-    weights = [a for a in compare if a not in ("--structured", "channels")]
-    bad = subprocess.run(weights, capture_output=True, text=True, timeout=120)
-    assert bad.returncode != 0 and "add --structured channels" in bad.stderr
+    assert main([*find, "--finder", "learned", "--target-sparsity", "0.5"]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "drop --structured channels" in err[-1] and len(err[-1]) < 200
+
+    compare = ["compare", "builtin:chelsea", "--size", "32", "--model-opt", "width=8",
+               "--model-opt", "scales=2", "--steps", "5", "--structured", "channels",
+               "--sparsity", "0.3", "--quiet", "--methods", "ticket", "narrow",
+               "--out", str(tmp_path / "compare")]
+    assert main(compare) == 0
+    out = capsys.readouterr().out
+    assert "narrow (width=" in out and "ms per step" in out
+    assert main([a for a in compare if a not in ("--structured", "channels")]) != 0
+    assert "add --structured channels" in capsys.readouterr().err
