@@ -55,8 +55,8 @@ def main() -> None:
     ap.add_argument("--search-steps", type=int, default=200,
                     help="steps of the unstructured IMP search's rounds before its last")
     ap.add_argument("--scores", nargs="+", default=["l1"], choices=("l1", "l2", "bn"),
-                    help="channel scores; the baselines go with the first, the others give "
-                    "their tickets only")
+                    help="channel scores; the baselines go with L1, the others give their "
+                    "tickets only")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--summarise-only", action="store_true")
     ap.add_argument("--out", type=Path, default=Path("lip-out/bench-structured"))
@@ -130,7 +130,7 @@ def _run_unit(job: tuple) -> str:
             row_["method"] = f"ticket-{score}"
         if score == "l1" or method == "ticket":
             rows.append(row_)
-    if score != args.scores[0]:
+    if score != "l1":  # the baselines go with the L1 tickets
         return _write_unit(args, image, seed, score, rows)
     for k in args.baseline_rounds:
         record = records[k]
