@@ -164,7 +164,9 @@ def _row(row: dict, record: dict, image: str, seed: int) -> dict:
 
 
 def measure_speed(args: argparse.Namespace, rows: list[dict]) -> list[dict]:
-    """ms per step of every network in the table, fp32 and fast, one after the other here."""
+    """ms per step, fp32 and fast, of every network fitted: the dense one, each unit's L1
+    channel tickets (random channels with the same counts have the same shapes), each narrow
+    width; one after the other in this process, on one thread."""
     import torch
 
     torch.set_num_threads(1)
@@ -174,44 +176,50 @@ def measure_speed(args: argparse.Namespace, rows: list[dict]) -> list[dict]:
     from lottery_prior.lottery import ImpConfig, ImpRun
     from lottery_prior.models import create_model
 
-    image, seed = rows[0]["image"], rows[0]["seed"]  # the first unit's L1 tickets
-    run = ImpRun(_problem(args, image), "dip", {"width": args.width},
-                 FitConfig(steps=args.steps, fast=True, seed=seed),
-                 ImpConfig(rounds=args.rounds, rate=args.rate, structure="channels"),
-                 root=args.out / "runs")
     nets = {}
-    for k in range(args.rounds + 1):
-        ticket = run.ticket(k)
-        full = ticket.build()
-        name = "dense" if k == 0 else f"channel ticket, round {k}"
-        nets[name] = (compact(full, kept_channels(ticket.mask, full)), ticket.z)
+    for image, seed in dict.fromkeys((r["image"], r["seed"]) for r in rows
+                                     if r["method"] == "ticket"):
+        run = ImpRun(_problem(args, image), "dip", {"width": args.width},
+                     FitConfig(steps=args.steps, fast=True, seed=seed),
+                     ImpConfig(rounds=args.rounds, rate=args.rate, structure="channels"),
+                     root=args.out / "runs")
+        for k in range(args.rounds + 1):
+            if k == 0 and nets:
+                continue
+            ticket = run.ticket(k)
+            full = ticket.build()
+            key = "dense" if k == 0 else f"ticket {image} {seed} {k}"
+            nets[key] = (compact(full, kept_channels(ticket.mask, full)), ticket.z)
+    z = nets["dense"][1]
     for width in sorted({int(r["width"]) for r in rows if r["width"]}, reverse=True):
-        nets[f"narrow, width {width}"] = (create_model("dip", width=width), run.ticket(0).z)
+        nets[f"narrow {width}"] = (create_model("dip", width=width), z)
     out = []
-    for name, (net, z) in nets.items():
+    for key, (net, z) in nets.items():
         fp32, fast = step_ms(net, z), step_ms(net, z, fast=True)
-        out.append({"network": name, "gflop_step": round(step_flops(net, z) / 1e9, 2),
+        out.append({"network": key, "gflop_step": round(step_flops(net, z) / 1e9, 2),
                     "ms_fp32": round(fp32, 1), "ms_fast": round(fast, 1)})
-        print(f"speed: {name}: {fp32:.0f} ms fp32, {fast:.0f} ms fast", flush=True)
-    dense = out[0]
+        print(f"speed: {key}: {fp32:.0f} ms fp32, {fast:.0f} ms fast", flush=True)
     for entry in out:
-        entry["speedup_fp32"] = round(dense["ms_fp32"] / entry["ms_fp32"], 2)
-        entry["speedup_fast"] = round(dense["ms_fast"] / entry["ms_fast"], 2)
+        entry["speedup_fp32"] = round(out[0]["ms_fp32"] / entry["ms_fp32"], 2)
+        entry["speedup_fast"] = round(out[0]["ms_fast"] / entry["ms_fast"], 2)
     return out
 
 
-def _speed_of(speed: list[dict], method: str, round_: int, width: str | None) -> dict:
-    if method in ("dense", "unstructured"):  # unstructured sparsity runs dense kernels
-        return speed[0]
-    if method.startswith("ticket-"):
-        return {"gflop_step": "", "ms_fp32": "", "ms_fast": "", "speedup_fast": ""}
-    if method == "narrow":
-        return next(s for s in speed if s["network"] == f"narrow, width {width}")
-    return next(s for s in speed if s["network"] == f"channel ticket, round {round_}")
+def _network(row: dict) -> str | None:
+    """The key of the network a row fitted in ``measure_speed``'s table."""
+    if row["method"] in ("dense", "unstructured"):  # unstructured sparsity: dense kernels
+        return "dense"
+    if row["method"] == "narrow":
+        return f"narrow {row['width']}"
+    if row["method"] in ("ticket", "random-channels"):
+        return f"ticket {row['image']} {row['seed']} {row['round']}"
+    return None  # tickets of another channel score: not timed
 
 
 def summarise(rows: list[dict], speed: list[dict], steps: int) -> list[dict]:
-    """One line per method and round: PSNR mean ± std over units, cost, time to an image."""
+    """One line per method and round: PSNR mean ± std over units, and cost (FLOPs counted,
+    ms per step measured, time to a restored image), averaged over the units' networks."""
+    timed = {s["network"]: s for s in speed}
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
         groups.setdefault((r["round"], r["method"]), []).append(r)
@@ -219,20 +227,26 @@ def summarise(rows: list[dict], speed: list[dict], steps: int) -> list[dict]:
     out = []
     for (k, method), group in sorted(groups.items(), key=lambda g: (g[0][0],
                                                                     order.index(g[0][1]))):
-        widths = sorted({r["width"] for r in group if r["width"]})
-        s = _speed_of(speed, method, k, widths[0] if widths else None)
+        widths = sorted({r["width"] for r in group if r["width"]}, key=int)
+        nets = [timed[n] for n in map(_network, group) if n in timed]
+
+        def mean(key: str, digits: int, nets: list[dict] = nets) -> float | str:
+            return round(statistics.mean(n[key] for n in nets), digits) if nets else ""
+
+        fast = mean("ms_fast", 1)
         out.append({
             "method": NAMES[method] + (f" (width {'/'.join(widths)})" if widths else ""),
             "round": k, "channel sparsity": group[0]["channel_sparsity"]
             if method.startswith("ticket") or method == "random-channels" else "",
             "weight sparsity": round(statistics.mean(r["sparsity"] for r in group), 3),
             "parameters": round(statistics.mean(r["parameters"] for r in group)),
-            "GFLOP/step": round(statistics.mean(r["gflop_step"] for r in group), 2)
-            if all(r.get("gflop_step") for r in group) else s["gflop_step"],
-            "ms/step fp32": s["ms_fp32"],
-            "ms/step fast": s["ms_fast"], "speed-up (fast)": s["speedup_fast"],
-            f"s to an image ({steps} fast steps)": round(steps * s["ms_fast"] / 1000, 1)
-            if s["ms_fast"] else "",
+            "GFLOP/step": mean("gflop_step", 2) if nets else round(statistics.mean(
+                r["gflop_step"] for r in group), 2),
+            "ms/step fp32": mean("ms_fp32", 1), "ms/step fast": fast,
+            "speed-up (fp32)": round(timed["dense"]["ms_fp32"] / mean("ms_fp32", 1), 2)
+            if fast else "",
+            "speed-up (fast)": round(timed["dense"]["ms_fast"] / fast, 2) if fast else "",
+            f"s to an image ({steps} fast steps)": round(steps * fast / 1000, 1) if fast else "",
             "PSNR, averaged output (dB)": _mean_std([r["psnr_averaged"] for r in group]),
             "peak, averaged (oracle) (dB)": _mean_std([r["psnr_peak_averaged"] for r in group]),
             "units": len(group)})
