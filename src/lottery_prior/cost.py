@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import statistics
 import time
 
@@ -34,8 +35,6 @@ def step_ms(model: nn.Module, z: Tensor, *, fast: bool = False, steps: int = 10,
             warmup: int = 3) -> float:
     """Median milliseconds of one Adam step of a DIP fit (fp32, or ``fast``: bf16 autocast and
     channels_last), measured on a copy of ``model`` on its device."""
-    import copy
-
     net = copy.deepcopy(model).train()
     fmt = torch.channels_last if fast else torch.contiguous_format
     device = next(net.parameters()).device

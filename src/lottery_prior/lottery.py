@@ -345,8 +345,7 @@ class ImpRun:
         early_bird = None
         if self.imp.early_bird is not None and not last:
             early_bird = EarlyBird(mask, self.imp.rate, layerwise=self.imp.layerwise,
-                                   threshold=self.imp.early_bird, every=self.imp.early_bird_every,
-                                   prune=self.imp.prune)
+                                   threshold=self.imp.early_bird, every=self.imp.early_bird_every)
             callbacks.append(early_bird)
         if self.others:
             result, per_image, model = self._fit_together(model, z, mask, config, callbacks)
@@ -468,11 +467,8 @@ class EarlyBird:
     window = 3  # checks in a row below the threshold
 
     def __init__(self, mask: Mask, rate: float, *, layerwise: bool = False,
-                 threshold: float = 0.05, every: int = 25,
-                 prune: Callable[[nn.Module, Mask], Mask] | None = None) -> None:
+                 threshold: float = 0.05, every: int = 25) -> None:
         self.mask, self.rate, self.layerwise = mask, rate, layerwise
-        self.prune = prune or (lambda model, m: magnitude_prune(model, m, rate,
-                                                                layerwise=layerwise))
         self.threshold, self.every = threshold, every
         self.previous: Mask | None = None
         self.distances: list[tuple[int, float]] = []
@@ -480,7 +476,7 @@ class EarlyBird:
     def __call__(self, info: StepInfo) -> bool:
         if info.step % self.every:
             return False
-        current = self.prune(info.model, self.mask)
+        current = magnitude_prune(info.model, self.mask, self.rate, layerwise=self.layerwise)
         previous, self.previous = self.previous, current
         if previous is None:
             return False
