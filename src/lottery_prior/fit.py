@@ -28,6 +28,7 @@ from torch import Tensor, nn
 
 from lottery_prior import seeding
 from lottery_prior.errors import LipError
+from lottery_prior.masks import masked_step
 from lottery_prior.metrics import psnr as rgb_psnr
 from lottery_prior.metrics import ssim
 
@@ -200,11 +201,7 @@ def fit(
         if penalty is not None:
             loss = loss + penalty(model)
         loss.backward()
-        if mask is not None:
-            mask.apply_grad_(model)
-        optimizer.step()
-        if mask is not None:
-            mask.apply_(model)
+        masked_step(optimizer, model, mask)
 
         out = out.detach().contiguous()
         averaged = out if averaged is None else averaged * cfg.ema + out * (1 - cfg.ema)

@@ -353,13 +353,14 @@ class ImpRun:
             operator, y = fit_target(self.problem, self.imp.target)
             net, net_mask = model, mask
             if self.imp.channels:  # the round fits the compact network: the same function
-                net, net_mask = compact(model, kept_channels(mask, model)), None
+                kept = kept_channels(mask, model)
+                net, net_mask = compact(model, kept), None
             result = fit(net, z, operator, y, clean=self.problem.clean, config=config,
                          mask=net_mask, stop=self.stop_factory() if self.stop_factory else None,
                          callbacks=callbacks, metric=self.problem.metric,
                          run_past_stop=self.problem.clean is not None)
             if net is not model:  # back into the full network, removed channels at zero
-                expand_into(model, net.cpu(), kept_channels(mask, model))
+                expand_into(model, net.cpu(), kept)
                 mask.apply_(model)
             per_image = None
         if snapshot:

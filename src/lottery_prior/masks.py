@@ -147,6 +147,16 @@ class Mask(Mapping[str, Tensor]):
             raise LipError(f"cannot read mask file {path}: {err}") from err
 
 
+def masked_step(optimizer: torch.optim.Optimizer, model: nn.Module, mask: Mask | None) -> None:
+    """One optimizer step that keeps pruned weights at exactly zero: their gradients are
+    zeroed first (so optimizer state never moves them), the weights masked after."""
+    if mask is not None:
+        mask.apply_grad_(model)
+    optimizer.step()
+    if mask is not None:
+        mask.apply_(model)
+
+
 def weight_sparsity(model: nn.Module, names: Sequence[str]) -> tuple[float, dict[str, float]]:
     """Counted fraction of exactly-zero weights among ``names``: global and per layer."""
     params = dict(model.named_parameters())

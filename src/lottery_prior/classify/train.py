@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from lottery_prior.errors import LipError
 from lottery_prior.fit import Callback, StepInfo, select_device
-from lottery_prior.masks import Mask
+from lottery_prior.masks import Mask, masked_step
 from lottery_prior.seeding import generator
 
 
@@ -94,11 +94,7 @@ def train(model: nn.Module, train_x: Tensor, train_y: Tensor, test_x: Tensor, te
             optimizer.zero_grad(set_to_none=True)
             loss = F.cross_entropy(model(x), y)
             loss.backward()
-            if mask is not None:
-                mask.apply_grad_(model)
-            optimizer.step()
-            if mask is not None:
-                mask.apply_(model)
+            masked_step(optimizer, model, mask)
             step += 1
             value = loss.item()
             if not math.isfinite(value):

@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from lottery_prior import seeding
 from lottery_prior.errors import LipError
 from lottery_prior.gan.networks import Discriminator, Generator
-from lottery_prior.masks import Mask
+from lottery_prior.masks import Mask, masked_step
 
 REDUCTIONS = ("mean", "sum")
 Callback = Callable[[dict], None]
@@ -162,7 +162,7 @@ def _run(models: GanModels, batches: _Batches, steps: int, lr: float, loss: Wgan
         loss_d = loss.critic(net_d, real, fake, streams.gp)
         opt_d.zero_grad(set_to_none=True)
         loss_d.backward()
-        _masked_step(opt_d, net_d, mask_d)
+        masked_step(opt_d, net_d, mask_d)
 
         net_d.requires_grad_(False)
         z = torch.randn(n, net_g.latent_dim, generator=streams.latents).to(device)
@@ -170,7 +170,7 @@ def _run(models: GanModels, batches: _Batches, steps: int, lr: float, loss: Wgan
         opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         net_d.requires_grad_(True)
-        _masked_step(opt_g, net_g, mask_g)
+        masked_step(opt_g, net_g, mask_g)
 
         decay = min(ema_decay, (1 + t) / (10 + t))
         with torch.no_grad():
@@ -181,14 +181,6 @@ def _run(models: GanModels, batches: _Batches, steps: int, lr: float, loss: Wgan
                       "loss_d": loss_d.item(), "loss_g": loss_g.item()})
         if t % 50 == 0 and not math.isfinite(loss_d.item()):
             raise LipError("GAN training diverged (non-finite critic loss); lower the lr")
-
-
-def _masked_step(opt: torch.optim.Optimizer, net: nn.Module, mask: Mask | None) -> None:
-    if mask is not None:
-        mask.apply_grad_(net)
-    opt.step()
-    if mask is not None:
-        mask.apply_(net)
 
 
 def _check_common(steps: int, batch_size: int, lr: float, ema_decay: float) -> None:
