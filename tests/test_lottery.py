@@ -5,8 +5,9 @@ import json
 import pytest
 import torch
 
-from lottery_prior.compare import baseline_mask, compare_methods
+from lottery_prior.compare import compare_methods, fit_method
 from lottery_prior.errors import LipError
+from lottery_prior.finders import Match, make_finder
 from lottery_prior.fit import FitConfig
 from lottery_prior.lottery import ImpConfig, ImpRun, evaluate_ticket
 from lottery_prior.problem import make_problem
@@ -137,7 +138,7 @@ def test_corrupt_or_foreign_ticket_files_are_refused(finished, tmp_path):
                                     "synflow"])
 def test_baselines_match_the_tickets_sparsity(finished, problem, method):
     ticket = finished.ticket(3)
-    mask = baseline_mask(method, ticket, problem, seed=0)
+    mask = make_finder(method).find(Match.of(finished, 0.5)).ticket.mask
     assert mask.kept == ticket.mask.kept
     assert mask != ticket.mask
     if method == "random-layerwise":
@@ -146,7 +147,8 @@ def test_baselines_match_the_tickets_sparsity(finished, problem, method):
 
 
 def test_comparison_has_every_method_at_matched_sparsity(finished):
-    rows = compare_methods(finished, 0.45, ["ticket", "random", "decoder", "dense"])
+    rows = [f.row() for f in compare_methods(finished, 0.45, ["ticket", "random", "decoder",
+                                                               "dense"])]
     by = {r["method"].split()[0]: r for r in rows}
     assert by["ticket"]["sparsity"] == pytest.approx(0.488, abs=1e-3)
     assert by["random"]["sparsity"] == pytest.approx(by["ticket"]["sparsity"], abs=1e-3)
@@ -179,7 +181,7 @@ def test_comparison_refits_rounds_that_were_cut_short(problem, tmp_path):
     run = ImpRun(problem, "dip", dict(TINY), FitConfig(steps=30, device="cpu"),
                  ImpConfig(rounds=3, search_steps=10), root=tmp_path)
     records = run.run()
-    rows = {r["method"]: r for r in compare_methods(run, 0.35, ["ticket", "dense"])}
+    rows = {f.method: f.row() for f in compare_methods(run, 0.35, ["ticket", "dense"])}
     # round 2 (36%) and round 0 were searched with 10 steps; their rows come from 30-step fits
     assert [r["steps"] for r in records] == [10, 10, 10, 30]
     want = evaluate_ticket(run.ticket(2), problem, run.fit_config).scores
@@ -265,7 +267,7 @@ def test_a_stopping_rule_inside_imp_records_the_stop_and_runs_every_step(problem
     from lottery_prior.stopping import make_stopping_rule
 
     run = ImpRun(problem, "dip", dict(TINY), FitConfig(steps=STEPS, device="cpu"),
-                 ImpConfig(rounds=1), root=tmp_path, stop_name="wmv",
+                 ImpConfig(rounds=1), root=tmp_path, stop="wmv",
                  stop_factory=lambda: make_stopping_rule("wmv", window=4, patience=3))
     records = run.run()
     assert [r["steps"] for r in records] == [STEPS, STEPS]
@@ -287,3 +289,40 @@ def test_mask_change_is_zero_for_equal_and_one_for_disjoint_choices():
     assert mask_change(a, a, mask) == 0
     assert mask_change(a, b, mask) == 1
     assert mask_change(a, c, mask) == 0.5
+
+
+def test_a_clean_target_search_is_reported_as_a_fit_on_the_observation(problem, tmp_path):
+    """The target decides what the search fits; every reported score is a fit on the
+    observation: the ticket and dense rows of a clean-target search are refitted."""
+    run = make_run(problem, tmp_path, rounds=1, target="clean")
+    records = run.run()
+    fits = {f.method: f for f in compare_methods(run, 0.2, ["ticket", "dense"])}
+    for method, k in (("ticket", 1), ("dense", 0)):
+        want = evaluate_ticket(run.ticket(k), problem, run.fit_config).scores
+        assert fits[method].scores["averaged"]["psnr"] == pytest.approx(
+            want["averaged"]["psnr"], abs=1e-4)
+        # not the search's own fit, which was to the clean image
+        assert records[k]["scores"]["averaged"]["psnr"] != pytest.approx(
+            want["averaged"]["psnr"], abs=1e-4)
+
+
+def test_a_round_fitted_in_full_on_the_observation_is_reported_as_fitted(finished):
+    fitted = fit_method(finished, "ticket", 0.45)
+    assert fitted.scores == finished.records[3]["scores"]
+
+
+@pytest.mark.parametrize("method", ["random", "random-layerwise"])
+def test_random_baselines_are_their_own_draw_for_each_image(problem, tmp_path, method):
+    """Global IMP gives every image the same counted sparsity: with the observation in the
+    mask's stream context, two images (or two noise seeds) still get different masks."""
+    other = make_problem("builtin:astronaut", "denoise", sigma=50, size=32, noise_seed=0)
+    noise = make_problem("builtin:chelsea", "denoise", sigma=50, size=32, noise_seed=1)
+    masks = []
+    for p in (problem, other, noise):
+        run = make_run(p, tmp_path, rounds=1)
+        run.run()
+        masks.append(make_finder(method).find(Match.of(run, 0.2)).ticket.mask)
+    assert masks[0].kept == masks[1].kept == masks[2].kept
+    assert masks[0] != masks[1] and masks[0] != masks[2]
+    again = make_run(problem, tmp_path, rounds=1)
+    assert make_finder(method).find(Match.of(again, 0.2)).ticket.mask == masks[0]  # seeded

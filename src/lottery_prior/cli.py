@@ -271,6 +271,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "available)")
     p.add_argument("--dry-run", action="store_true",
                    help="print the units and an estimate of their cost; run nothing")
+    p.add_argument("--yes", action="store_true",
+                   help="run without asking even if the cost estimate is above --confirm-hours")
+    p.add_argument("--confirm-hours", type=float, default=24.0, metavar="H",
+                   help="ask before running a sweep estimated above H CPU-thread hours (24)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(handler=cmd_sweep)
 
@@ -416,7 +420,7 @@ def fit_and_report(args: argparse.Namespace, out: Path, problem, model, z, mask=
 
 def print_scores(scores: dict, metric_name: str) -> None:
     """One line per labelled score, saying which output it measures (oracles marked)."""
-    from lottery_prior.report.tables import score_label
+    from lottery_prior.scores import score_label
 
     for label, entry in scores.items():
         if entry.get("psnr") is None:
@@ -458,7 +462,6 @@ def imp_run_from_args(args: argparse.Namespace, problem, seed: int, others=()):
     from dataclasses import replace
 
     from lottery_prior.lottery import ImpConfig, ImpRun
-    from lottery_prior.stopping import make_stopping_rule
 
     imp = ImpConfig(
         rounds=args.rounds, rate=args.rate, target_sparsity=args.target_sparsity,
@@ -472,8 +475,7 @@ def imp_run_from_args(args: argparse.Namespace, problem, seed: int, others=()):
         problem, args.model, dict(args.model_opt),
         replace(fit_config_from_args(args, problem.task), seed=seed), imp,
         root=args.out if args.handler is cmd_find else args.out / "runs",
-        stop_factory=(lambda: make_stopping_rule("wmv")) if stop == "wmv" else None,
-        stop_name=None if stop == "none" else stop, others=tuple(others),
+        stop=None if stop == "none" else stop, others=tuple(others),
     )
 
 
@@ -504,10 +506,9 @@ def find_learned(args: argparse.Namespace) -> None:
     """``lip find --finder learned``: learn a mask at theta0, then fit the ticket."""
     from dataclasses import replace
 
-    from lottery_prior.compare import row
     from lottery_prior.learned import LearnedRun
     from lottery_prior.report.tables import markdown_table, write_table
-    from lottery_prior.stopping import make_stopping_rule
+    from lottery_prior.scores import score_columns
 
     if args.others:
         raise LipError("a learned mask is found on one image; give one IMAGE")
@@ -520,12 +521,12 @@ def find_learned(args: argparse.Namespace) -> None:
     run = LearnedRun(
         problem, args.model, dict(args.model_opt),
         replace(fit_config_from_args(args, problem.task), seed=args.seed), learn, root=args.out,
-        stop_factory=(lambda: make_stopping_rule("wmv")) if args.stop == "wmv" else None,
-        stop_name=None if args.stop == "none" else args.stop)
+        stop=None if args.stop == "none" else args.stop)
     log.info("learned-mask run folder: %s (%d learning steps)", run.folder, learn.n_steps)
     record = run.run(progress_from_args(args))
-    table = [row("learned", record["sparsity"], record["parameters"], record["scores"],
-                 record["seconds"], find_seconds=record["find_seconds"])]
+    table = [{"method": "learned", "sparsity": round(record["sparsity"], 4),
+              "parameters": record["parameters"], **score_columns(record["scores"]),
+              "seconds": record["seconds"], "find_seconds": record["find_seconds"]}]
     write_table(table, run.folder / "results")
     print(markdown_table(table))
     print(f"ticket, record and table in {run.folder}/")
@@ -538,6 +539,7 @@ def cmd_compare(args: argparse.Namespace) -> None:
         check_comparison,
         compare_methods,
     )
+    from lottery_prior.finders import FinderOptions
     from lottery_prior.report.outputs import write_comparison, write_imp_report
 
     channels = args.structured == "channels"
@@ -555,10 +557,10 @@ def cmd_compare(args: argparse.Namespace) -> None:
         for run in runs:
             seed = run.fit_config.seed
             log.info("seed %d: IMP run folder %s", seed, run.folder)
-            for r in compare_methods(run, args.sparsity, methods,
-                                     progress=progress_from_args(args),
-                                     learn=learn_config_from_args(args, args.sparsity)):
-                rows.append({"seed": seed, "noise_seed": args.noise_seed, **r})
+            options = FinderOptions(learn=learn_config_from_args(args, args.sparsity))
+            for fitted in compare_methods(run, args.sparsity, methods, options=options,
+                                          progress=progress_from_args(args)):
+                rows.append({"seed": seed, "noise_seed": args.noise_seed, **fitted.row()})
             write_imp_report(run)
         print(write_comparison(rows, out, title=f"{problem.image} · {problem.task}"))
     print(f"table and plot in {out}/")
@@ -590,37 +592,35 @@ def cmd_transfer(args: argparse.Namespace) -> None:
 
 
 def cmd_sweep(args: argparse.Namespace) -> None:
-    from lottery_prior.experiments.executor import default_workers, run_local
-    from lottery_prior.experiments.spec import load_spec
-    from lottery_prior.experiments.store import Store
-    from lottery_prior.experiments.units import describe_cost, expand
-    from lottery_prior.output_folder import check_writable
+    from lottery_prior.experiments.sweep import Sweep
 
-    spec = load_spec(args.spec)
-    out = args.out or Path("lip-out") / "sweeps" / spec.name
-    workers = default_workers() if args.workers is None else args.workers
-    if workers < 0:
-        raise LipError(f"--workers must be >= 0, got {workers}")
-    plan = expand(spec, out, args.device)
-    store = Store(out)
-    done = store.done(u.id for u in plan.units)
+    sweep = Sweep.load(args.spec, args.out)
     if args.dry_run:
-        for unit in plan.units:
+        done = sweep.done()
+        for unit in sweep.plan.units:
             print(f"{'done' if unit.id in done else 'todo'}  {unit.id}  {unit.label}")
-        print(describe_cost(plan, done))
+        print(sweep.describe())
         return
-    check_writable(out)
-    log.info("%s; results in %s", describe_cost(plan, done), out)
-    if args.ray is not None:
-        from lottery_prior.experiments.ray_executor import run_ray
+    log.info("%s; results in %s", sweep.describe(), sweep.out)
+    confirm_cost(sweep.hours_left(), args)
+    ran = sweep.run(workers=args.workers, ray=args.ray, device=args.device,
+                    gpu_per_fit=args.gpu_per_fit, show=not args.quiet)
+    print(f"{ran} units ran, {len(sweep.plan.units) - ran} were done earlier; results in "
+          f"{sweep.out}/results.parquet and results.csv (lip report {sweep.out} makes the "
+          "report)")
 
-        ran = run_ray(plan, store, address=args.ray, show=not args.quiet,
-                      gpu_per_fit=args.gpu_per_fit)
-    else:
-        ran = run_local(plan, store, workers=workers, show=not args.quiet)
-    store.write_tables(u.id for u in plan.units)
-    print(f"{ran} units ran, {len(plan.units) - ran} were done earlier; results in "
-          f"{out}/results.parquet and results.csv (lip report {out} makes the report)")
+
+def confirm_cost(hours: float, args: argparse.Namespace) -> None:
+    """Ask before a sweep estimated above ``--confirm-hours``; refuse when no one can answer."""
+    if args.yes or hours <= args.confirm_hours:
+        return
+    question = (f"this sweep is estimated at {hours:,.0f} CPU-thread hours (more than "
+                f"--confirm-hours {args.confirm_hours:g})")
+    if not sys.stdin.isatty():
+        raise LipError(f"{question}; add --yes to run it")
+    answer = input(f"{question}. Run it? [y/N] ").strip().lower()
+    if answer not in ("y", "yes"):
+        raise LipError("not started; add --yes to run it without asking")
 
 
 def cmd_report(args: argparse.Namespace) -> None:

@@ -236,8 +236,8 @@ def _classification_ticket(path: Path, sparsity: float):
     ``sparsity``; returns the ticket file and the ticket."""
     import json
 
-    from lottery_prior.classify.imp import closest_round
     from lottery_prior.classify.ticket import ClassifierTicket
+    from lottery_prior.lottery import closest_round
 
     if path.is_dir():
         records = []

@@ -25,6 +25,7 @@ _BUILTIN = tuple(
     "rocket text".split()
 )
 _EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+IMAGE_EXTENSIONS = _EXTENSIONS  # the suffixes an image file may have
 _RESAMPLE = {"lanczos": Image.Resampling.LANCZOS, "bicubic": Image.Resampling.BICUBIC}
 _WORDS = tuple(
     "the deep image prior lottery ticket sparse network winning mask pixel noise restore "

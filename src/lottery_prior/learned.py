@@ -28,12 +28,12 @@ learned ticket (mask, θ₀, z), then its fit.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -42,22 +42,24 @@ from torch.func import functional_call
 
 from lottery_prior import __version__
 from lottery_prior.errors import LipError
-from lottery_prior.files import RunLock, atomic_path, remove_temporaries, write_json
-from lottery_prior.fit import Callback, FitConfig, StoppingRule, fit
+from lottery_prior.files import atomic_path, write_json
+from lottery_prior.fit import Callback, FitConfig, fit
 from lottery_prior.images import save_image
 from lottery_prior.lottery import (
     AVERAGED_PNG,
     TARGETS,
     ImpConfig,
+    Progress,
     fit_target,
-    format_scores,
     ticket_input,
 )
 from lottery_prior.masks import Mask, weight_sparsity
-from lottery_prior.output_folder import settings_hash
 from lottery_prior.problem import Problem, build_prior
 from lottery_prior.pruning import erk_counts, keep_counts, keep_highest
+from lottery_prior.runs import Run, digest, read_json
+from lottery_prior.scores import format_scores
 from lottery_prior.seeding import generator
+from lottery_prior.stopping import make_stopping_rule
 from lottery_prior.tickets import Ticket, parameter_count
 
 log = logging.getLogger("lottery_prior")
@@ -250,9 +252,11 @@ def learn_mask(model: nn.Module, z: Tensor, operator: nn.Module, observation: Te
     return mask, summary
 
 
-@dataclass
-class LearnedRun:
-    """A resumable learned-mask run on one problem: learn the ticket, then fit it."""
+@dataclass(eq=False)
+class LearnedRun(Run):
+    """A resumable learned-mask run on one problem: learn the ticket (stage 1), then, for
+    ``lip find --finder learned``, fit it (stage 2). A finished ticket is read without the
+    lock, so fits and transfers that need it never wait for each other."""
 
     problem: Problem
     model_name: str
@@ -260,48 +264,63 @@ class LearnedRun:
     fit_config: FitConfig
     learn: LearnConfig
     root: Path = Path("runs")
-    stop_factory: Callable[[], StoppingRule] | None = None
-    stop_name: str | None = None
+    stop: str | None = None
+    prefix: ClassVar[str] = "learned"
 
-    @property
-    def settings(self) -> dict:
-        """Everything that determines the run's results (hashed into its folder name)."""
+    def identity(self) -> dict:
+        """Everything that determines the run's results, every learning setting resolved."""
+        return self._identity(replace(self.learn, steps=self.learn.n_steps))
+
+    def legacy_names(self) -> list[str]:
+        """Schema 1 hashed the learning steps as given (None for the default)."""
+        given = [self.learn.steps, None] if self.learn.steps == self.learn.n_steps or \
+            self.learn.steps is None else [self.learn.steps]
+        return [f"{self.prefix}-{digest(self._identity(replace(self.learn, steps=s)))}"
+                for s in dict.fromkeys(given)]
+
+    def _identity(self, learn: LearnConfig) -> dict:
         return {
             "finder": "learned",
             "problem": self.problem.describe(),
             "model": {"name": self.model_name, "options": self.model_options},
             "fit": asdict(self.fit_config) | {"device": None},
-            "learn": asdict(self.learn),
-            "stop": self.stop_name,
+            "learn": asdict(learn),
+            "stop": self.stop,
         }
-
-    @property
-    def folder(self) -> Path:
-        return self.root / f"learned-{settings_hash(self.settings)}"
 
     @property
     def ticket_path(self) -> Path:
         return self.folder / "ticket.safetensors"
 
-    def find(self, progress: Callable[[str], Sequence[Callback]] | None = None) -> Ticket:
-        """The learned ticket (learned now, or read back if an earlier run left it intact)."""
-        with RunLock(self.folder):
+    def read_finished(self) -> Ticket | None:
+        """The learned ticket, if learning finished and left it intact."""
+        if read_json(self.folder / "learn.json") is None or not self.ticket_path.exists():
+            return None
+        return Ticket.load(self.ticket_path)
+
+    def find(self, progress: Progress | None = None) -> Ticket:
+        """The learned ticket: read back if an earlier run left it intact (no lock needed),
+        else learned now."""
+        ticket = self.finished()
+        if ticket is not None:
+            return ticket
+        with self.opened():
             return self._find(progress)
 
-    def run(self, progress: Callable[[str], Sequence[Callback]] | None = None) -> dict:
+    def run(self, progress: Progress | None = None) -> dict:
         """Learn the ticket and fit it in full (each stage skipped if done earlier); returns
         the record: counted sparsity, parameters, labelled scores, fit and finder seconds."""
-        with RunLock(self.folder):
-            ticket = self._find(progress)
+        with self.opened():
+            ticket = self.finished() or self._find(progress)
             path = self.folder / "record.json"
-            record = _read_json(path)
+            record = read_json(path)
             if record is not None and isinstance(record.get("scores"), dict):
                 log.info("learned ticket: fitted earlier, skipped")
                 return record
             model, _, z, _ = ticket_input(ticket, self.problem, self.fit_config.seed)
             result = fit(model, z, self.problem.operator, self.problem.observation,
                          clean=self.problem.clean, config=self.fit_config, mask=ticket.mask,
-                         stop=self.stop_factory() if self.stop_factory else None,
+                         stop=make_stopping_rule(self.stop) if self.stop else None,
                          callbacks=list(progress("fit the learned ticket")) if progress else [],
                          metric=self.problem.metric,
                          run_past_stop=self.problem.clean is not None)
@@ -309,7 +328,7 @@ class LearnedRun:
             sparsity, layers = weight_sparsity(model, list(ticket.mask))
             with atomic_path(self.folder / AVERAGED_PNG) as tmp:
                 save_image(result.averaged, tmp)
-            learning = _read_json(self.folder / "learn.json") or {}
+            learning = read_json(self.folder / "learn.json") or {}
             record = {
                 "finder": "learned", "sparsity": sparsity, "mask_sparsity": ticket.sparsity,
                 "parameters": parameter_count(model, ticket.mask), "layer_sparsity": layers,
@@ -322,18 +341,7 @@ class LearnedRun:
                      format_scores(result.scores))
             return record
 
-    def _find(self, progress: Callable[[str], Sequence[Callback]] | None) -> Ticket:
-        remove_temporaries(self.folder)
-        settings_file = self.folder / "settings.json"
-        if not settings_file.exists():
-            write_json(settings_file, self.settings)
-        if self.ticket_path.exists() and _read_json(self.folder / "learn.json") is not None:
-            try:
-                ticket = Ticket.load(self.ticket_path)
-                log.info("learned ticket: found earlier (%s), skipped", self.ticket_path)
-                return ticket
-            except LipError as err:
-                log.warning("%s; learning the mask again", " ".join(str(err).split()))
+    def _find(self, progress: Progress | None) -> Ticket:
         model, z = build_prior(self.model_name, self.model_options, self.problem,
                                seed=self.fit_config.seed)
         theta0 = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -346,19 +354,13 @@ class LearnedRun:
             "fit": asdict(self.fit_config), "learn": asdict(self.learn),
             "finder": "learned", "keep_dense": list(self.learn.keep_dense),
             "sparsity": mask.sparsity, "seed": self.fit_config.seed, "run": self.folder.name,
+            "find_seconds": summary["seconds"],
         }
+        (self.folder / "learn.json").unlink(missing_ok=True)  # the ticket first, then its mark
+        (self.folder / "record.json").unlink(missing_ok=True)  # a new mask: fit it again
         ticket = Ticket(mask, theta0, z, meta)
         ticket.save(self.ticket_path)
-        (self.folder / "record.json").unlink(missing_ok=True)  # a new mask: fit it again
         write_json(self.folder / "learn.json", summary)
         log.info("learned a mask at %.2f%% sparsity in %d steps (%.0f s)",
                  100 * mask.sparsity, summary["steps"], summary["seconds"])
         return ticket
-
-
-def _read_json(path: Path) -> dict | None:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None

@@ -20,15 +20,15 @@ interruption continues from the last finished round.
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Any, ClassVar
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
@@ -46,21 +46,23 @@ from lottery_prior.channels import (
     prune_channels,
 )
 from lottery_prior.errors import LipError
-from lottery_prior.files import RunLock, atomic_path, remove_temporaries, write_json
+from lottery_prior.files import atomic_path, write_json
 from lottery_prior.fit import Callback, FitConfig, FitResult, StepInfo, StoppingRule, fit
 from lottery_prior.images import save_image
 from lottery_prior.masks import Mask, weight_sparsity
-from lottery_prior.output_folder import settings_hash
 from lottery_prior.problem import Problem, build_prior
 from lottery_prior.pruning import magnitude_prune
-from lottery_prior.report.tables import score_label
+from lottery_prior.runs import Run, one_line, read_stage
+from lottery_prior.scores import format_scores
 from lottery_prior.seeding import generator
+from lottery_prior.stopping import make_stopping_rule
 from lottery_prior.tickets import Ticket, parameter_count
 
 log = logging.getLogger("lottery_prior")
 
 TARGETS = ("observation", "clean")
 STRUCTURES = ("weights", "channels")
+Progress = Callable[[str], Sequence["Callback"]]
 COMPACT = "compact.safetensors"  # a channel round's ticket as a narrower dense network
 AVERAGED_PNG = "averaged.png"  # a round's averaged output after its last step
 
@@ -153,14 +155,203 @@ def fit_target(problem: Problem, target: str) -> tuple[nn.Module, Tensor]:
     return nn.Identity(), problem.clean
 
 
-@dataclass
-class ImpRun:
+class ImpRounds(Run):
+    """IMP with rewinding, round by round, resumable: the engine of image-prior and
+    classifier searches (:class:`ImpRun`, :class:`~lottery_prior.classify.imp.ClassifierImpRun`).
+
+    Round 0 trains the dense network from theta0; each later round starts from the rewind
+    weights with the mask the previous round left (``next_mask.safetensors``), trains, and
+    leaves its ticket, its record and (before the last round) the next mask, each written
+    atomically as the round ends. A round done earlier is kept when its record reads back,
+    its ticket loads (checksum and all), its mask is the one the previous round left, and
+    (before the last round) the next mask reads back; a round that fails any of these (a
+    damaged or deleted file) is recomputed, with a warning naming the file, and so are the
+    rounds that depended on it if it comes out differently. Subclasses train a round
+    (:meth:`train_round`) and say what their records and tickets are.
+    """
+
+    imp: ImpConfig
+    records: list[dict]
+    INIT = "init.safetensors"
+    REWIND = "rewind.safetensors"
+    NEXT_MASK = "next_mask.safetensors"
+
+    # --- what a subclass provides ------------------------------------------------------------
+
+    def draw_init(self) -> dict[str, Tensor]:
+        """theta0 (the model's state dict), plus any other tensor drawn once (z)."""
+        raise NotImplementedError
+
+    def train_round(self, k: int, model: nn.Module, init: dict[str, Tensor], mask: Mask,
+                    callbacks: list[Callback], last: bool) -> tuple[dict, nn.Module]:
+        """Train round ``k``'s model (at its rewind weights, masked); return its record and
+        the trained model on the CPU (what pruning ranks)."""
+        raise NotImplementedError
+
+    def new_model(self) -> nn.Module:
+        raise NotImplementedError
+
+    def save_ticket(self, k: int, model: nn.Module, mask: Mask, theta: dict[str, Tensor],
+                    init: dict[str, Tensor]) -> None:
+        """Write round ``k``'s ticket: the mask and the weights it is retrained from."""
+        raise NotImplementedError
+
+    def ticket(self, k: int) -> Any:
+        """Round ``k``'s ticket (read and verified)."""
+        raise NotImplementedError
+
+    def record_complete(self, record: dict) -> bool:
+        """Whether a round's record holds what a finished round writes."""
+        return isinstance(record.get("sparsity"), int | float)
+
+    def describe_round(self, record: dict) -> str:
+        return ""
+
+    # --- the engine ------------------------------------------------------------------------------
+
+    def round_dir(self, k: int) -> Path:
+        return self.folder / f"round-{k:02d}"
+
+    def ticket_path(self, k: int) -> Path:
+        return self.round_dir(k) / "ticket.safetensors"
+
+    def run(self, progress: Progress | None = None) -> list[dict]:
+        """Run (or finish) every round; returns one record per round, dense first. One
+        process at a time works in a run folder: a second one is refused at once."""
+        rounds = self.imp.n_rounds
+        with self.opened():
+            init = self._init()
+            theta0 = {k: v for k, v in init.items() if k != "z"}
+            mask = None
+            self.records = []
+            for k in range(rounds + 1):
+                if k > 0:
+                    mask = Mask.load(self.round_dir(k - 1) / self.NEXT_MASK)
+                try:
+                    record = self._done_earlier(k, mask)
+                except LipError as err:
+                    log.warning("round %d/%d: %s; recomputing the round", k, rounds,
+                                one_line(err))
+                    record = None
+                if record is not None:
+                    log.info("round %d/%d: done earlier (sparsity %.1f%%), skipped", k, rounds,
+                             100 * record["sparsity"])
+                else:
+                    theta = theta0 if k == 0 else self._rewind_weights(theta0)
+                    callbacks = list(progress(f"round {k}/{rounds}")) if progress else []
+                    try:
+                        record = self._round(k, theta, init, mask, callbacks, last=k == rounds)
+                    finally:
+                        for callback in callbacks:
+                            getattr(callback, "close", lambda: None)()
+                    log.info("round %d/%d: sparsity %.2f%% (counted), %d steps%s", k, rounds,
+                             100 * record["sparsity"], record["steps"],
+                             self.describe_round(record))
+                self.records.append(record)
+            return self.records
+
+    def read_finished(self) -> list[dict] | None:
+        """Every round's record, if each round has finished (record and ticket present)."""
+        records = []
+        for k in range(self.imp.n_rounds + 1):
+            path = self.round_dir(k) / "record.json"
+            if not path.is_file():
+                return None
+            record = read_stage(path, lambda r, k=k: r.get("round") == k
+                                and self.record_complete(r), f"record of round {k}")
+            check_safetensors(self.ticket_path(k))
+            records.append(record)
+        return records
+
+    def finished_records(self) -> list[dict]:
+        """The records of the finished run (read without its lock); a one-line error if it
+        has not finished."""
+        if not self.records:
+            records = self.finished()
+            if records is None:
+                raise LipError(f"IMP run {self.folder} has not finished; run its search first")
+            self.records = records
+        return self.records
+
+    def closest(self, sparsity: float) -> dict:
+        """The finished round whose counted sparsity is nearest ``sparsity``."""
+        return closest_round(self.finished_records(), sparsity)
+
+    def _done_earlier(self, k: int, mask: Mask | None) -> dict | None:
+        """Round k's record if the round finished earlier and is intact, None if it has not
+        run; a LipError naming the file if something it left is damaged."""
+        record_file = self.round_dir(k) / "record.json"
+        if not record_file.exists():
+            return None
+        record = read_stage(record_file, lambda r: r.get("round") == k
+                            and self.record_complete(r), f"record of round {k}")
+        ticket = self.ticket(k)
+        if mask is not None and ticket.mask != mask:
+            raise LipError(f"the mask of {self.ticket_path(k)} is not the one round {k - 1} "
+                           "left (that round was recomputed differently)")
+        if k < self.imp.n_rounds:
+            Mask.load(self.round_dir(k) / self.NEXT_MASK)
+        if k == 0 and self.imp.rewind_step > 0:
+            self._rewind_weights({})
+        return record
+
+    def _init(self) -> dict[str, Tensor]:
+        """theta0 (and z): drawn once (seeded), saved, reused by every round and resume."""
+        path = self.folder / self.INIT
+        if path.exists():
+            try:
+                return load_file(str(path))
+            except (SafetensorError, OSError) as err:
+                log.warning("%s is damaged (%s); drawing theta0 again (seeded: the same draw)",
+                            path, one_line(err))
+        init = {k: v.detach().clone().contiguous() for k, v in self.draw_init().items()}
+        with atomic_path(path) as tmp:
+            save_file(init, str(tmp))
+        return init
+
+    def _rewind_weights(self, theta0: dict[str, Tensor]) -> dict[str, Tensor]:
+        if self.imp.rewind_step == 0:
+            return theta0
+        path = self.folder / self.REWIND
+        try:
+            return load_file(str(path))
+        except (SafetensorError, OSError) as err:
+            raise LipError(f"cannot read {path}: {one_line(err)}") from None
+
+    def _round(self, k: int, theta: dict[str, Tensor], init: dict[str, Tensor],
+               mask: Mask | None, callbacks: list[Callback], last: bool) -> dict:
+        model = self.new_model()
+        model.load_state_dict(theta)
+        if mask is None:
+            mask = self.imp.initial_mask(model)
+        mask.check(model)
+        mask.apply_(model)
+        snapshot: dict[str, Tensor] = {}
+        if k == 0 and self.imp.rewind_step > 0:
+            callbacks.append(snapshot_at(self.imp.rewind_step, snapshot))
+        self.round_dir(k).mkdir(parents=True, exist_ok=True)
+        record, model = self.train_round(k, model, init, mask, callbacks, last)
+        if snapshot:
+            with atomic_path(self.folder / self.REWIND) as tmp:
+                save_file(snapshot, str(tmp))
+            theta = snapshot
+        self.save_ticket(k, model, mask, theta, init)
+        if not last:
+            self.imp.prune(model, mask).save(self.round_dir(k) / self.NEXT_MASK)
+        write_json(self.round_dir(k) / "record.json", record)
+        return record
+
+
+@dataclass(eq=False)
+class ImpRun(ImpRounds):
     """A resumable IMP run on one problem, or on several at once (``others``).
 
     With several images, each gets its own copy of the network (same theta0 and z), all are
     fitted in one batched computation with the one shared mask, the loss is the sum of the
     per-image losses, and pruning ranks the weights by their magnitude averaged over the
     copies: the ticket is the mask that suits every image, not one image's mask.
+    ``stop``: ``"wmv"`` records the automatic stop in every round (``stop_factory``, if
+    given, makes the rule instead of the default ES-WMV).
     """
 
     problem: Problem
@@ -169,25 +360,48 @@ class ImpRun:
     fit_config: FitConfig
     imp: ImpConfig
     root: Path = Path("runs")
-    stop_factory: Callable[[], StoppingRule] | None = None
-    stop_name: str | None = None
+    stop: str | None = None
     others: tuple[Problem, ...] = ()
+    stop_factory: Callable[[], StoppingRule] | None = None
     records: list[dict] = field(default_factory=list)
+    prefix: ClassVar[str] = "imp"
 
     def __post_init__(self) -> None:
+        if self.stop not in (None, "wmv"):
+            raise LipError(f"an IMP run records the stop of 'wmv' or none, got {self.stop!r}")
         for other in self.others:
             if other.shape != self.problem.shape or other.task != self.problem.task:
                 raise LipError(f"images searched together must share size and task: "
                                f"{other.image} is {other.shape} ({other.task}), "
                                f"{self.problem.image} is {self.problem.shape} "
                                f"({self.problem.task}); use --size")
-        if self.others and (self.stop_factory or self.imp.early_bird is not None):
+        if self.others and (self.stop or self.imp.early_bird is not None):
             raise LipError("a search on several images supports neither --stop nor "
                            "--early-bird; drop them or search one image")
         first = self.round_steps(0)
         if self.imp.rewind_step > first:
             raise LipError(f"--rewind-step {self.imp.rewind_step} is past the end of round 0 "
                            f"(it can end at step {first}); rewind to a step <= {first}")
+
+    def identity(self) -> dict:
+        """Everything that determines the run's results: the problem's content, the model,
+        the fit settings (not the device), the IMP settings and the stopping rule."""
+        settings = {
+            "problem": self.problem.describe(),
+            "model": {"name": self.model_name, "options": self.model_options},
+            "fit": asdict(self.fit_config) | {"device": None},
+            "imp": self.imp.hashed(),
+            "stop": self.stop,
+        }
+        if self.others:
+            settings["others"] = [p.describe() for p in self.others]
+        return settings
+
+    def new_stop(self) -> StoppingRule | None:
+        """A fresh stopping rule of the run's kind (baselines are stopped as the ticket)."""
+        if self.stop_factory is not None:
+            return self.stop_factory()
+        return make_stopping_rule(self.stop) if self.stop else None
 
     def round_steps(self, k: int) -> int:
         """The fewest steps round ``k`` can run (a searching round may end at its early-bird
@@ -201,144 +415,39 @@ class ImpRun:
             steps = min(steps, imp.early_bird_every * (EarlyBird.window + 1))
         return steps
 
-    @property
-    def settings(self) -> dict:
-        """Everything that determines the run's results (hashed into its folder name)."""
-        settings = {
-            "problem": self.problem.describe(),
-            "model": {"name": self.model_name, "options": self.model_options},
-            "fit": asdict(self.fit_config) | {"device": None},
-            "imp": self.imp.hashed(),
-            "stop": self.stop_name,
-        }
-        if self.others:
-            settings["others"] = [p.describe() for p in self.others]
-        return settings
-
-    @property
-    def folder(self) -> Path:
-        return self.root / f"imp-{settings_hash(self.settings)}"
-
-    def round_dir(self, k: int) -> Path:
-        return self.folder / f"round-{k:02d}"
-
-    def ticket_path(self, k: int) -> Path:
-        return self.round_dir(k) / "ticket.safetensors"
-
-    def run(self, progress: Callable[[str], Sequence[Callback]] | None = None) -> list[dict]:
-        """Run (or finish) all rounds; returns one record per round, dense first.
-
-        One process at a time works in a run folder: a second one is refused at once. A round
-        done earlier is kept when its record reads back, its ticket loads (checksum and all),
-        its mask is the one the previous round left, and (before the last round) the next mask
-        reads back; a round that fails any of these (a damaged or deleted file) is recomputed,
-        with a warning naming the file, and so are the rounds that depended on it if it comes
-        out differently.
-        """
-        rounds = self.imp.n_rounds
-
-        def done_earlier(k: int, mask: Mask | None) -> dict | None:
-            """Round k's record if the round finished earlier and is intact, else None."""
-            rd = self.round_dir(k)
-            record_file = rd / "record.json"
-            if not record_file.exists():
-                return None
-            try:
-                try:
-                    record = json.loads(record_file.read_text())
-                except (OSError, ValueError) as err:  # JSONDecodeError, UnicodeDecodeError
-                    raise LipError(f"{record_file} is not readable JSON ({err})") from err
-                if (not isinstance(record, dict) or record.get("round") != k
-                        or not isinstance(record.get("sparsity"), int | float)
-                        or not isinstance(record.get("scores"), dict)):
-                    raise LipError(f"{record_file} is not a complete record of round {k}")
-                ticket = Ticket.load(self.ticket_path(k))
-                if mask is not None and ticket.mask != mask:
-                    raise LipError(f"the mask of {self.ticket_path(k)} is not the one round "
-                                   f"{k - 1} left (that round was recomputed differently)")
-                if k < rounds:
-                    Mask.load(rd / "next_mask.safetensors")
-                if k == 0 and self.imp.rewind_step > 0:
-                    rewind = self.folder / "rewind.safetensors"
-                    try:
-                        load_file(str(rewind))
-                    except (SafetensorError, OSError) as err:
-                        raise LipError(f"cannot read {rewind}: {err}") from err
-            except LipError as err:
-                log.warning("round %d/%d: %s; recomputing the round", k, rounds,
-                            " ".join(str(err).split()))
-                return None
-            return record
-
-        with RunLock(self.folder):
-            remove_temporaries(self.folder)  # of writers killed earlier; none can be running
-            settings_file = self.folder / "settings.json"
-            if not settings_file.exists():
-                write_json(settings_file, self.settings)
-            weights, z = self._init()
-            mask = None
-            self.records = []
-            for k in range(rounds + 1):
-                if k > 0:
-                    mask = Mask.load(self.round_dir(k - 1) / "next_mask.safetensors")
-                record = done_earlier(k, mask)
-                if record is not None:
-                    log.info("round %d/%d: done earlier (sparsity %.1f%%), skipped",
-                             k, rounds, 100 * record["sparsity"])
-                else:
-                    if k > 0:
-                        weights = self._rewind_weights(weights)
-                    callbacks = list(progress(f"round {k}/{rounds}")) if progress else []
-                    record = self._round(k, weights, z, mask, callbacks, last=k == rounds)
-                    log.info("round %d/%d: sparsity %.2f%% (counted), %d steps%s: %s", k,
-                             rounds, 100 * record["sparsity"], record["steps"],
-                             "" if self.fitted_in_full(k) else " (search)",
-                             format_scores(record["scores"]))
-                self.records.append(record)
-            return self.records
-
     def fitted_in_full(self, k: int) -> bool:
         """Whether round ``k`` ran the full fit (searching rounds may be cut short)."""
         imp = self.imp
         return k == imp.n_rounds or (imp.search_steps is None and imp.early_bird is None)
 
+    def fitted_as_reported(self, k: int) -> bool:
+        """Whether round ``k``'s own fit is what a comparison reports: in full, and on the
+        observation (a search on the clean image is refitted on the observation)."""
+        return self.fitted_in_full(k) and self.imp.target == "observation" and not self.others
+
     def ticket(self, k: int) -> Ticket:
-        """The ticket of round ``k`` (after the run has reached it)."""
         return Ticket.load(self.ticket_path(k))
 
-    def _init(self) -> tuple[dict[str, Tensor], Tensor]:
-        """theta0 and z: drawn once (seeded), saved, reused by every round and resume."""
-        path = self.folder / "init.safetensors"
-        if path.exists():
-            try:
-                tensors = load_file(str(path))
-                z = tensors.pop("z")
-                return tensors, z
-            except (SafetensorError, OSError, KeyError) as err:
-                log.warning("%s is damaged (%s); drawing theta0 and z again (seeded: the same "
-                            "draw)", path, " ".join(str(err).split()) or type(err).__name__)
-        model, z = build_prior(self.model_name, self.model_options, self.problem,
-                               seed=self.fit_config.seed)
-        theta0 = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        with atomic_path(path) as tmp:
-            save_file({**theta0, "z": z.contiguous()}, str(tmp))
-        return theta0, z
+    def record_complete(self, record: dict) -> bool:
+        return super().record_complete(record) and isinstance(record.get("scores"), dict)
 
-    def _rewind_weights(self, theta0: dict[str, Tensor]) -> dict[str, Tensor]:
-        if self.imp.rewind_step == 0:
-            return theta0
-        return load_file(str(self.folder / "rewind.safetensors"))
+    def describe_round(self, record: dict) -> str:
+        search = "" if self.fitted_in_full(record["round"]) else " (search)"
+        return f"{search}: {format_scores(record['scores'])}"
 
-    def _round(self, k: int, theta: dict[str, Tensor], z: Tensor, mask: Mask | None,
-               callbacks: list[Callback], last: bool) -> dict:
+    def new_model(self) -> nn.Module:
         model, _ = build_prior(self.model_name, self.model_options, self.problem,
                                seed=self.fit_config.seed)
-        model.load_state_dict(theta)
-        if mask is None:
-            mask = self.imp.initial_mask(model)
-        snapshot: dict[str, Tensor] = {}
-        if k == 0 and self.imp.rewind_step > 0:
-            callbacks.append(_snapshot_at(self.imp.rewind_step, snapshot))
+        return model
+
+    def draw_init(self) -> dict[str, Tensor]:
+        model, z = build_prior(self.model_name, self.model_options, self.problem,
+                               seed=self.fit_config.seed)
+        return {**model.state_dict(), "z": z}
+
+    def train_round(self, k: int, model: nn.Module, init: dict[str, Tensor], mask: Mask,
+                    callbacks: list[Callback], last: bool) -> tuple[dict, nn.Module]:
+        z = init["z"]
         config = self.fit_config  # the last round fits the final ticket in full
         if self.imp.search_steps is not None and not last:
             config = replace(config, steps=self.imp.search_steps)
@@ -347,6 +456,7 @@ class ImpRun:
             early_bird = EarlyBird(mask, self.imp.rate, layerwise=self.imp.layerwise,
                                    threshold=self.imp.early_bird, every=self.imp.early_bird_every)
             callbacks.append(early_bird)
+        per_image = None
         if self.others:
             result, per_image, model = self._fit_together(model, z, mask, config, callbacks)
         else:
@@ -356,21 +466,27 @@ class ImpRun:
                 kept = kept_channels(mask, model)
                 net, net_mask = compact(model, kept), None
             result = fit(net, z, operator, y, clean=self.problem.clean, config=config,
-                         mask=net_mask, stop=self.stop_factory() if self.stop_factory else None,
-                         callbacks=callbacks, metric=self.problem.metric,
-                         run_past_stop=self.problem.clean is not None)
+                         mask=net_mask, stop=self.new_stop(), callbacks=callbacks,
+                         metric=self.problem.metric, run_past_stop=self.problem.clean is not None)
             if net is not model:  # back into the full network, removed channels at zero
                 expand_into(model, net.cpu(), kept)
                 mask.apply_(model)
-            per_image = None
-        if snapshot:
-            with atomic_path(self.folder / "rewind.safetensors") as tmp:
-                save_file(snapshot, str(tmp))
-            theta = snapshot
         model.cpu()
+        with atomic_path(self.round_dir(k) / AVERAGED_PNG) as tmp:
+            save_image(result.averaged, tmp)
         sparsity, layers = weight_sparsity(model, mask.weights)
-        rd = self.round_dir(k)
-        rd.mkdir(parents=True, exist_ok=True)
+        record = round_record(k, result, mask, sparsity, layers, parameter_count(model, mask))
+        if self.imp.channels:
+            record |= channel_summary(model, mask, z)
+        if early_bird is not None:  # fraction of the next mask that changed, per check
+            record["early_bird_changes"] = [[step, round(d, 5)] for step, d in early_bird.distances]
+        if per_image is not None:
+            record["scores"] = mean_scores(list(per_image.values()))
+            record["per_image"] = per_image
+        return record, model
+
+    def save_ticket(self, k: int, model: nn.Module, mask: Mask, theta: dict[str, Tensor],
+                    init: dict[str, Tensor]) -> None:
         meta = {
             "model": model.spec,
             "problem": self.problem.describe(),
@@ -382,25 +498,10 @@ class ImpRun:
             "seed": self.fit_config.seed,
             "run": self.folder.name,
         }
-        ticket = Ticket(mask, theta, z, meta)
+        ticket = Ticket(mask, theta, init["z"], meta)
         ticket.save(self.ticket_path(k))
         if self.imp.channels:
-            compact_ticket(ticket).save(rd / COMPACT)
-        with atomic_path(rd / AVERAGED_PNG) as tmp:
-            save_image(result.averaged, tmp)
-        if not last:
-            self.imp.prune(model, mask).save(rd / "next_mask.safetensors")
-        record = round_record(k, result, mask, sparsity, layers, parameter_count(model, mask))
-        if self.imp.channels:
-            record |= channel_summary(model, mask, z)
-        if early_bird is not None:  # fraction of the next mask that changed, per check
-            record["early_bird_changes"] = [[step, round(d, 5)] for step, d in early_bird.distances]
-        if per_image is not None:
-            record["scores"] = mean_scores(list(per_image.values()))
-            record["per_image"] = per_image
-        write_json(rd / "record.json", record)
-        return record
-
+            compact_ticket(ticket).save(self.round_dir(k) / COMPACT)
 
     def _fit_together(self, model: nn.Module, z: Tensor, mask: Mask, config: FitConfig,
                       callbacks: list[Callback]) -> tuple[FitResult, dict, nn.Module]:
@@ -423,6 +524,21 @@ class ImpRun:
         per_image = {f"{i}:{p.image}": r.scores for i, (p, r) in
                      enumerate(zip(problems, results, strict=True))}
         return results[0], per_image, ranked
+
+
+def closest_round(records: Sequence[dict], sparsity: float) -> dict:
+    """The pruned round whose counted sparsity is nearest ``sparsity`` (round 0 if none)."""
+    return min(records[1:] or records, key=lambda r: abs(r["sparsity"] - sparsity))
+
+
+def check_safetensors(path: Path) -> None:
+    """Refuse (one line) a missing, truncated or unreadable safetensors file; reads only its
+    header (the full check, checksum and all, is done when the file is loaded)."""
+    try:
+        with safe_open(str(path), framework="pt"):
+            pass
+    except (SafetensorError, OSError) as err:
+        raise LipError(f"cannot read {path} ({one_line(err)})") from None
 
 
 def mean_scores(all_scores: list[dict]) -> dict:
@@ -494,19 +610,13 @@ def mask_change(previous: Mask, current: Mask, mask: Mask) -> float:
     return changed / most if most else 0.0
 
 
-def _snapshot_at(step: int, store: dict[str, Tensor]) -> Callback:
+def snapshot_at(step: int, store: dict[str, Tensor]) -> Callback:
+    """A callback that copies the model's state dict after step ``step`` (late rewinding)."""
     def callback(info: StepInfo) -> None:
         if info.step == step:
             store.update({k: v.detach().cpu().clone()
                           for k, v in info.model.state_dict().items()})
     return callback
-
-
-def format_scores(scores: dict) -> str:
-    """A compact one-line summary of labelled PSNRs."""
-    parts = [f"{score_label(label)} {entry['psnr']:.2f} dB" for label, entry in scores.items()
-             if entry.get("psnr") is not None]
-    return ", ".join(parts) if parts else "no ground truth"
 
 
 def ticket_model_for(ticket: Ticket, problem: Problem) -> nn.Module:

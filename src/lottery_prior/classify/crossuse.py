@@ -20,7 +20,7 @@ from lottery_prior.fit import Callback, FitConfig
 from lottery_prior.lottery import evaluate_ticket
 from lottery_prior.masks import Mask
 from lottery_prior.pruning import random_mask
-from lottery_prior.report.tables import score_columns
+from lottery_prior.scores import score_columns
 from lottery_prior.seeding import generator
 from lottery_prior.tickets import Ticket
 

@@ -14,12 +14,14 @@ import os
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures.process import BrokenProcessPool
 
 from tqdm import tqdm
 
 from lottery_prior.errors import LipError
 from lottery_prior.experiments.store import Store
 from lottery_prior.experiments.units import Plan, Unit, run_unit
+from lottery_prior.runs import one_line
 
 log = logging.getLogger("lottery_prior")
 
@@ -67,21 +69,25 @@ def ready_units(plan: Plan, done: set[str], started: set[str]) -> list[Unit]:
 
 
 def run_local(plan: Plan, store: Store, *, workers: int = 1, show: bool = True,
+              device: str | None = None,
               on_finish: Callable[[Unit], None] | None = None) -> int:
     """Run every unfinished unit in ``workers`` processes (one thread each); returns how many
-    units ran. ``workers=0`` runs them in this process (for debugging and tests)."""
+    units ran. ``workers=0`` runs them in this process (for debugging and tests). If a unit
+    fails, no new unit starts, the running ones finish and are stored, then the error is
+    raised (one line naming the unit)."""
     ids = [u.id for u in plan.units]
-    done = store.done(ids)
+    done = plan.done(store)
     progress = Progress(plan, done, show)
     ran = 0
 
     def finish(unit: Unit, rows: list[dict]) -> None:
         nonlocal ran
-        store.add(unit.id, rows)
+        if unit.kind in ("fit", "transfer"):
+            store.add(unit.id, rows)
         done.add(unit.id)
         ran += 1
         progress.finished(unit)
-        store.write_tables(ids)
+        store.write_tables(ids, force=False)
         if on_finish is not None:
             on_finish(unit)
 
@@ -89,9 +95,13 @@ def run_local(plan: Plan, store: Store, *, workers: int = 1, show: bool = True,
         if workers == 0:
             while todo := ready_units(plan, done, set()):
                 progress.started()
-                finish(todo[0], run_unit(todo[0], store.root))
+                try:
+                    rows = run_unit(todo[0], store.root, device)
+                except LipError as err:
+                    raise LipError(f"unit {todo[0].label} failed: {err}") from None
+                finish(todo[0], rows)
         else:
-            _run_pool(plan, store, workers, done, progress, finish)
+            _run_pool(plan, store, workers, done, progress, finish, device)
     finally:
         progress.close()
     left = [u for u in plan.units if u.id not in done]
@@ -102,28 +112,49 @@ def run_local(plan: Plan, store: Store, *, workers: int = 1, show: bool = True,
 
 
 def _run_pool(plan: Plan, store: Store, workers: int, done: set[str], progress: Progress,
-              finish: Callable[[Unit, list[dict]], None]) -> None:
+              finish: Callable[[Unit, list[dict]], None], device: str | None) -> None:
     context = multiprocessing.get_context("spawn")  # no forked torch state
     started: set[str] = set()
+    failure: LipError | None = None
     with cf.ProcessPoolExecutor(max_workers=workers, mp_context=context,
                                 initializer=_one_thread) as pool:
         running: dict[cf.Future, Unit] = {}
         try:
             while True:
-                for unit in ready_units(plan, done, started)[: workers - len(running)]:
-                    started.add(unit.id)
-                    running[pool.submit(run_unit, unit, str(store.root))] = unit
-                    progress.started()
+                if failure is None:
+                    for unit in ready_units(plan, done, started)[: workers - len(running)]:
+                        started.add(unit.id)
+                        running[pool.submit(run_unit, unit, str(store.root), device)] = unit
+                        progress.started()
                 if not running:
-                    return
+                    break
                 finished, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
                 for future in finished:
                     unit = running.pop(future)
-                    finish(unit, future.result())  # a unit's error ends the sweep
+                    try:
+                        rows = future.result()
+                    except BrokenProcessPool:
+                        lost = ", ".join(u.label for u in [unit, *running.values()])
+                        raise LipError(
+                            f"a worker process died (killed by the system, e.g. out of memory) "
+                            f"while running: {lost}; the {len(done)} finished units are kept: "
+                            "rerun the same command to resume (with fewer --workers if memory "
+                            "ran out)") from None
+                    except LipError as err:
+                        failure = failure or LipError(f"unit {unit.label} failed: {err}")
+                        continue
+                    except Exception as err:  # a bug: name the unit, keep the traceback
+                        log.error("unit %s failed", unit.label, exc_info=err)
+                        failure = failure or LipError(
+                            f"unit {unit.label} failed: {type(err).__name__}: {one_line(err)}")
+                        continue
+                    finish(unit, rows)
         except BaseException:
             for future in running:
                 future.cancel()
             raise
+    if failure is not None:
+        raise failure
 
 
 def _one_thread() -> None:

@@ -48,7 +48,7 @@ SMALL_GPU = 0.25  # the GPU fraction of a fit on a small image
 
 
 def run_ray(plan: Plan, store: Store, *, address: str | None = "auto", show: bool = True,
-            gpu_per_fit: float | None = None) -> int:
+            gpu_per_fit: float | None = None, device: str | None = None) -> int:
     """Run every unfinished unit of ``plan`` as Ray tasks; returns how many units ran.
 
     ``address``: ``"auto"`` connects to the Ray cluster running on (or reachable from) this
@@ -67,12 +67,12 @@ def run_ray(plan: Plan, store: Store, *, address: str | None = "auto", show: boo
     except ImportError:
         raise LipError(MISSING) from None
     ids = [u.id for u in plan.units]
-    done = store.done(ids)
+    done = plan.done(store)
     if all(i in done for i in ids):
         return 0
     started_ray = _connect(ray, address)
     try:
-        return _run(ray, plan, store, done, show, gpu_per_fit)
+        return _run(ray, plan, store, done, show, gpu_per_fit, device)
     finally:
         if started_ray:
             ray.shutdown()
@@ -103,7 +103,7 @@ def _connect(ray: Any, address: str | None) -> bool:
 
 
 def _run(ray: Any, plan: Plan, store: Store, done: set[str], show: bool,
-         gpu_per_fit: float | None) -> int:
+         gpu_per_fit: float | None, device: str | None) -> int:
     ids = [u.id for u in plan.units]
     root = str(store.root.resolve())  # workers may have another working directory
     gpus = float(ray.cluster_resources().get("GPU", 0))
@@ -112,7 +112,7 @@ def _run(ray: Any, plan: Plan, store: Store, done: set[str], show: bool,
     units = plan.by_id()
     todo = [u for u in plan.units if u.id not in done]
     sizes: dict[tuple, int] = {}
-    gpu_wants = {u.id: task_gpus(u, gpus, gpu_per_fit, sizes) for u in todo}
+    gpu_wants = {u.id: task_gpus(u, gpus, gpu_per_fit, sizes, device) for u in todo}
     planned: set[str] = set()
     for unit in todo:  # checked before any task starts
         if gpu_wants[unit.id] > gpus:
@@ -139,7 +139,7 @@ def _run(ray: Any, plan: Plan, store: Store, done: set[str], show: bool,
             if want > 0:
                 ref = gpu_task.options(num_gpus=want).remote(unit, root, "cuda", *deps)
             else:
-                ref = cpu_task.remote(unit, root, None, *deps)
+                ref = cpu_task.remote(unit, root, device, *deps)
             refs[unit.id] = ref
             pending[ref] = unit
 
@@ -165,11 +165,12 @@ def _run(ray: Any, plan: Plan, store: Store, done: set[str], show: bool,
                     rows = ray.get(ref)
                 except Exception as err:
                     raise _failure(ray, _origin(ray, unit, units, refs), err) from None
-                store.add(unit.id, rows)
+                if unit.kind in ("fit", "transfer"):
+                    store.add(unit.id, rows)
                 done.add(unit.id)
                 ran += 1
                 progress.finished(unit)
-                store.write_tables(ids)
+                store.write_tables(ids, force=False)
             schedule()
     except BaseException:
         for ref in pending:
@@ -184,33 +185,27 @@ def _run(ray: Any, plan: Plan, store: Store, done: set[str], show: bool,
 
 
 def _task(unit: Unit, root: str, device: str | None, *deps: Any) -> list[dict]:
-    """A unit's work in a Ray worker (``deps``: the finished dependencies' rows, unused)."""
+    """A unit's work in a Ray worker (``deps``: the finished dependencies' rows, unused).
+    ``device``: "cuda" (the one GPU Ray assigned this task) or None; never part of its id."""
     os.environ["OMP_NUM_THREADS"] = "1"
     import torch
 
     torch.set_num_threads(1)
     logging.basicConfig(format="lip: %(message)s", level=logging.WARNING, stream=sys.stderr)
-    if device is not None:
-        # every fit setting of the unit (its own, a transfer target's) names the GPU Ray
-        # assigned to this task, the only one it sees: "cuda" (not cuda:N). The unit keeps its
-        # id: its rows and output image are named by it.
-        payload = {k: {**v, "device": device} if isinstance(v, dict) and "device" in v else v
-                   for k, v in unit.payload.items()}
-        unit = Unit(unit.id, unit.kind, payload, unit.deps, unit.cost, unit.label)
-    return run_unit(unit, root)
+    return run_unit(unit, root, device)
 
 
 def task_gpus(unit: Unit, cluster_gpus: float, gpu_per_fit: float | None = None,
-              sizes: dict[tuple, int] | None = None) -> float:
+              sizes: dict[tuple, int] | None = None, device: str | None = None) -> float:
     """The GPUs a unit's task asks for: none on a cluster without GPUs or for a unit whose
     fits are set to a device other than CUDA; else ``gpu_per_fit``, or by default a fraction
     for images up to 256x256 pixels (their fits cannot fill a GPU) and a whole GPU above."""
-    device = unit.payload.get("fit", {}).get("device")
     if cluster_gpus <= 0 or (device is not None and not str(device).startswith("cuda")):
         return 0.0
     if gpu_per_fit is not None:
         return float(gpu_per_fit)
-    problem = unit.payload.get("target") or unit.payload.get("problem") or {}
+    problem = (unit.payload.get("target") or unit.payload.get("search") or unit.payload
+               ).get("problem") or {}
     pixels = _pixels(problem, {} if sizes is None else sizes)
     return SMALL_GPU if pixels <= SMALL_PIXELS else 1.0
 

@@ -51,17 +51,16 @@ from typing import Any
 
 import tomllib
 
-from lottery_prior.compare import METHODS
 from lottery_prior.errors import LipError
-from lottery_prior.images import data_root
+from lottery_prior.finders import REGISTRY, finder_names
+from lottery_prior.images import IMAGE_EXTENSIONS, data_root
 from lottery_prior.operators import TASKS
 
 TASK_KEYS = {"denoise": {"sigma"}, "inpaint": {"mask", "keep"}, "sr": {"factor"}}
 FIT_KEYS = {"steps", "lr", "input_noise", "fast", "stop", "device"}
 IMP_KEYS = {"rate", "layerwise", "rewind_step", "keep_dense", "target", "search_steps",
-            "early_bird", "early_bird_every"}
+            "early_bird", "early_bird_every", "structure", "channel_score"}
 LEARNED_KEYS = {"steps", "lr", "temperature", "kl", "allocation", "per_filter"}
-NO_MASK = ("decoder", "dense")  # methods without a mask to transfer
 
 
 @dataclass(frozen=True)
@@ -75,8 +74,24 @@ class TaskSpec:
         """``make_problem`` keyword arguments for an image (a mask template filled in)."""
         options = dict(self.settings)
         if isinstance(options.get("mask"), str) and "{image}" in options["mask"]:
-            options["mask"] = options["mask"].replace("{image}", image.rsplit(".", 1)[0])
+            options["mask"] = mask_for(options["mask"], image)
         return options
+
+
+def mask_for(template: str, image: str) -> str:
+    """The mask file a template names for an image: ``{image}`` is the image without its
+    extension; a file's mask gets the image's extension, or the first that exists."""
+    if image.startswith(("data:", "builtin:")):
+        return template.replace("{image}", image)
+    path = Path(image)
+    stem = str(path.with_suffix("")) if path.suffix.lower() in IMAGE_EXTENSIONS else image
+    filled = template.replace("{image}", stem)
+    if Path(filled).suffix.lower() in IMAGE_EXTENSIONS:
+        return filled
+    for ext in dict.fromkeys((path.suffix, *IMAGE_EXTENSIONS)):
+        if ext and Path(filled + ext).is_file():
+            return filled + ext
+    return filled + path.suffix
 
 
 @dataclass
@@ -141,10 +156,6 @@ def _parse(data: dict, name: str, source: Path | None) -> Spec:
     _known("grid", grid, {"images", "size", "seeds", "noise_seeds", "sparsities", "methods"})
     images = _strings(grid, "grid.images", required=True)
     methods = _strings(grid, "grid.methods", required=True)
-    for i, method in enumerate(methods):
-        if method not in METHODS:
-            raise _SpecError(f"grid.methods[{i}]", f"unknown method {method!r}; use one of "
-                             f"{', '.join(METHODS)}")
     sparsities = _sparsities(grid.get("sparsities"), "grid.sparsities", required=True)
     seeds = _seeds(grid.get("seeds", [0]), "grid.seeds")
     noise_seeds = _seeds(grid.get("noise_seeds", [0]), "grid.noise_seeds")
@@ -170,6 +181,9 @@ def _parse(data: dict, name: str, source: Path | None) -> Spec:
         raise _SpecError("fit.stop", f"must be wmv or none, got {fit['stop']!r}")
     imp = _table(data, "imp")
     _known("imp", imp, IMP_KEYS)
+    structure = imp.get("structure", "weights")
+    for i, method in enumerate(methods):
+        _method(method, f"grid.methods[{i}]", structure)
     learned = _table(data, "learned")
     _known("learned", learned, LEARNED_KEYS)
 
@@ -177,9 +191,7 @@ def _parse(data: dict, name: str, source: Path | None) -> Spec:
     _known("transfer", transfer, {"sparsities", "across_images", "across_tasks", "methods"})
     transfer_methods = _strings(transfer, "transfer.methods") or ["ticket"]
     for i, method in enumerate(transfer_methods):
-        if method not in METHODS or method in NO_MASK:
-            raise _SpecError(f"transfer.methods[{i}]", f"{method!r} is not a mask method; use "
-                             f"{', '.join(m for m in METHODS if m not in NO_MASK)}")
+        _method(method, f"transfer.methods[{i}]", structure, transfer=True)
     across_images = transfer.get("across_images", False)
     if not isinstance(across_images, bool):
         raise _SpecError("transfer.across_images", "must be true or false")
@@ -236,6 +248,19 @@ def _check_settings(spec: Spec) -> None:
         raise _SpecError("learned", str(err)) from None
 
 
+def _method(method: str, key: str, structure: str, transfer: bool = False) -> None:
+    """A method of the finder registry that fits the search's structure (and, to be
+    transferred, whose ticket is a mask of the searched network)."""
+    wanted = finder_names(structure=structure, transferable=True if transfer else None)
+    if method not in wanted:
+        why = ("unknown method" if method not in REGISTRY else
+               "not a mask method that can be transferred" if transfer and
+               not REGISTRY[method].transferable else
+               f"matched to {REGISTRY[method].structure} tickets, and the search prunes "
+               f"{structure} (imp.structure)")
+        raise _SpecError(key, f"{method!r}: {why}; use one of {', '.join(wanted)}")
+
+
 def _task(table: Any, key: str) -> TaskSpec:
     if not isinstance(table, dict):
         raise _SpecError(key, "must be a table with name = denoise|inpaint|sr")
@@ -275,8 +300,13 @@ def _expand_images(specs: list[str]) -> list[str]:
             found = sorted(glob.glob(spec))
         if not found:
             raise _SpecError(f"grid.images[{i}]", f"{spec!r} matches no image")
-        images += [f for f in found if not f.endswith("_mask")]
+        images += [f for f in found if not is_mask(f)]
     return list(dict.fromkeys(images))
+
+
+def is_mask(image: str) -> bool:
+    """Whether an image spec names a mask file (``*_mask``, with or without extension)."""
+    return Path(image.split(":", 1)[-1]).stem.endswith("_mask")
 
 
 def _known(key: str, table: dict, allowed: set[str]) -> None:

@@ -1,17 +1,20 @@
-"""A spec expanded into units of work, each content-addressed by its settings.
+"""A spec expanded into units of work, each named by its identity (:mod:`lottery_prior.runs`).
 
-* ``search``: one IMP run per image x task x noise seed x seed (its id is the run folder's
-  name, ``imp-<hash>``, so sweeps, ``lip find`` and ``lip compare`` share runs);
-* ``learn``: a mask learned at theta0 at the sparsity of the search's round closest to a
-  requested one (needs the search; the mask is kept in a ``learned-<hash>`` run folder);
-* ``fit``: one method at one sparsity on the search's image and task (needs the search, and
-  for ``learned`` the learn unit); the dense network is one unit per search;
-* ``transfer``: a mask of one search (its ticket, or a learned or baseline mask at the
-  ticket's sparsity) retrained on another image or task (needs what the mask needs).
+* ``search``: one IMP run per image x task x noise seed x seed; its id is the run folder's
+  name (``imp-<hash>``: the problem's content, model, fit, IMP and stop settings), so sweeps,
+  ``lip find`` and ``lip compare`` share runs;
+* ``learn``: a mask learned at theta0, matched to the search's round nearest a requested
+  sparsity (needs the search; kept in a ``learned-<hash>`` run folder);
+* ``fit``: one method at one sparsity on the search's own observation (needs the search, and
+  for ``learned`` the learn unit); the dense network and the Deep Decoder are fits too;
+* ``transfer``: a method's mask found on one search, retrained on another image or task
+  (needs what the mask needs, and the target's search, whose ticket it is compared with).
 
-``run_unit`` does a unit's work in any process (a worker, a Ray task) from its JSON-ready
-payload alone and returns its result rows; a finished unit is never run again (the store
-keeps its rows).
+A fit, learn or transfer unit is named ``<kind>-<hash>`` of its identity: the search it is
+matched to (content-addressed), the method and its settings with every default resolved,
+the sparsity, the fit settings it runs with and, for a transfer, the target's content. Where
+it runs (device, workers, Ray) is not part of any id. ``run_unit`` does a unit's work in any
+process from its JSON-ready payload and returns its result rows.
 """
 
 from __future__ import annotations
@@ -26,22 +29,22 @@ from typing import Any
 import torch
 
 from lottery_prior import __version__
-from lottery_prior.compare import closest_round, fit_method, learned_run, method_ticket
-from lottery_prior.compare import row as method_row
+from lottery_prior.compare import MethodFit, fit_method, transfer_method
 from lottery_prior.errors import LipError
-from lottery_prior.experiments.spec import LEARNED_KEYS, Spec
+from lottery_prior.experiments.spec import Spec
+from lottery_prior.experiments.store import Store
+from lottery_prior.finders import FinderOptions, Match, make_finder
+from lottery_prior.finders.learned import LearnedMask
 from lottery_prior.fit import FitConfig
 from lottery_prior.images import save_image
 from lottery_prior.learned import LearnConfig
-from lottery_prior.lottery import ImpConfig, ImpRun, evaluate_ticket
+from lottery_prior.lottery import ImpConfig, ImpRun
 from lottery_prior.operators import TASK_DEFAULTS
-from lottery_prior.output_folder import settings_hash
 from lottery_prior.problem import content_hash, make_problem
-from lottery_prior.report.tables import SCORE_COLUMNS
-from lottery_prior.stopping import make_stopping_rule
-from lottery_prior.tickets import parameter_count
+from lottery_prior.runs import identity_hash
+from lottery_prior.scores import SCORE_COLUMNS
 
-RUNS = "runs"  # IMP run folders, below the results folder
+RUNS = "runs"  # IMP and learned-mask run folders, below the results folder
 IMAGES = "images"  # averaged outputs of fits, observations and clean images
 
 
@@ -62,15 +65,40 @@ class Plan:
     """The units of a spec, in an order where every unit comes after its dependencies."""
 
     spec: Spec
+    root: Path
     units: list[Unit] = field(default_factory=list)
+    runs: dict[str, ImpRun] = field(default_factory=dict)  # search id -> its IMP run
 
     def by_id(self) -> dict[str, Unit]:
         return {u.id: u for u in self.units}
 
+    def done(self, store: Store) -> set[str]:
+        """The units whose results are there and intact: a fit's or transfer's rows and
+        image; a search's or learned mask's run folder, finished and readable. A search or
+        learn unit that nothing left to do needs counts as done too (its run may be gone)."""
+        done = {u.id for u in self.units if u.kind in ("fit", "transfer")
+                and store.rows(u.id) is not None
+                and all((store.root / r["output"]).is_file() for r in store.rows(u.id))}
+        needed = {d for u in self.units if u.id not in done for d in u.deps}
+        for unit in self.units:
+            if unit.kind in ("search", "learn") and (
+                    unit.id not in needed or self._finished(unit)):
+                done.add(unit.id)
+        return done
 
-def expand(spec: Spec, root: Path, device: str | None = None) -> Plan:
+    def _finished(self, unit: Unit) -> bool:
+        run = self.runs[unit.deps[0] if unit.deps else unit.id]
+        records = run.finished()
+        if records is None or unit.kind == "search":
+            return records is not None
+        run.records = records
+        finder = _learned(unit.payload)
+        return finder.learned_run(Match.of(run, unit.payload["sparsity"])).finished() is not None
+
+
+def expand(spec: Spec, root: Path) -> Plan:
     """Every unit of the spec (loading each image once to address its observation)."""
-    plan = Plan(spec)
+    plan = Plan(spec, Path(root))
     searches: dict[tuple, Unit] = {}
     learned: dict[str, dict[float, Unit]] = {}  # search id -> its learn units by sparsity
     imp = ImpConfig(**{**_imp_settings(spec), "target_sparsity": spec.max_sparsity})
@@ -80,27 +108,19 @@ def expand(spec: Spec, root: Path, device: str | None = None) -> Plan:
                 problem_args = {"image": image, "task": task.name, "size": spec.size,
                                 "noise_seed": noise_seed, **task.for_image(image)}
                 for seed in spec.seeds:
-                    search = _search_unit(spec, problem_args, seed, imp, root, device)
+                    search = _search_unit(plan, spec, problem_args, seed, imp)
                     searches[(image, task.name, noise_seed, seed)] = search
                     plan.units.append(search)
                     learns = learned[search.id] = _learn_units(spec, search)
                     plan.units += learns.values()
-                    plan.units += _fit_units(spec, search, learns)
+                    plan.units += _fit_units(plan, spec, search, learns)
     for (image, task, noise_seed, seed), search in searches.items():
-        learns = learned[search.id]
-        for target in _transfer_targets(spec, image, task):
-            t_image, t_task = target
-            t_search = searches[(t_image, t_task, noise_seed, seed)]
+        for t_image, t_task in _transfer_targets(spec, image, task):
+            target = searches[(t_image, t_task, noise_seed, seed)]
             for s in spec.transfer_sparsities:
                 for method in spec.transfer_methods:
-                    payload = {**_method_payload(spec, search, method, s),
-                               "target": t_search.payload["problem"],
-                               "target_fit": t_search.payload["fit"]}
-                    plan.units.append(Unit(
-                        _unit_id("transfer", payload), "transfer", payload,
-                        _needs(search, learns, method, s), cost=t_search.payload["full_cost"],
-                        label=f"transfer {'' if method == 'ticket' else method + ' '}"
-                        f"{image}:{task} -> {t_image}:{t_task} at {s:.0%}, seed {seed}"))
+                    plan.units.append(_transfer_unit(plan, spec, search, target, method, s,
+                                                     learned[search.id]))
     return plan
 
 
@@ -111,21 +131,17 @@ def _imp_settings(spec: Spec) -> dict[str, Any]:
     return settings
 
 
-def _search_unit(spec: Spec, problem_args: dict, seed: int, imp: Any, root: Path,
-                 device: str | None) -> Unit:
-    run = _imp_run({"problem": problem_args, "model": spec.model,
-                    "model_options": spec.model_options, "fit": _fit_settings(spec, problem_args,
-                                                                                seed, device),
-                    "imp": imp.hashed(), "stop": spec.fit.get("stop", "none")}, root)
+def _search_unit(plan: Plan, spec: Spec, problem_args: dict, seed: int, imp: ImpConfig) -> Unit:
     payload = {"problem": problem_args, "model": spec.model, "model_options": spec.model_options,
-               "fit": asdict(run.fit_config), "imp": imp.hashed(), "stop": run.stop_name or "none",
-               "run": run.folder.name}
+               "fit": _fit_settings(spec, problem_args["task"], seed), "imp": imp.hashed(),
+               "stop": spec.fit.get("stop", "none")}
+    run = imp_run(payload, plan.root)
+    plan.runs[run.name] = run
     pixels = run.problem.shape[1] * run.problem.shape[2]
     per_step = _seconds_per_step(spec, pixels)
-    full = run.fit_config.steps * per_step
+    payload["full_cost"] = run.fit_config.steps * per_step
     search_steps = sum(run.round_steps(k) for k in range(imp.n_rounds + 1))
-    payload["full_cost"] = full
-    return Unit(run.folder.name, "search", payload, cost=search_steps * per_step,
+    return Unit(run.name, "search", payload, cost=search_steps * per_step,
                 label=f"search {problem_args['image']}:{problem_args['task']} seed {seed}"
                 f" (noise {problem_args['noise_seed']}), {imp.n_rounds} rounds")
 
@@ -135,16 +151,18 @@ def _where(search: Unit) -> str:
     return f"{problem['image']}:{problem['task']} seed {search.payload['fit']['seed']}"
 
 
-def _method_payload(spec: Spec, search: Unit, method: str, sparsity: float) -> dict:
-    """A unit's payload for a method at a sparsity (IMP's own ticket adds no key, so the ids
-    of sweeps made before other transfer methods existed stay the same)."""
-    payload = {**search.payload, "sparsity": sparsity}
-    if method != "ticket":
-        payload["method"] = method
-    if method == "learned":  # every setting resolved: a changed default is another unit
-        resolved = asdict(LearnConfig(sparsity=0.5, **spec.learned))
-        payload["learned"] = {k: v for k, v in resolved.items() if k in LEARNED_KEYS}
-    return payload
+def _options(spec: Spec) -> FinderOptions:
+    return FinderOptions(learn=LearnConfig(sparsity=0.5, **spec.learned))
+
+
+def _method_identity(spec: Spec, search: Unit, method: str, sparsity: float,
+                     fit: dict) -> dict:
+    """What names a method's unit: the search, the method and its resolved settings, the
+    sparsity and the fit settings it runs with (never the device)."""
+    finder = make_finder(method, _options(spec))
+    config = finder.fit_config(FitConfig(**fit))
+    return {"search": search.id, "method": method, "sparsity": sparsity,
+            "finder": finder.identity(sparsity), "fit": asdict(config) | {"device": None}}
 
 
 def _learn_units(spec: Spec, search: Unit) -> dict[float, Unit]:
@@ -154,10 +172,11 @@ def _learn_units(spec: Spec, search: Unit) -> dict[float, Unit]:
         wanted |= set(spec.transfer_sparsities)
     units = {}
     for s in sorted(wanted):
-        payload = _method_payload(spec, search, "learned", s)
-        del payload["method"]
-        steps = LearnConfig(sparsity=s, **spec.learned).n_steps
-        units[s] = Unit(_unit_id("learn", payload), "learn", payload, (search.id,),
+        learned = LearnedMask(LearnConfig(sparsity=s, **spec.learned)).identity(s)
+        identity = {"search": search.id, "sparsity": s, "learned": learned}
+        payload = {"search": search.payload, "sparsity": s, "learned": learned}
+        steps = learned["steps"]
+        units[s] = Unit(f"learn-{identity_hash(identity)}", "learn", payload, (search.id,),
                         cost=search.payload["full_cost"] * steps / search.payload["fit"]["steps"],
                         label=f"learn a mask at {s:.0%}, {_where(search)}")
     return units
@@ -167,16 +186,33 @@ def _needs(search: Unit, learns: dict[float, Unit], method: str, sparsity: float
     return (search.id, learns[sparsity].id) if method == "learned" else (search.id,)
 
 
-def _fit_units(spec: Spec, search: Unit, learns: dict[float, Unit]) -> list[Unit]:
+def _fit_units(plan: Plan, spec: Spec, search: Unit, learns: dict[float, Unit]) -> list[Unit]:
     units = []
     for method in spec.methods:
         for s in [0.0] if method == "dense" else spec.sparsities:
-            payload = {**_method_payload(spec, search, method, s), "method": method}
-            units.append(Unit(_unit_id("fit", payload), "fit", payload,
+            identity = _method_identity(spec, search, method, s, search.payload["fit"])
+            payload = {"search": search.payload, "method": method, "sparsity": s,
+                       "learned": identity["finder"] or None}
+            units.append(Unit(f"fit-{identity_hash(identity)}", "fit", payload,
                               _needs(search, learns, method, s),
                               cost=search.payload["full_cost"],
                               label=f"{method} at {s:.0%}, {_where(search)}"))
     return units
+
+
+def _transfer_unit(plan: Plan, spec: Spec, search: Unit, target: Unit, method: str,
+                   sparsity: float, learns: dict[float, Unit]) -> Unit:
+    identity = _method_identity(spec, search, method, sparsity, target.payload["fit"])
+    identity |= {"target": plan.runs[target.id].problem.describe(), "target_search": target.id}
+    payload = {"search": search.payload, "method": method, "sparsity": sparsity,
+               "learned": identity["finder"] or None, "target": target.payload}
+    source, dest = search.payload["problem"], target.payload["problem"]
+    return Unit(f"transfer-{identity_hash(identity)}", "transfer", payload,
+                _needs(search, learns, method, sparsity) + (target.id,),
+                cost=target.payload["full_cost"],
+                label=f"transfer {'' if method == 'ticket' else method + ' '}"
+                f"{source['image']}:{source['task']} -> {dest['image']}:{dest['task']} at "
+                f"{sparsity:.0%}, seed {search.payload['fit']['seed']}")
 
 
 def _transfer_targets(spec: Spec, image: str, task: str) -> list[tuple[str, str]]:
@@ -187,13 +223,13 @@ def _transfer_targets(spec: Spec, image: str, task: str) -> list[tuple[str, str]
     return targets
 
 
-def _fit_settings(spec: Spec, problem_args: dict, seed: int, device: str | None) -> dict:
-    defaults = TASK_DEFAULTS[problem_args["task"]]
-    fit = {"steps": defaults["steps"], "input_noise": defaults["input_noise"],
-           **{k: v for k, v in spec.fit.items() if k != "stop"}, "seed": seed}
-    if device is not None:
-        fit["device"] = device
-    return fit
+def _fit_settings(spec: Spec, task: str, seed: int) -> dict:
+    """Every fit setting resolved: the task's defaults, the spec's, the seed; no device."""
+    defaults = TASK_DEFAULTS[task]
+    given = {k: v for k, v in spec.fit.items() if k not in ("stop", "device")}
+    config = FitConfig(**{"steps": defaults["steps"], "input_noise": defaults["input_noise"],
+                          **given, "seed": seed})
+    return asdict(config) | {"device": None}
 
 
 def _seconds_per_step(spec: Spec, pixels: int) -> float:
@@ -204,66 +240,52 @@ def _seconds_per_step(spec: Spec, pixels: int) -> float:
     return base * pixels / 128**2 * (width / 128) ** 2
 
 
-def _unit_id(kind: str, payload: dict) -> str:
-    return f"{kind}-{settings_hash({k: v for k, v in payload.items() if k != 'full_cost'})}"
-
-
-def _imp_run(payload: dict, root: Path):
-    """The IMP run a payload names (its problem simulated again: the same, seeded)."""
-    imp = dict(payload["imp"])
+def imp_run(payload: dict, root: Path, device: str | None = None) -> ImpRun:
+    """The IMP run a search payload names (its problem simulated again: the same, seeded);
+    ``device`` says where its fits run (not part of its identity)."""
+    search = payload.get("search", payload)
+    imp = dict(search["imp"])
     imp["keep_dense"] = tuple(imp.get("keep_dense", ()))
-    stop = payload.get("stop", "none")
-    return ImpRun(make_problem(**payload["problem"]), payload["model"],
-                  dict(payload["model_options"]), FitConfig(**payload["fit"]), ImpConfig(**imp),
-                  root=root / RUNS,
-                  stop_factory=(lambda: make_stopping_rule("wmv")) if stop == "wmv" else None,
-                  stop_name=None if stop == "none" else stop)
+    stop = search.get("stop", "none")
+    fit = {k: v for k, v in search["fit"].items() if k != "device"}
+    return ImpRun(make_problem(**search["problem"]), search["model"],
+                  dict(search["model_options"]), FitConfig(**fit, device=device),
+                  ImpConfig(**imp), root=Path(root) / RUNS,
+                  stop=None if stop == "none" else stop)
 
 
-def run_unit(unit: Unit, root: str | Path) -> list[dict]:
-    """Do a unit's work (resuming what exists) and return its rows; any process can."""
+def _learned(payload: dict) -> LearnedMask:
+    learned = payload.get("learned")
+    return LearnedMask(LearnConfig(sparsity=payload["sparsity"], **learned)
+                       if learned else None)
+
+
+def run_unit(unit: Unit, root: str | Path, device: str | None = None) -> list[dict]:
+    """Do a unit's work (resuming what exists) and return its rows; any process can.
+    ``device``: where its fits run (default: CUDA if available)."""
     root = Path(root)
-    run = _imp_run(unit.payload, root)
+    run = imp_run(unit.payload, root, device)
     if unit.kind == "search":
         run.run()
         return []
-    run.records = finished_records(run)
-    learned = unit.payload.get("learned")  # settings of a learned mask (its sparsity: IMP's)
-    learn = LearnConfig(sparsity=unit.payload["sparsity"], **learned) if learned is not None \
-        else None
+    run.finished_records()
+    sparsity = unit.payload["sparsity"]
+    options = FinderOptions(learn=_learned(unit.payload).learn)
     if unit.kind == "learn":
-        learned_run(run, closest_round(run.records, unit.payload["sparsity"]), learn).find()
+        make_finder("learned", options).find(Match.of(run, sparsity))
         return []
-    (root / IMAGES).mkdir(parents=True, exist_ok=True)
     output = root / IMAGES / f"{unit.id}.png"
+    output.parent.mkdir(parents=True, exist_ok=True)
+    method = unit.payload["method"]
     if unit.kind == "fit":
-        row = fit_method(run, unit.payload["method"], unit.payload["sparsity"], output=output,
-                         learn=learn)
-        return [_row(unit, run.problem, row, output, root, run.problem)]
+        result = fit_method(run, method, sparsity, options=options, output=output)
+        return [_row(unit, run, run, result, output, root)]
     if unit.kind == "transfer":
-        method = unit.payload.get("method", "ticket")
-        target = make_problem(**unit.payload["target"])
-        ticket = method_ticket(run, method, unit.payload["sparsity"], learn=learn)
-        config = FitConfig(**unit.payload["target_fit"])  # the target task's own settings
-        result = evaluate_ticket(ticket, target, config,
-                                 stop=run.stop_factory() if run.stop_factory else None)
-        save_image(result.averaged, output)
-        row = method_row(method, ticket.sparsity, parameter_count(ticket.build(), ticket.mask),
-                         result.scores, result.seconds)
-        return [_row(unit, target, row, output, root, run.problem)]
+        target = imp_run(unit.payload["target"], root, device)
+        result = transfer_method(run, method, sparsity, target.problem, target.fit_config,
+                                 options=options, output=output)
+        return [_row(unit, run, target, result, output, root)]
     raise LipError(f"unknown unit kind {unit.kind!r}")
-
-
-def finished_records(run) -> list[dict]:
-    """The records of a finished IMP run, read without taking its lock (reading only)."""
-    records = []
-    for k in range(run.imp.n_rounds + 1):
-        path = run.round_dir(k) / "record.json"
-        if not path.is_file():
-            raise LipError(f"IMP run {run.folder} has not finished round {k}; run its search "
-                           "unit first")
-        records.append(json.loads(path.read_text()))
-    return records
 
 
 def _problem_images(problem, root: Path) -> tuple[str, str | None]:
@@ -278,29 +300,34 @@ def _problem_images(problem, root: Path) -> tuple[str, str | None]:
             str(clean.relative_to(root)) if problem.clean is not None else None)
 
 
-def _row(unit: Unit, problem, row: dict, output: Path, root: Path, source) -> dict:
-    """One results row: every setting a column, every labelled score, provenance."""
-    p, fit = problem, unit.payload.get("target_fit", unit.payload["fit"])
+def _row(unit: Unit, source: ImpRun, target: ImpRun, fit: MethodFit, output: Path,
+         root: Path) -> dict:
+    """One results row: every setting the fit ran with a column, every labelled score, the
+    comparison it belongs to (``imp_run``: the search its mask was matched to;
+    ``target_run``: the search of the image and task it was fitted on), provenance."""
+    problem = target.problem
+    settings = (unit.payload.get("target") or unit.payload["search"])["problem"]
+    used = fit.settings()
     observation, clean = _problem_images(problem, root)
-    settings = unit.payload["target"] if unit.kind == "transfer" else unit.payload["problem"]
-    scores = {k: v for k, v in row.items() if k.startswith(("psnr_", "ssim_"))}
+    stopped = fit.scores.get("stopped", {})
     return {
-        "unit": unit.id, "kind": unit.kind, "image": p.image, "task": p.task,
+        "unit": unit.id, "kind": unit.kind, "image": problem.image, "task": problem.task,
         "sigma": settings.get("sigma"), "mask": settings.get("mask"),
         "keep": settings.get("keep"), "factor": settings.get("factor"),
         "size": settings.get("size"), "noise_seed": settings.get("noise_seed"),
-        "model": unit.payload["model"], "model_options": json.dumps(unit.payload["model_options"],
-                                                                    sort_keys=True),
-        "steps": fit["steps"], "lr": fit["lr"], "input_noise": fit["input_noise"],
-        "fast": fit["fast"], "imp": json.dumps(unit.payload["imp"], sort_keys=True),
-        "imp_run": unit.payload["run"], "seed": fit["seed"],
-        "method": row["method"].split(" ")[0], "method_label": row["method"],
-        "requested_sparsity": unit.payload["sparsity"], "sparsity": row["sparsity"],
-        "parameters": row["parameters"], "source_image": source.image,
-        "source_task": source.task, **dict.fromkeys(SCORE_COLUMNS.values()),
-        **scores, "metric": p.metric_name, "seconds": row.get("seconds"),
-        "find_seconds": row.get("find_seconds"),
-        "machine": _machine(), "version": __version__,
+        "model": used["model"], "model_options": json.dumps(used["model_options"],
+                                                            sort_keys=True),
+        "steps": fit.config.steps, "lr": fit.config.lr, "input_noise": fit.config.input_noise,
+        "fast": fit.config.fast, "imp": json.dumps(unit.payload["search"]["imp"], sort_keys=True),
+        "imp_run": source.name, "target_run": target.name, "seed": fit.config.seed,
+        "method": fit.method, "method_label": fit.label,
+        "requested_sparsity": unit.payload["sparsity"], "sparsity": round(fit.sparsity, 4),
+        "parameters": fit.parameters, "mask_sha256": used["mask_sha256"],
+        "source_image": source.problem.image, "source_task": source.problem.task,
+        **dict.fromkeys(SCORE_COLUMNS.values()),
+        **{k: v for k, v in fit.row().items() if k not in ("method", "sparsity", "parameters")},
+        "step_stopped": stopped.get("step"), "stop_fired": stopped.get("fired"),
+        "metric": problem.metric_name, "machine": _machine(), "version": __version__,
         "output": str(output.relative_to(root)), "observation": observation, "clean": clean,
     }
 
@@ -314,13 +341,17 @@ def _machine() -> str:
 def describe_cost(plan: Plan, done: set[str]) -> str:
     """The units left and a rough estimate of their cost on one CPU thread."""
     left = [u for u in plan.units if u.id not in done]
-    seconds = sum(u.cost for u in left)
     kinds = {k: sum(1 for u in left if u.kind == k)
              for k in ("search", "learn", "fit", "transfer")}
-    hours = seconds / 3600
+    seconds = cost_seconds(plan, done)
     learned = f"{kinds['learn']} learned masks, " if kinds["learn"] else ""
     return (f"{len(left)} of {len(plan.units)} units left ({kinds['search']} searches, "
             f"{learned}{kinds['fit']} fits, {kinds['transfer']} transfers): about "
-            f"{hours:.1f} CPU-thread hours ({math.ceil(seconds / 60)} min) by a rough cost model "
-            "(paper network: ~0.25 s per 128x128 step per thread in fast mode); a GPU is "
-            "typically 20-50x faster")
+            f"{seconds / 3600:.1f} CPU-thread hours ({math.ceil(seconds / 60)} min) by a rough "
+            "cost model (paper network: ~0.25 s per 128x128 step per thread in fast mode); a "
+            "GPU is typically 20-50x faster")
+
+
+def cost_seconds(plan: Plan, done: set[str]) -> float:
+    """Estimated CPU-thread seconds of the units left."""
+    return sum(u.cost for u in plan.units if u.id not in done)

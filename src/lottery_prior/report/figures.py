@@ -16,11 +16,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from lottery_prior.finders import method_rank, method_title
 from lottery_prior.report.rows import (  # noqa: E402
     decoder_k,
     image_name,
-    method_name,
-    method_rank,
     metric_label,
     scope_labeller,
     sparsity_key,
@@ -117,7 +116,7 @@ def sparsity_curves(rows: Sequence[dict], out_dir: str | Path,
                 ms.append(m)
                 sds.append(sd)
             style = STYLE.get(method, dict(lw=1.0, marker="x"))
-            line, = ax.plot(xs, ms, ms=4, label=method_name(method), **style)
+            line, = ax.plot(xs, ms, ms=4, label=method_title(method), **style)
             ax.fill_between(xs, np.subtract(ms, sds), np.add(ms, sds),
                             color=line.get_color(), alpha=0.15, lw=0)
         decoders: dict[object, list[dict]] = {}

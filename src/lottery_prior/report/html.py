@@ -14,6 +14,7 @@ from pathlib import Path
 from lottery_prior import __version__
 from lottery_prior.errors import LipError
 from lottery_prior.files import atomic_path
+from lottery_prior.finders import method_rank, method_title
 from lottery_prior.report.claims import (
     CONFIDENCE,
     DELTA,
@@ -31,8 +32,6 @@ from lottery_prior.report.figures import (
 from lottery_prior.report.rows import (
     SETTING_COLUMNS,
     image_name,
-    method_name,
-    method_rank,
     metric_label,
     read_results,
     scope_labeller,
@@ -212,7 +211,7 @@ def summary_rows(rows: Sequence[dict]) -> list[dict]:
     for (scope, method, s), rs in sorted(groups.items(),
                                          key=lambda kv: (order[kv[0][0]],
                                                          method_rank(kv[0][1]), kv[0][2])):
-        row = {"task": scope, "method": method_name(method),
+        row = {"task": scope, "method": method_title(method),
                "requested sparsity": "—" if method == "dense" else f"{100 * s:g}%",
                "counted sparsity": _mean_text([value(r, "sparsity") for r in rs], pct=True),
                "parameters": _mean_text([value(r, "parameters") for r in rs], integer=True),

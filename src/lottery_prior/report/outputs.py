@@ -16,7 +16,8 @@ from lottery_prior.report.plots import (
     plot_method_bars,
     plot_sparsity_curves,
 )
-from lottery_prior.report.tables import HEADINGS, markdown_table, score_columns, write_table
+from lottery_prior.report.tables import HEADINGS, markdown_table, write_table
+from lottery_prior.scores import score_columns
 
 
 def write_fit_outputs(

@@ -30,16 +30,6 @@ SCOPE_COLUMNS = ("task", "sigma", "mask", "keep", "factor", "size", "steps", "lr
 SETTING_COLUMNS = ("image", "task", "sigma", "mask", "keep", "factor", "size", "noise_seed",
                    "model", "model_options", "steps", "lr", "input_noise", "fast", "imp",
                    "seed", "method", "requested_sparsity", "metric", "machine", "version")
-# Methods in the order tables and legends list them, with names for people.
-METHOD_ORDER = ("dense", "ticket", "learned", "random", "random-layerwise", "magnitude", "snip",
-                "grasp", "synflow", "decoder")
-METHOD_NAMES = {"dense": "dense", "ticket": "ticket (IMP)", "learned": "learned mask (at init)",
-                "random": "random (global)",
-                "random-layerwise": "random (ticket's layer-wise ratios)",
-                "magnitude": "magnitude at init", "snip": "SNIP", "grasp": "GraSP",
-                "synflow": "SynFlow", "decoder": "Deep Decoder"}
-
-
 def read_results(path: str | Path) -> list[dict]:
     """The rows of a results table: ``path`` is a results folder (``results.parquet``, else
     ``results.csv``) or one of those files. Raises ``LipError`` (one line) for a missing,
@@ -172,14 +162,6 @@ def image_name(image: str | None) -> str:
     """``data:set5/baby`` -> ``baby`` (short enough for a legend or an axis)."""
     text = str(image)
     return text.split(":", 1)[-1].rsplit("/", 1)[-1].rsplit(".", 1)[0] or text
-
-
-def method_name(method: str) -> str:
-    return METHOD_NAMES.get(method, method)
-
-
-def method_rank(method: str) -> int:
-    return METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER)
 
 
 def decoder_k(row: dict) -> object:

@@ -6,21 +6,11 @@ import csv
 from collections.abc import Sequence
 from pathlib import Path
 
-# Score label in a fit's ``scores`` -> table column; every PSNR column says which output it is.
-SCORE_COLUMNS = {
-    "final": "psnr_final",
-    "averaged": "psnr_averaged",
-    "peak": "psnr_peak_iterate",
-    "peak_averaged": "psnr_peak_averaged",
-    "stopped": "psnr_stopped",
-}
+from lottery_prior.scores import SCORE_HEADINGS
+
 # Column -> heading in Markdown tables (CSV keeps the short names).
 HEADINGS = {
-    "psnr_final": "PSNR, final iterate",
-    "psnr_averaged": "PSNR, averaged output",
-    "psnr_peak_iterate": "peak, iterate (oracle)",
-    "psnr_peak_averaged": "peak, averaged (oracle)",
-    "psnr_stopped": "PSNR at the automatic stop",
+    **SCORE_HEADINGS,
     "ssim_averaged": "SSIM, averaged output",
     "seconds": "fit seconds",
     "find_seconds": "finder seconds",
@@ -28,17 +18,6 @@ HEADINGS = {
     "channel_sparsity": "channel sparsity",
     "ms_step": "ms per step (in the fit)",
 }
-
-
-def score_label(label: str) -> str:
-    """What a fit's score label measures, in words: ``peak`` -> ``peak, iterate (oracle)``."""
-    return HEADINGS[SCORE_COLUMNS[label]].removeprefix("PSNR, ").removeprefix("PSNR ")
-
-
-def score_columns(scores: dict, digits: int = 3) -> dict[str, float]:
-    """A fit's labelled PSNRs as table columns (``SCORE_COLUMNS``), in that order."""
-    return {column: round(scores[label]["psnr"], digits) for label, column in SCORE_COLUMNS.items()
-            if scores.get(label, {}).get("psnr") is not None}
 
 
 def heading(column: str) -> str:
