@@ -191,9 +191,9 @@ def test_a_mask_file_follows_the_images_resize(tmp_path):
 def test_demo_runs_compare_with_short_search_and_full_final_fits(tmp_path, capsys):
     """The demo is `lip compare` on a built-in image; at a tiny scale (its arguments with a
     smaller net and fewer steps) every method is compared and the ticket gets a full fit."""
-    from lottery_prior import cli
+    from lottery_prior.cli.tickets import DEMO
 
-    small = list(cli.DEMO)
+    small = list(DEMO)
     small[small.index("--steps") + 1] = "60"
     small[small.index("--search-steps") + 1] = "20"
     small[small.index("width=32")] = "width=8"

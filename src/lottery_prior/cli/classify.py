@@ -15,6 +15,14 @@ import argparse
 import logging
 from pathlib import Path
 
+from lottery_prior.cli.args import (
+    add_optim_args,
+    add_task_args,
+    fit_config_from_args,
+    image_stem,
+    parse_option,
+    problem_from_args,
+)
 from lottery_prior.errors import LipError
 
 log = logging.getLogger("lottery_prior")
@@ -72,10 +80,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
-def add_classify_commands(sub: argparse._SubParsersAction) -> None:
+def add_classify(sub: argparse._SubParsersAction) -> None:
     """Add ``lip classify {find,eval,compare}`` to the ``lip`` sub-command parsers."""
-    from lottery_prior.cli import add_optim_args, add_task_args, parse_option
-
     top = sub.add_parser("classify", help="classification tickets vs image-prior tickets",
                          description=(
         "The paper's last DIP experiment: the hourglass as an image classifier (the image in "
@@ -259,7 +265,6 @@ def cmd_compare(args: argparse.Namespace) -> None:
     from lottery_prior.classify.crossuse import classification_mask_for_prior, cross_use
     from lottery_prior.classify.overlap import overlap_rows, same_init_layers, shared_layers
     from lottery_prior.classify.report import write_cross_use, write_overlap
-    from lottery_prior.cli import fit_config_from_args, image_stem, problem_from_args
     from lottery_prior.compare import check_transfer
     from lottery_prior.output_folder import output_folder
     from lottery_prior.tickets import Ticket

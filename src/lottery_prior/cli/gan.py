@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from lottery_prior.cli.args import image_stem
 from lottery_prior.errors import LipError
 
 if TYPE_CHECKING:  # torch and the GAN code load when a command runs, not for --help
@@ -67,7 +68,7 @@ def _prior(p: argparse.ArgumentParser, *, weight_mask: bool = True) -> None:
                        "`lip gan prune`)")
 
 
-def add_gan_commands(sub: argparse._SubParsersAction) -> None:
+def add_gan(sub: argparse._SubParsersAction) -> None:
     """Add ``lip gan {train,cs,inpaint,prune}`` to the ``lip`` sub-command parsers."""
     gan = sub.add_parser("gan", help="GAN prior: train, compressive sensing, inpainting, pruning",
                          description=(
@@ -201,7 +202,6 @@ def _output_folder(args: argparse.Namespace) -> Iterator[Path]:
 
 
 def _images(args: argparse.Namespace, generator: Generator) -> NamedImages:
-    from lottery_prior.cli import image_stem
     from lottery_prior.gan import experiments
 
     if args.images:
@@ -267,7 +267,6 @@ def cmd_cs(args: argparse.Namespace) -> None:
 
 
 def cmd_inpaint(args: argparse.Namespace) -> None:
-    from lottery_prior.cli import image_stem
     from lottery_prior.gan.experiments import inpaint_experiment, pixel_mask
 
     device = _setup(args)
