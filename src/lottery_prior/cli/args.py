@@ -15,6 +15,8 @@ from pathlib import Path
 from lottery_prior.errors import LipError
 from lottery_prior.stopping import KEEP, KEEP_DEFAULT, PATIENCE, WINDOW
 
+DEVICE_HELP = "cpu, cuda, cuda:N (default: CUDA if available)"
+
 
 def parse_option(text: str) -> tuple[str, object]:
     """``KEY=VALUE`` with VALUE read as JSON when it parses (numbers, true/false), else text."""
@@ -73,7 +75,7 @@ def add_optim_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, default=0.01, help="Adam learning rate (0.01)")
     p.add_argument("--input-noise", type=float, help="std of the input perturbation (per task)")
     p.add_argument("--fast", action="store_true", help="bf16 autocast + channels_last")
-    p.add_argument("--device", help="cpu, cuda, cuda:N (default: CUDA if available)")
+    p.add_argument("--device", help=DEVICE_HELP)
     p.add_argument("--seed", type=int, default=0,
                    help="seed of the network: init, z, input perturbation (0)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -154,28 +156,46 @@ def add_learn_args(p: argparse.ArgumentParser) -> None:
                    "(1e-9, as Optimal Eye Surgeon)")
 
 
-def learn_config_from_args(args: argparse.Namespace, sparsity: float | None):
-    from lottery_prior.learned import LearnConfig
-
-    return LearnConfig(
-        sparsity=sparsity, penalty=args.penalty,
-        steps=args.learn_steps, lr=args.learn_lr, temperature=args.temperature, kl=args.kl,
-        allocation=args.allocation, per_filter=args.per_filter,
-        keep_dense=tuple(args.keep_dense), target=args.target)
+def add_run_args(p: argparse.ArgumentParser, seed_help: str) -> None:
+    """Seed, device, CPU threads and progress options of the gan and classify commands."""
+    p.add_argument("--seed", type=int, default=0, help=seed_help)
+    p.add_argument("--device", help=DEVICE_HELP)
+    p.add_argument("--threads", type=int,
+                   help="torch CPU threads (default: torch's; 1 is often fastest for small nets)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def output_folder(args: argparse.Namespace, name: str, files: Sequence[str] = ()):
     """Claim ``--out`` (default ``lip-out/<command>/<name>-<settings hash>``) before any work:
-    runs with other settings never share (and overwrite) a folder."""
+    runs with other settings never share (and overwrite) a folder. ``files`` names the
+    arguments whose files' contents count as settings (a ticket, a checkpoint)."""
     from lottery_prior.output_folder import output_folder
 
     return output_folder(args, Path("lip-out") / args.command, name, files)
+
+
+def image_task_folder(args: argparse.Namespace, files: Sequence[str] = ()):
+    """:func:`output_folder` of a command on one image and task, named after both."""
+    return output_folder(args, f"{image_stem(args.image)}-{args.task}", files)
 
 
 def image_stem(spec: str) -> str:
     """A file-name-safe short name for an image spec."""
     name = Path(spec.split(":", 1)[-1]).stem or "image"
     return "".join(c if c.isalnum() or c in "-_" else "_" for c in name)
+
+
+def setup_device(args: argparse.Namespace):
+    """Apply ``--threads`` and check ``--device``; returns the torch device."""
+    import torch
+
+    from lottery_prior.fit import select_device
+
+    if args.threads is not None:
+        if args.threads < 1:
+            raise LipError(f"--threads must be >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
+    return select_device(args.device)
 
 
 def problem_from_args(args: argparse.Namespace, image: str | None = None,
@@ -187,6 +207,12 @@ def problem_from_args(args: argparse.Namespace, image: str | None = None,
         keep=args.keep, factor=args.factor, size=args.size,
         observed=getattr(args, "observed", False), noise_seed=args.noise_seed,
     )
+
+
+def named_problems_from_args(args: argparse.Namespace, images: Sequence[str]) -> list:
+    """``(name, problem)`` for every image x ``--tasks``, named ``<image stem>:<task>``."""
+    return [(f"{image_stem(image)}:{task}", problem_from_args(args, image, task))
+            for image in images for task in args.tasks]
 
 
 def fit_config_from_args(args: argparse.Namespace, task: str, model: str = "dip"):
@@ -221,6 +247,16 @@ def stop_from_args(args: argparse.Namespace):
     return None
 
 
+def search_stop_from_args(args: argparse.Namespace) -> dict:
+    """The ``stop_factory`` and ``stop_name`` of a search run (IMP or learned mask): with
+    ``--stop wmv`` every fit is also scored at the ES-WMV stop."""
+    from lottery_prior.stopping import make_stopping_rule
+
+    stop = getattr(args, "stop", "none")
+    return {"stop_factory": (lambda: make_stopping_rule("wmv")) if stop == "wmv" else None,
+            "stop_name": None if stop == "none" else stop}
+
+
 def progress_from_args(args: argparse.Namespace):
     """A factory of progress-bar callbacks, or None with --quiet."""
     from lottery_prior.progress import ProgressBar
@@ -230,25 +266,36 @@ def progress_from_args(args: argparse.Namespace):
     return lambda desc: [ProgressBar(desc=desc, leave=False)]
 
 
+def imp_config_from_args(args: argparse.Namespace, **extra):
+    """The IMP settings that every IMP command has (rounds, rate, target sparsity, layer-wise,
+    rewinding, kept-dense layers), plus ``extra`` ones."""
+    from lottery_prior.lottery import ImpConfig
+
+    return ImpConfig(rounds=args.rounds, rate=args.rate, target_sparsity=args.target_sparsity,
+                     layerwise=args.layerwise, rewind_step=args.rewind_step,
+                     keep_dense=tuple(args.keep_dense), **extra)
+
+
 def imp_run_from_args(args: argparse.Namespace, problem, seed: int, root: Path, others=()):
     """The IMP run (resumable, in a sub-folder of ``root``) that the options describe."""
     from dataclasses import replace
 
-    from lottery_prior.lottery import ImpConfig, ImpRun
-    from lottery_prior.stopping import make_stopping_rule
+    from lottery_prior.lottery import ImpRun
 
-    imp = ImpConfig(
-        rounds=args.rounds, rate=args.rate, target_sparsity=args.target_sparsity,
-        layerwise=args.layerwise, rewind_step=args.rewind_step,
-        keep_dense=tuple(args.keep_dense), target=args.target,
-        search_steps=args.search_steps, early_bird=args.early_bird,
-        structure=args.structured, channel_score=args.channel_score,
-    )
-    stop = getattr(args, "stop", "none")
+    imp = imp_config_from_args(
+        args, target=args.target, search_steps=args.search_steps, early_bird=args.early_bird,
+        structure=args.structured, channel_score=args.channel_score)
     return ImpRun(
         problem, args.model, dict(args.model_opt),
         replace(fit_config_from_args(args, problem.task), seed=seed), imp,
-        root=root,
-        stop_factory=(lambda: make_stopping_rule("wmv")) if stop == "wmv" else None,
-        stop_name=None if stop == "none" else stop, others=tuple(others),
-    )
+        root=root, others=tuple(others), **search_stop_from_args(args))
+
+
+def learn_config_from_args(args: argparse.Namespace, sparsity: float | None):
+    from lottery_prior.learned import LearnConfig
+
+    return LearnConfig(
+        sparsity=sparsity, penalty=args.penalty,
+        steps=args.learn_steps, lr=args.learn_lr, temperature=args.temperature, kl=args.kl,
+        allocation=args.allocation, per_filter=args.per_filter,
+        keep_dense=tuple(args.keep_dense), target=args.target)

@@ -13,8 +13,7 @@ from lottery_prior.cli.args import (
     add_problem_args,
     add_stop_args,
     fit_config_from_args,
-    image_stem,
-    output_folder,
+    image_task_folder,
     problem_from_args,
     stop_from_args,
 )
@@ -115,7 +114,7 @@ def cmd_fit(args: argparse.Namespace) -> None:
     from lottery_prior.problem import build_prior
 
     config = fit_config_from_args(args, args.task, args.model)  # checked before any work
-    with output_folder(args, f"{image_stem(args.image)}-{args.task}") as out:
+    with image_task_folder(args) as out:
         problem = problem_from_args(args)
         model, z = build_prior(args.model, dict(args.model_opt), problem, seed=args.seed)
         fit_and_report(args, out, problem, model, z, config=config)
@@ -128,7 +127,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
     ticket = Ticket.load(args.ticket)
     config = fit_config_from_args(args, args.task, ticket.model_spec["name"])
-    with output_folder(args, f"{image_stem(args.image)}-{args.task}", ["ticket"]) as out:
+    with image_task_folder(args, ["ticket"]) as out:
         problem = problem_from_args(args)
         model, mask, z, redrawn = ticket_input(ticket, problem, args.seed)
         provenance = {"ticket": {"path": str(args.ticket), "sha256": file_sha256(args.ticket),

@@ -15,12 +15,14 @@ from lottery_prior.cli.args import (
     add_problem_args,
     add_task_args,
     fit_config_from_args,
-    image_stem,
+    image_task_folder,
     imp_run_from_args,
     learn_config_from_args,
+    named_problems_from_args,
     output_folder,
     problem_from_args,
     progress_from_args,
+    search_stop_from_args,
 )
 from lottery_prior.errors import LipError
 
@@ -126,12 +128,9 @@ def cmd_find(args: argparse.Namespace) -> None:
 
 def find_learned(args: argparse.Namespace) -> None:
     """``lip find --finder learned``: learn a mask at theta0, then fit the ticket."""
-    from dataclasses import replace
-
     from lottery_prior.compare import row
     from lottery_prior.learned import LearnedRun
     from lottery_prior.report.tables import markdown_table, write_table
-    from lottery_prior.stopping import make_stopping_rule
 
     if args.others:
         raise LipError("a learned mask is found on one image; give one IMAGE")
@@ -141,11 +140,9 @@ def find_learned(args: argparse.Namespace) -> None:
         raise LipError("--finder learned needs --target-sparsity S (exact) or --penalty L")
     learn = learn_config_from_args(args, args.target_sparsity)
     problem = problem_from_args(args)
-    run = LearnedRun(
-        problem, args.model, dict(args.model_opt),
-        replace(fit_config_from_args(args, problem.task), seed=args.seed), learn, root=args.out,
-        stop_factory=(lambda: make_stopping_rule("wmv")) if args.stop == "wmv" else None,
-        stop_name=None if args.stop == "none" else args.stop)
+    run = LearnedRun(problem, args.model, dict(args.model_opt),
+                     fit_config_from_args(args, problem.task), learn, root=args.out,
+                     **search_stop_from_args(args))
     log.info("learned-mask run folder: %s (%d learning steps)", run.folder, learn.n_steps)
     record = run.run(progress_from_args(args))
     table = [row("learned", record["sparsity"], record["parameters"], record["scores"],
@@ -173,7 +170,7 @@ def cmd_compare(args: argparse.Namespace) -> None:
         args.target_sparsity = args.sparsity
     problem = problem_from_args(args)
     check_comparison(problem, args.sparsity, methods, args.structured)
-    with output_folder(args, f"{image_stem(args.image)}-{args.task}") as out:
+    with image_task_folder(args) as out:
         runs = [imp_run_from_args(args, problem, seed, out / "runs")
                 for seed in args.seeds or [args.seed]]
         rows = []
@@ -200,8 +197,7 @@ def cmd_transfer(args: argparse.Namespace) -> None:
     if len(set(names)) < len(names):
         dup = next(n for n in names if names.count(n) > 1)
         raise LipError(f"ticket {dup} is given twice; give each ticket once")
-    problems = [(f"{image_stem(i)}:{task}", problem_from_args(args, i, task))
-                for i in args.images for task in args.tasks]
+    problems = named_problems_from_args(args, args.images)
     check_transfer(tickets, problems)  # every pair, before the first fit
     with output_folder(args, "transfer", ["tickets"]) as out:
         rows = []
