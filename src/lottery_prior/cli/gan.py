@@ -195,7 +195,8 @@ def _solver(args: argparse.Namespace) -> Solver:
 
 
 def _recovery(args: argparse.Namespace) -> tuple[Generator, Solver, Mask | None]:
-    """The generator (pruned by ``--weight-mask``, if given, on ``--device``), the solver."""
+    """The generator on ``--device``, the solver, and the ``--weight-mask`` (None without one)
+    checked against the generator."""
     from lottery_prior.masks import Mask
 
     device = setup_device(args)
