@@ -1,11 +1,18 @@
 """The `lip` command: outputs land where it says, bad input gets one line and exit 2."""
 
+import ast
+import importlib.util
 import json
+import pkgutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 from PIL import Image
 
+import lottery_prior
+import lottery_prior.cli
 from lottery_prior.cli import main
 
 TINY = ["--model-opt", "width=8", "--model-opt", "scales=2", "--model-opt", "skip=2"]
@@ -191,9 +198,9 @@ def test_a_mask_file_follows_the_images_resize(tmp_path):
 def test_demo_runs_compare_with_short_search_and_full_final_fits(tmp_path, capsys):
     """The demo is `lip compare` on a built-in image; at a tiny scale (its arguments with a
     smaller net and fewer steps) every method is compared and the ticket gets a full fit."""
-    from lottery_prior import cli
+    from lottery_prior.cli.tickets import DEMO
 
-    small = list(cli.DEMO)
+    small = list(DEMO)
     small[small.index("--steps") + 1] = "60"
     small[small.index("--search-steps") + 1] = "20"
     small[small.index("width=32")] = "width=8"
@@ -234,3 +241,67 @@ def test_find_learned_writes_a_ticket_that_eval_and_compare_use(png, tmp_path, c
     ticket, learned = (dict(zip(rows[0].split(","), r.split(","), strict=True))
                        for r in rows[1:3])
     assert learned["method"] == "learned" and learned["sparsity"] == ticket["sparsity"]
+
+
+ARGS = "lottery_prior.cli.args"
+
+
+def command_line_modules() -> list[str]:
+    """Every module of the command line but its entry points (the package's ``__init__`` and
+    ``__main__``): the modules of ``lottery_prior.cli``, and any ``lottery_prior.cli_*`` beside
+    it (where the gan and classify commands lived before ``cli`` was a package)."""
+    found = [f"lottery_prior.{m.name}" for m in pkgutil.iter_modules(lottery_prior.__path__)
+             if m.name.startswith("cli_")]
+    package = getattr(lottery_prior.cli, "__path__", [])
+    return found + [f"lottery_prior.cli.{m.name}" for m in pkgutil.iter_modules(package)
+                    if m.name != "__main__"]
+
+
+def cli_imports(module: str) -> set[str]:
+    """The command-line modules that ``module`` imports anywhere in its source (inside functions
+    too), relative imports resolved; ``lottery_prior.cli`` is the package (or old module)."""
+    known = {"lottery_prior.cli", *command_line_modules()}
+    source = importlib.util.find_spec(module).origin
+    package = module.rpartition(".")[0]
+    imported = set()
+    for node in ast.walk(ast.parse(open(source).read(), source)):
+        if isinstance(node, ast.Import):
+            imported |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")
+                prefix = ".".join(parts[:len(parts) - node.level + 1])
+                base = f"{prefix}.{base}" if base else prefix
+            modules = {f"{base}.{alias.name}" for alias in node.names} & known
+            imported |= modules if len(modules) == len(node.names) else modules | {base}
+    return {name for name in imported if name == "lottery_prior.cli"
+            or name.startswith(("lottery_prior.cli.", "lottery_prior.cli_"))}
+
+
+def test_the_command_groups_are_modules_of_the_cli_package():
+    assert {ARGS, "lottery_prior.cli.gan", "lottery_prior.cli.classify"} <= set(
+        command_line_modules())
+
+
+@pytest.mark.parametrize("module", command_line_modules())
+def test_a_command_module_takes_only_the_shared_options_from_the_cli(module):
+    """No import circle: a command module imports ``cli.args`` and the library, never the
+    ``cli`` package (which imports every command module) nor another command module; ``args``
+    imports nothing of the command line."""
+    allowed = set() if module == ARGS else {ARGS}
+    assert cli_imports(module) <= allowed, f"{module} imports {cli_imports(module) - allowed}"
+
+
+@pytest.mark.parametrize("module", command_line_modules())
+def test_every_cli_module_imports_on_its_own(module):
+    done = subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True,
+                          text=True)
+    assert done.returncode == 0, done.stderr
+
+
+def test_python_m_runs_the_lip_command():
+    done = subprocess.run([sys.executable, "-m", "lottery_prior.cli", "--help"],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("usage: lip ")

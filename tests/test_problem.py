@@ -5,7 +5,7 @@ import argparse
 
 import torch
 
-from lottery_prior.cli import fit_config_from_args
+from lottery_prior.cli.args import fit_config_from_args
 from lottery_prior.fit import FitConfig, fit
 from lottery_prior.metrics import psnr, psnr_y
 from lottery_prior.models import model_fit_defaults

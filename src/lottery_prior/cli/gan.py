@@ -13,12 +13,11 @@ or ``--out``) holding the ``settings.json`` of a run with other settings is refu
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from lottery_prior.cli.args import add_run_args, image_stem, output_folder, setup_device
 from lottery_prior.errors import LipError
 
 if TYPE_CHECKING:  # torch and the GAN code load when a command runs, not for --help
@@ -39,12 +38,7 @@ def _common(p: argparse.ArgumentParser, command: str) -> None:
                    "of the settings: other settings never share a folder, the same settings "
                    "rewrite theirs). A folder whose settings.json is of a run with other "
                    "settings is refused")
-    p.add_argument("--seed", type=int, default=0,
-                   help="seed of everything random (0); each kind of draw has its own stream")
-    p.add_argument("--device", help="cpu, cuda, cuda:N (default: CUDA if available)")
-    p.add_argument("--threads", type=int,
-                   help="torch CPU threads (default: torch's; 1 is often fastest for small nets)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_run_args(p, "seed of everything random (0); each kind of draw has its own stream")
 
 
 def _prior(p: argparse.ArgumentParser, *, weight_mask: bool = True) -> None:
@@ -67,7 +61,7 @@ def _prior(p: argparse.ArgumentParser, *, weight_mask: bool = True) -> None:
                        "`lip gan prune`)")
 
 
-def add_gan_commands(sub: argparse._SubParsersAction) -> None:
+def add_gan(sub: argparse._SubParsersAction) -> None:
     """Add ``lip gan {train,cs,inpaint,prune}`` to the ``lip`` sub-command parsers."""
     gan = sub.add_parser("gan", help="GAN prior: train, compressive sensing, inpainting, pruning",
                          description=(
@@ -153,18 +147,6 @@ def add_gan_commands(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=cmd_prune)
 
 
-def _setup(args: argparse.Namespace) -> torch.device:
-    import torch
-
-    from lottery_prior.fit import select_device
-
-    if args.threads is not None:
-        if args.threads < 1:
-            raise LipError(f"--threads must be >= 1, got {args.threads}")
-        torch.set_num_threads(args.threads)
-    return select_device(args.device)
-
-
 def _default_checkpoint() -> Path:
     """The one ``lip-out/gan/train-*/gan.pth``; a LipError when there is none or several."""
     from lottery_prior.gan.experiments import CHECKPOINT_NAME
@@ -192,16 +174,12 @@ def _load(args: argparse.Namespace,
     return g.to(device), None if d is None else d.to(device), config
 
 
-@contextlib.contextmanager
-def _output_folder(args: argparse.Namespace) -> Iterator[Path]:
-    from lottery_prior.output_folder import output_folder
-
-    with output_folder(args, OUT, args.gan_command, files=("checkpoint", "weight_mask")) as out:
-        yield out
+def _output_folder(args: argparse.Namespace):
+    """``lip-out/gan/<command>-HASH``, the checkpoint's and weight mask's contents hashed too."""
+    return output_folder(args, args.gan_command, files=("checkpoint", "weight_mask"))
 
 
 def _images(args: argparse.Namespace, generator: Generator) -> NamedImages:
-    from lottery_prior.cli import image_stem
     from lottery_prior.gan import experiments
 
     if args.images:
@@ -216,10 +194,18 @@ def _solver(args: argparse.Namespace) -> Solver:
     return Solver(steps=args.steps, restarts=args.restarts, lr=args.lr)
 
 
-def _weight_mask(args: argparse.Namespace) -> Mask | None:
+def _recovery(args: argparse.Namespace) -> tuple[Generator, Solver, Mask | None]:
+    """The generator on ``--device``, the solver, and the ``--weight-mask`` (None without one)
+    checked against the generator."""
     from lottery_prior.masks import Mask
 
-    return None if args.weight_mask is None else Mask.load(args.weight_mask)
+    device = setup_device(args)
+    solver = _solver(args)
+    mask = None if args.weight_mask is None else Mask.load(args.weight_mask)
+    generator, _, _ = _load(args, device)
+    if mask is not None:
+        mask.check(generator)
+    return generator, solver, mask
 
 
 def _report(args: argparse.Namespace, results: Results) -> None:
@@ -237,7 +223,7 @@ def _report(args: argparse.Namespace, results: Results) -> None:
 def cmd_train(args: argparse.Namespace) -> None:
     from lottery_prior.gan.experiments import depths_for, train_and_save
 
-    device = _setup(args)
+    device = setup_device(args)
     depths_for(args.size)
     with _output_folder(args):
         results = train_and_save(args.out, size=args.size,
@@ -251,11 +237,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 def cmd_cs(args: argparse.Namespace) -> None:
     from lottery_prior.gan.experiments import cs_experiment
 
-    device = _setup(args)
-    solver, mask = _solver(args), _weight_mask(args)
-    generator, _, _ = _load(args, device)
-    if mask is not None:
-        mask.check(generator)
+    generator, solver, mask = _recovery(args)
     images = _images(args, generator)
     with _output_folder(args):
         results = cs_experiment(generator, images, args.measurements, noise=args.noise,
@@ -267,15 +249,10 @@ def cmd_cs(args: argparse.Namespace) -> None:
 
 
 def cmd_inpaint(args: argparse.Namespace) -> None:
-    from lottery_prior.cli import image_stem
     from lottery_prior.gan.experiments import inpaint_experiment, pixel_mask
 
-    device = _setup(args)
-    solver, mask = _solver(args), _weight_mask(args)
+    generator, solver, mask = _recovery(args)
     keep = args.keep if args.keep is not None else [] if args.mask else [0.2, 0.5, 0.8]
-    generator, _, _ = _load(args, device)
-    if mask is not None:
-        mask.check(generator)
     side = generator.resolution
     masks = {spec if spec in ("block", "text") else image_stem(spec): pixel_mask(spec, side)
              for spec in args.mask}
@@ -295,7 +272,7 @@ def cmd_prune(args: argparse.Namespace) -> None:
         training_faces,
     )
 
-    device = _setup(args)
+    device = setup_device(args)
     solver = _solver(args)
     generator, discriminator, config = _load(args, device)
     if discriminator is None:

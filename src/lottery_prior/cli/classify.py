@@ -15,6 +15,18 @@ import argparse
 import logging
 from pathlib import Path
 
+from lottery_prior.cli.args import (
+    add_optim_args,
+    add_run_args,
+    add_task_args,
+    fit_config_from_args,
+    imp_config_from_args,
+    named_problems_from_args,
+    output_folder,
+    parse_option,
+    progress_from_args,
+    setup_device,
+)
 from lottery_prior.errors import LipError
 
 log = logging.getLogger("lottery_prior")
@@ -64,18 +76,11 @@ def _imp_args(p: argparse.ArgumentParser) -> None:
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--seed", type=int, default=0,
-                   help="seed (0): init, data order, random masks each have their own stream")
-    p.add_argument("--device", help="cpu, cuda, cuda:N (default: CUDA if available)")
-    p.add_argument("--threads", type=int,
-                   help="torch CPU threads (default: torch's; 1 is often fastest for small nets)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_run_args(p, "seed (0): init, data order, random masks each have their own stream")
 
 
-def add_classify_commands(sub: argparse._SubParsersAction) -> None:
+def add_classify(sub: argparse._SubParsersAction) -> None:
     """Add ``lip classify {find,eval,compare}`` to the ``lip`` sub-command parsers."""
-    from lottery_prior.cli import add_optim_args, add_task_args, parse_option
-
     top = sub.add_parser("classify", help="classification tickets vs image-prior tickets",
                          description=(
         "The paper's last DIP experiment: the hourglass as an image classifier (the image in "
@@ -150,24 +155,6 @@ def add_classify_commands(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=cmd_compare)
 
 
-def _setup(args: argparse.Namespace) -> None:
-    import torch
-
-    from lottery_prior.fit import select_device
-
-    if args.threads is not None:
-        if args.threads < 1:
-            raise LipError(f"--threads must be >= 1, got {args.threads}")
-        torch.set_num_threads(args.threads)
-    select_device(args.device)
-
-
-def _progress(args: argparse.Namespace):
-    from lottery_prior.progress import ProgressBar
-
-    return None if args.quiet else (lambda desc: [ProgressBar(desc=desc, leave=False)])
-
-
 def _data(args: argparse.Namespace, size: int):
     from lottery_prior.classify.data import load_dataset
 
@@ -186,14 +173,11 @@ def _train_config(args: argparse.Namespace, seed: int | None = None):
 def cmd_find(args: argparse.Namespace) -> None:
     from lottery_prior.classify.imp import ClassifierImpRun
     from lottery_prior.classify.report import write_accuracy_report
-    from lottery_prior.lottery import ImpConfig
     from lottery_prior.output_folder import check_writable
 
-    _setup(args)
+    setup_device(args)
     config = _train_config(args)
-    imp = ImpConfig(rounds=args.rounds, rate=args.rate, target_sparsity=args.target_sparsity,
-                    layerwise=args.layerwise, rewind_step=args.rewind_step,
-                    keep_dense=tuple(args.keep_dense))
+    imp = imp_config_from_args(args)
     check_writable(args.out)
     data = _data(args, args.size)
     run = ClassifierImpRun(data, DEFAULT_MODEL | dict(args.model_opt), config, imp,
@@ -201,7 +185,7 @@ def cmd_find(args: argparse.Namespace) -> None:
     log.info("%s: %d train, %d test images, %d classes; IMP run folder %s (%d rounds, "
              "%d epochs each)", data.name, len(data.train_y), len(data.test_y),
              len(data.classes), run.folder, imp.n_rounds, config.epochs)
-    records = run.run(_progress(args))
+    records = run.run(progress_from_args(args))
     print(write_accuracy_report(records, run.folder,
                                 title=f"classification IMP · {data.name}"))
     print(f"tickets, records, accuracy table and plot in {run.folder}/")
@@ -212,9 +196,8 @@ def cmd_eval(args: argparse.Namespace) -> None:
     from lottery_prior.classify.model import check_image_size
     from lottery_prior.classify.report import write_eval
     from lottery_prior.classify.ticket import ClassifierTicket
-    from lottery_prior.output_folder import output_folder
 
-    _setup(args)
+    setup_device(args)
     unknown = [m for m in args.methods if m not in METHODS]
     if unknown:
         raise LipError(f"unknown method {unknown[0]!r}; choose from {', '.join(METHODS)}")
@@ -224,9 +207,10 @@ def cmd_eval(args: argparse.Namespace) -> None:
     data = _data(args, size)
     check_data(ticket, data)
     check_image_size(ticket.build(), data.size)
-    with output_folder(args, OUT, "eval", files=("ticket",)) as out:
+    with output_folder(args, "eval", files=("ticket",)) as out:
         rows, curves = retrain_methods(ticket, data, config, args.methods,
-                                       args.seeds or [args.seed], progress=_progress(args))
+                                       args.seeds or [args.seed],
+                                       progress=progress_from_args(args))
         print(write_eval(rows, curves, out, title=f"{args.ticket} · {data.name}"))
     print(f"tables and plot in {out}/")
 
@@ -259,24 +243,21 @@ def cmd_compare(args: argparse.Namespace) -> None:
     from lottery_prior.classify.crossuse import classification_mask_for_prior, cross_use
     from lottery_prior.classify.overlap import overlap_rows, same_init_layers, shared_layers
     from lottery_prior.classify.report import write_cross_use, write_overlap
-    from lottery_prior.cli import fit_config_from_args, image_stem, problem_from_args
     from lottery_prior.compare import check_transfer
-    from lottery_prior.output_folder import output_folder
     from lottery_prior.tickets import Ticket
 
-    _setup(args)
+    setup_device(args)
     prior = Ticket.load(args.prior)
     args.classifier, ticket = _classification_ticket(args.classifier, prior.sparsity)
     _, left_out = shared_layers(ticket.mask, prior.mask, args.input_layers)
-    problems = [(f"{image_stem(i)}:{t}", problem_from_args(args, i, t))
-                for i in args.images or [] for t in args.tasks]
+    problems = named_problems_from_args(args, args.images or [])
     check_transfer([("prior ticket", prior)], problems)
     classification_mask_for_prior(ticket.mask, prior, args.seed)  # checks shapes early
     seeds = args.seeds or [0, 1, 2]
     log.info("classification ticket %s (sparsity %.2f%%) vs image-prior ticket %s "
              "(sparsity %.2f%%)", args.classifier, 100 * ticket.sparsity, args.prior,
              100 * prior.sparsity)
-    with output_folder(args, OUT, "compare", files=("classifier", "prior")) as out:
+    with output_folder(args, "compare", files=("classifier", "prior")) as out:
         pairs, _ = shared_layers(ticket.mask, prior.mask, args.input_layers)
         same = same_init_layers(ticket.rewind_weights, prior.rewind_weights, list(pairs))
         rows = overlap_rows(ticket.mask, prior.mask, args.input_layers, same_init=same)
@@ -298,6 +279,6 @@ def cmd_compare(args: argparse.Namespace) -> None:
             for name, problem in problems:
                 rows += cross_use(ticket.mask, prior, [(name, problem)],
                                   configs[problem.task], seeds,
-                                  progress=_progress(args))
+                                  progress=progress_from_args(args))
             print(write_cross_use(rows, out, title="classification ticket as an image prior"))
     print(f"tables and plots in {out}/")
