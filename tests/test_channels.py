@@ -18,9 +18,10 @@ from lottery_prior.channels import (
     random_channels,
 )
 from lottery_prior.cli import main
-from lottery_prior.compare import check_comparison, fit_method, method_ticket
+from lottery_prior.compare import check_comparison, fit_method
 from lottery_prior.cost import step_flops, step_ms
 from lottery_prior.errors import LipError
+from lottery_prior.finders import Match, make_finder
 from lottery_prior.fit import FitConfig, fit
 from lottery_prior.lottery import ImpConfig, ImpRun, evaluate_ticket
 from lottery_prior.masks import Mask
@@ -296,19 +297,19 @@ def test_channel_baselines(channel_run):
     run = channel_run
     ticket = run.ticket(2)
     model = ticket.build()
-    rand = method_ticket(run, "random-channels", 0.5)
+    rand = make_finder("random-channels").find(Match.of(run, 0.5)).ticket
     a, b = kept_channels(ticket.mask, model), kept_channels(rand.mask, model)
     assert {n: int(k.sum()) for n, k in a.items()} == {n: int(k.sum()) for n, k in b.items()}
     assert any(not torch.equal(a[n], b[n]) for n in a)
     rows = {r["method"].split(" (")[0]: r for r in (
-        fit_method(run, m, 0.5) for m in ("ticket", "random-channels", "narrow",
-                                          "unstructured", "dense"))}
+        fit_method(run, m, 0.5).row() for m in ("ticket", "random-channels", "narrow",
+                                                "unstructured", "dense"))}
     assert rows["random-channels"]["gflop_step"] == rows["ticket"]["gflop_step"]
     assert rows["dense"]["gflop_step"] > rows["ticket"]["gflop_step"]
     # unstructured: the weight-level IMP ticket of (almost exactly) the same size
     assert abs(rows["unstructured"]["parameters"] - rows["ticket"]["parameters"]) <= 2
     assert rows["unstructured"]["gflop_step"] == rows["dense"]["gflop_step"]
-    narrow = next(r for r in (fit_method(run, "narrow", 0.5),))
+    narrow = fit_method(run, "narrow", 0.5).row()
     width = int(narrow["method"].split("width=")[1].rstrip(")"))
     assert 1 <= width < TINY["width"]
     for w in (width - 1, width + 1):  # no other width is closer in FLOPs

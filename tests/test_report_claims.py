@@ -4,26 +4,30 @@ import math
 
 import pytest
 
-from lottery_prior.report.claims import (
-    by_sparsity,
-    claim_rows,
-    claims,
-    claims_by_score,
-    t_interval,
-    verdict,
-)
+from lottery_prior.errors import LipError
+from lottery_prior.report.claims import by_sparsity, claim_rows, claims, claims_by_score
+from lottery_prior.stats import t_interval, verdict
 
 IMAGES = ("data:set5/baby", "data:set5/bird", "data:set5/head")
 SEEDS = (0, 1)
 
 
+def comparison(image, task, seed, noise_seed, model="dip"):
+    """The IMP search a fit is matched to (its name hashes all of these in a real sweep)."""
+    return f"imp-{model}-{image}-{task}-{seed}-{noise_seed}"
+
+
 def row(method, image=IMAGES[0], *, task="denoise", seed=0, noise_seed=0, s=0.5, psnr=30.0,
-        kind="fit", source_image=None, source_task=None, **extra):
-    return {"unit": "u", "kind": kind, "image": image, "task": task,
+        kind="fit", source_image=None, source_task=None, model="dip", **extra):
+    source = comparison(source_image or image, source_task or task, seed, noise_seed, model)
+    target = comparison(image, task, seed, noise_seed, model)
+    unit = f"{kind}-{method}-{source}-{target}-{s}"
+    return {"unit": unit, "kind": kind, "image": image, "task": task,
             "sigma": 25.0 if task == "denoise" else None, "mask": None, "keep": None,
             "factor": 4 if task == "sr" else None, "size": 64, "noise_seed": noise_seed,
-            "model": "dip", "model_options": "{}", "steps": 100, "lr": 0.01,
-            "input_noise": 0.03, "fast": True, "imp": "{}", "imp_run": None, "seed": seed,
+            "model": model, "model_options": "{}", "steps": 100, "lr": 0.01,
+            "input_noise": 0.03, "fast": True, "imp": "{}", "imp_run": source,
+            "target_run": target, "seed": seed,
             "method": method, "requested_sparsity": 0.0 if method == "dense" else s,
             "sparsity": 0.0 if method == "dense" else s, "parameters": 1000,
             "source_image": source_image or image, "source_task": source_task or task,
@@ -125,8 +129,22 @@ def test_dense_claim_s_is_not_shown_when_interval_straddles():
     rows = grid("dense", lambda i, seed, s: 0.0) + grid(
         "ticket", lambda i, seed, s: 0.5 * (-1) ** (i + seed), sparsities=(0.5, 0.8))
     c = find(claims(rows), "ticket ≥ dense")
-    assert c.sparsity == pytest.approx(0.8) and c.verdict == "not shown"
-    assert "at no sparsity" in c.note
+    assert c.sparsity is None and c.verdict == "not shown"
+    assert c.note.startswith("no S")
+
+
+def test_dense_claim_s_never_grows_with_wider_intervals():
+    """S is where the claim is shown (every interval up to S above −δ): noisier data can
+    only shrink it. The old rule (not significantly below −δ) gave noise the larger S."""
+    def ticket(spread):
+        return grid("ticket", lambda i, seed, s: (-0.05 if s < 0.7 else -0.4)
+                    + spread * (-1) ** (i + seed), sparsities=(0.2, 0.5, 0.8))
+
+    dense = grid("dense", lambda i, seed, s: 0.0)
+    precise = find(claims(dense + ticket(0.01)), "ticket ≥ dense")
+    noisy = find(claims(dense + ticket(1.0)), "ticket ≥ dense")
+    assert precise.sparsity == pytest.approx(0.5) and precise.verdict == "holds"
+    assert noisy.sparsity is None and noisy.verdict == "not shown"
 
 
 def test_dense_claim_without_enough_units():
@@ -174,4 +192,68 @@ def test_scores_and_tables():
     assert list(tables) == ["psnr_averaged", "psnr_peak_averaged", "psnr_stopped"]
     table = claim_rows(tables["psnr_stopped"])
     assert {len(r) for r in table} == {len(table[0])}
-    assert {"claim", "task", "S", "n (pairs)", "95% CI", "verdict"} <= set(table[0])
+    assert {"claim", "task", "S (shown up to)", "units · images · draws (pairs)", "95% CI",
+            "CI clustered by image", "verdict"} <= set(table[0])
+
+
+def test_claims_count_images_and_independent_draws():
+    """Six units on three images, but one random mask per seed shared by every image: the
+    claim says 2 independent draws, and the interval clustered by image is over 3."""
+    ticket = grid("ticket", lambda i, seed, s: 0.0)
+    random = grid("random", lambda i, seed, s: -0.5 + jitter(i, seed))
+    for r in random:
+        r["mask_sha256"] = f"mask-of-seed-{r['seed']}"
+    c = find(claims(ticket + random), "ticket > random pruning (global)")
+    assert (c.n, c.images, c.draws, c.pairs) == (6, 3, 2, 6)
+    assert c.image_low is not None and c.image_high - c.image_low > 0
+    table = claim_rows([c])
+    assert table[0]["units · images · draws (pairs)"] == "6 · 3 · 2 (6)"
+    for r in random:
+        r["mask_sha256"] = f"mask-{r['image']}-{r['seed']}"
+    assert find(claims(ticket + random), "ticket > random pruning (global)").draws == 6
+
+
+def test_a_decoder_fitted_with_its_own_settings_pairs_by_comparison():
+    """The Deep Decoder row carries the settings it was fitted with (no input noise); it
+    still pairs with its ticket: pairs are keyed by the comparison, not by setting columns."""
+    ticket = grid("ticket", lambda i, seed, s: 0.0)
+    decoder = grid("decoder", lambda i, seed, s: -0.6 + jitter(i, seed))
+    for r in decoder:
+        r |= {"model": "decoder", "input_noise": 0.0, "model_options": '{"k": 11}'}
+    c = find(claims(ticket + decoder), "ticket > Deep Decoder")
+    assert c.n == 6 and c.verdict == "holds"
+    scopes = {c.scope for c in claims(ticket + decoder)}
+    assert scopes == {"denoise", "all tasks"}  # the decoder's settings open no scope of their own
+    assert len([c for c in claims(ticket + decoder) if c.claim.startswith("ticket >")]) == 3
+
+
+def test_fits_of_other_networks_are_never_averaged_together():
+    """A table concatenated from two sweeps of other networks: ticket rows of one network
+    are not paired with random rows of the other (the comparison key holds the model)."""
+    small = grid("ticket", lambda i, seed, s: 0.0) + grid("random", lambda i, seed, s: -1.0)
+    wide = grid("random", lambda i, seed, s: +5.0, model="wide")
+    c = find(claims(small + wide), "ticket > random pruning (global)")
+    assert c.pairs == 6 and c.mean == pytest.approx(1.0)
+
+
+def test_an_ambiguous_table_is_refused():
+    rows = grid("ticket", lambda i, seed, s: 0.0) + grid("random", lambda i, seed, s: -1.0)
+    twin = dict(rows[-1], unit="another-unit", psnr_averaged=12.0)
+    with pytest.raises(LipError, match="ambiguous pairs"):
+        claims(rows + [twin])
+    same = dict(rows[-1])
+    assert find(claims(rows + [same]), "ticket > random pruning (global)").pairs == 6
+    with pytest.raises(LipError, match="appears twice with different values"):
+        claims(rows + [dict(rows[-1], psnr_averaged=0.0)])
+    with pytest.raises(LipError, match="lacks imp_run"):
+        claims([dict(r, imp_run=None) for r in rows])
+
+
+def test_unpaired_and_non_finite_fits_are_said():
+    rows = grid("ticket", lambda i, seed, s: 0.0) + grid("random", lambda i, seed, s: -1.0)
+    rows[-1]["psnr_averaged"] = float("nan")
+    del rows[-2]
+    c = find(claims(rows), "ticket > random pruning (global)")
+    assert c.pairs == 4
+    assert "1 fit(s) without a random (global) partner" in c.note
+    assert "1 pair(s) with a non-finite or missing score" in c.note

@@ -44,11 +44,14 @@ def make_results(folder: Path) -> list[dict]:
         output = f"fits/{n:04d}.png"
         _png(folder / output, n)
         settings = {"sigma": None, "mask": None, "keep": None, "factor": None, **TASKS[task]}
+        search = f"imp-{image.split('/')[-1]}-{task}-{seed}"  # the comparison it belongs to
+        source = f"imp-{(source_image or image).split('/')[-1]}-{source_task or task}-{seed}"
         rows.append({
             "unit": f"u{n}", "kind": kind, "image": image, "task": task, **settings,
             "size": 12, "noise_seed": 0, "model": "dip", "model_options": '{"width": 8}',
             "steps": 100, "lr": 0.01, "input_noise": 0.03, "fast": True,
-            "imp": json.dumps({"rate": 0.2}), "imp_run": "imp-abc", "seed": seed,
+            "imp": json.dumps({"rate": 0.2}), "imp_run": source, "target_run": search,
+            "seed": seed,
             "method": method, "method_label": label or method, "requested_sparsity": s,
             "sparsity": 0.0 if method == "decoder" else s and s + 0.001,
             "parameters": parameters or round(DENSE_PARAMETERS * (1 - s)),
@@ -264,7 +267,7 @@ def test_report_from_a_minimal_table(tmp_path):
     pq.write_table(pa.Table.from_pylist(rows), tmp_path / "results.parquet")
     paths = write_report(tmp_path / "results.parquet", tmp_path / "report")
     md = paths["markdown"].read_text()
-    assert "not shown (n=1)" in md and "No transfer fits" in md
+    assert "lacks imp_run" in md and "No transfer fits" in md
     assert "image missing" not in md  # (drawn inside the grid figure, not in the text)
     assert any(k.startswith("figure:images-") for k in paths)
 

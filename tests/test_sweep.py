@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-import lottery_prior.compare as compare_module
 import lottery_prior.lottery as lottery_module
 from lottery_prior.cli import main
 from lottery_prior.errors import LipError
@@ -97,13 +96,12 @@ def test_units_are_addressed_by_their_settings(tmp_path):
 
 def count_fits(monkeypatch) -> list[int]:
     calls = [0]
-    for module in (lottery_module, compare_module):
-        original = module.fit
+    original = lottery_module.fit
 
-        def counted(*args, _original=original, **kwargs):
-            calls[0] += 1
-            return _original(*args, **kwargs)
-        monkeypatch.setattr(module, "fit", counted)
+    def counted(*args, **kwargs):
+        calls[0] += 1
+        return original(*args, **kwargs)
+    monkeypatch.setattr(lottery_module, "fit", counted)
     return calls
 
 

@@ -104,6 +104,7 @@ def run_local(plan: Plan, store: Store, *, workers: int = 1, show: bool = True,
             _run_pool(plan, store, workers, done, progress, finish, device)
     finally:
         progress.close()
+        store.write_tables(ids)  # every unit that finished, whatever happened
     left = [u for u in plan.units if u.id not in done]
     if left:
         raise LipError(f"{len(left)} units could not run: their dependencies failed "

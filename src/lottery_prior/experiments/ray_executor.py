@@ -181,6 +181,7 @@ def _run(ray: Any, plan: Plan, store: Store, done: set[str], show: bool,
         raise
     finally:
         progress.close()
+        store.write_tables(ids)  # every unit that finished, whatever happened
     return ran
 
 

@@ -2,8 +2,8 @@
 
 The folder is locked while a sweep runs (a second sweep on it is refused at once, naming the
 process that holds it); temporaries that a killed sweep left are removed when the next one
-starts; the results tables are written at the end whatever happens, so every unit that
-finished is in them.
+starts; the executors write the results tables at the end whatever happens, so every unit
+that finished is in them.
 """
 
 from __future__ import annotations
@@ -62,19 +62,14 @@ class Sweep:
         if workers < 0:
             raise LipError(f"--workers must be >= 0, got {workers}")
         check_writable(self.out)
-        ids = [u.id for u in self.plan.units]
         with RunLock(self.out):
             self._remove_temporaries()
-            try:
-                if ray is not None:
-                    from lottery_prior.experiments.ray_executor import run_ray
+            if ray is not None:
+                from lottery_prior.experiments.ray_executor import run_ray
 
-                    return run_ray(self.plan, self.store, address=ray, show=show,
-                                   gpu_per_fit=gpu_per_fit, device=device)
-                return run_local(self.plan, self.store, workers=workers, show=show,
-                                 device=device)
-            finally:
-                self.store.write_tables(ids)
+                return run_ray(self.plan, self.store, address=ray, show=show,
+                               gpu_per_fit=gpu_per_fit, device=device)
+            return run_local(self.plan, self.store, workers=workers, show=show, device=device)
 
     def _remove_temporaries(self) -> None:
         """Temporaries of a killed sweep in its own files (run folders clean their own)."""

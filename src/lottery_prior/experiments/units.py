@@ -74,17 +74,12 @@ class Plan:
 
     def done(self, store: Store) -> set[str]:
         """The units whose results are there and intact: a fit's or transfer's rows and
-        image; a search's or learned mask's run folder, finished and readable. A search or
-        learn unit that nothing left to do needs counts as done too (its run may be gone)."""
-        done = {u.id for u in self.units if u.kind in ("fit", "transfer")
-                and store.rows(u.id) is not None
-                and all((store.root / r["output"]).is_file() for r in store.rows(u.id))}
-        needed = {d for u in self.units if u.id not in done for d in u.deps}
-        for unit in self.units:
-            if unit.kind in ("search", "learn") and (
-                    unit.id not in needed or self._finished(unit)):
-                done.add(unit.id)
-        return done
+        image; a search's or learned mask's run folder, finished and readable (a deleted or
+        damaged one is computed again)."""
+        return {u.id for u in self.units if (
+            self._finished(u) if u.kind in ("search", "learn") else
+            store.rows(u.id) is not None
+            and all((store.root / r["output"]).is_file() for r in store.rows(u.id)))}
 
     def _finished(self, unit: Unit) -> bool:
         run = self.runs[unit.deps[0] if unit.deps else unit.id]

@@ -82,15 +82,11 @@ class Comparisons:
                     f"{key[0]} at sparsity {key[2]}; the table mixes runs that differ in "
                     "something it does not record: report them separately")
             self.index[key] = r
-        representative = {}
-        for r in self.fits:
-            representative.setdefault(r["imp_run"], r)
-            if r.get("method") == "ticket":
-                representative[r["imp_run"]] = r
-        self.representative = representative
-        label = scope_labeller(list(representative.values()))
-        self.scope: Callable[[dict], str] = lambda r: label(representative[self.key(r)])
+        self.searches = {r["imp_run"] for r in self.fits}
         self._target = {id(t): self._target_run(t) for t in self.transfers}
+        label = scope_labeller(self.fits)
+        representative = {self.key(r): r for r in self.fits}
+        self.scope: Callable[[dict], str] = lambda r: label(representative.get(self.key(r), r))
 
     def key(self, row: dict) -> str:
         """The comparison a row belongs to (a transfer: the one it was fitted in)."""
@@ -100,7 +96,7 @@ class Comparisons:
 
     def _target_run(self, row: dict) -> str | None:
         if row.get("target_run"):
-            return row["target_run"] if row["target_run"] in self.representative else None
+            return row["target_run"] if row["target_run"] in self.searches else None
         same = {r["imp_run"] for r in self.fits if r.get("method") == "ticket"
                 and all(r.get(c) == row.get(c) for c in _TARGET_COLUMNS)}
         if len(same) > 1:

@@ -131,15 +131,36 @@ def _hashable(v: object) -> object:
     return json.dumps(v, sort_keys=True) if isinstance(v, (dict, list)) else v
 
 
+def comparison(row: dict) -> str | None:
+    """The comparison a row belongs to: the IMP search its fit was matched to (``imp_run``),
+    for a transfer the search of the image and task it was fitted on (``target_run``)."""
+    if row.get("kind") == "transfer":
+        return row.get("target_run") or None
+    return row.get("imp_run") or None
+
+
 def scope_labeller(rows: Sequence[dict]):
-    """A function row -> scope label: the task, plus the settings that vary between rows of
-    that task (``denoise σ=25``, ``sr ×4``), so one label never mixes two settings."""
+    """A function row -> scope label: the task, plus the settings that vary between the
+    comparisons of that task (``denoise σ=25``, ``sr ×4``), so one label never mixes two
+    settings. A comparison's settings are those of its search (its ticket's row), so a Deep
+    Decoder fitted with its own settings is scoped with the ticket it was sized to."""
+    searches: dict[str, dict] = {}
+    for r in rows:
+        key = comparison(r)
+        if key is not None and r.get("kind") != "transfer" and (
+                key not in searches or r.get("method") == "ticket"):
+            searches[key] = r
+
+    def search(row: dict) -> dict:
+        return searches.get(comparison(row), row)
+
     by_task: dict[str, list[dict]] = {}
     for r in rows:
-        by_task.setdefault(r.get("task"), []).append(r)
+        by_task.setdefault(search(r).get("task"), []).append(search(r))
     extra = {t: varying(rs, SCOPE_COLUMNS[1:]) for t, rs in by_task.items()}
 
     def label(row: dict) -> str:
+        row = search(row)
         parts = [str(row.get("task"))]
         for c in extra[row.get("task")]:
             parts.append(_setting_text(c, row.get(c)))
