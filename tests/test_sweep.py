@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 import pytest
+import torch
 
 import lottery_prior.lottery as lottery_module
 from lottery_prior.cli import main
@@ -237,3 +238,237 @@ def test_the_paper_specs_exist():
     names = {p.relative_to(SPECS[0].parents[1]).as_posix() for p in SPECS}
     for task in ("denoise", "inpaint", "sr"):
         assert f"paper/{task}.toml" in names and f"paper/small/{task}.toml" in names
+
+
+# --- the seams between runs, finders and sweeps -------------------------------------------
+
+DENOISE = [{"name": "denoise", "sigma": 25}]
+
+
+def write_images(folder: Path, names=("a", "b"), masks=False) -> list[Path]:
+    """Small PNG files (and ``<name>_mask.png`` inpainting masks) a spec can glob."""
+    from lottery_prior.images import load_image, save_image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, builtin in zip(names, ("astronaut", "coffee", "chelsea"), strict=False):
+        save_image(load_image(f"builtin:{builtin}", size=32), folder / f"{name}.png")
+        paths.append(folder / f"{name}.png")
+        if masks:
+            save_image(torch.rand(1, 32, 32) > 0.5, folder / f"{name}_mask.png")
+    return paths
+
+
+def transfer_ids(plan) -> dict[str, str]:
+    return {u.label: u.id for u in plan.units if u.kind == "transfer"}
+
+
+def test_a_transfer_is_named_by_its_targets_content(tmp_path):
+    """Overwriting the target image (or its inpainting mask) in place gives the transfer a
+    new id: its old row is never reused nor paired with the new own-ticket row."""
+    a, b = write_images(tmp_path / "photos", masks=True)
+    for task in (DENOISE, [{"name": "inpaint", "mask": "{image}_mask"}]):
+        data = spec_with(task=task, grid__images=[str(tmp_path / "photos" / "*.png")],
+                         grid__methods=["ticket"], transfer={"sparsities": [0.5],
+                                                             "across_images": True})
+        before = transfer_ids(expand(parse_spec(data), tmp_path / "out"))
+        changed = b.with_name("b_mask.png") if task[0]["name"] == "inpaint" else b
+        original = changed.read_bytes()
+        write_images(tmp_path / "other", names=("b",), masks=True)
+        source = tmp_path / "other" / changed.name
+        changed.write_bytes(source.read_bytes())
+        after = transfer_ids(expand(parse_spec(data), tmp_path / "out"))
+        to_b = [k for k in before if k.split(" -> ")[1].startswith(str(b))]
+        assert to_b and all(before[k] != after[k] for k in to_b)
+        changed.write_bytes(original)
+
+
+def test_unit_ids_hold_every_resolved_setting_and_no_device(tmp_path, monkeypatch):
+    import lottery_prior.learned as learned_module
+
+    data = spec_with(task=DENOISE, transfer={}, learned={}, grid__methods=["ticket", "learned"],
+                     grid__sparsities=[0.5])
+    ids = [u.id for u in expand(parse_spec(data), tmp_path).units]
+    on_cpu = [u.id for u in expand(parse_spec(spec_with(
+        task=DENOISE, transfer={}, learned={}, grid__methods=["ticket", "learned"],
+        grid__sparsities=[0.5], fit={"steps": 12, "device": "cpu"})), tmp_path).units]
+    assert on_cpu == ids  # where a unit runs is not part of its id
+    monkeypatch.setattr(learned_module, "SEARCH_STEPS_PER_ROUND", 50)  # another default
+    again = [u.id for u in expand(parse_spec(data), tmp_path).units]
+    changed = {a for a, b in zip(ids, again, strict=True) if a != b}
+    assert changed and all(i.startswith(("learn-", "fit-")) for i in changed)
+
+
+def test_a_sweep_resumed_on_another_device_reruns_nothing(tmp_path):
+    data = spec_with(task=DENOISE, transfer={}, grid__methods=["ticket", "dense"],
+                     grid__sparsities=[0.5], grid__images=["builtin:astronaut"])
+    plan = expand(parse_spec(data), tmp_path)
+    assert run_local(plan, Store(tmp_path), workers=0, show=False) == len(plan.units)
+    assert run_local(expand(parse_spec(data), tmp_path), Store(tmp_path), workers=0,
+                     show=False, device="cpu") == 0
+
+
+def test_learned_fits_and_transfers_read_the_mask_without_its_lock(tmp_path):
+    """A fit or transfer of a learned mask only reads the finished ticket: it never waits
+    for (or is refused by) the learned run's lock, held here as a running fit would."""
+    from lottery_prior.files import RunLock
+
+    data = spec_with(task=DENOISE, learned={"steps": 4}, grid__methods=["learned"],
+                     grid__sparsities=[0.5],
+                     transfer={"sparsities": [0.5], "across_images": True,
+                               "methods": ["learned"]})
+    plan = expand(parse_spec(data), tmp_path)
+    store = Store(tmp_path)
+    run_local(plan, store, workers=0, show=False)
+    users = [u for u in plan.units if u.kind in ("fit", "transfer")]
+    for unit in users:
+        store.path(unit.id).unlink()
+    locks = [RunLock(f).acquire() for f in (tmp_path / "runs").glob("learned-*")]
+    try:
+        assert run_local(expand(parse_spec(data), tmp_path), Store(tmp_path), workers=0,
+                         show=False) == len(users)
+    finally:
+        for lock in locks:
+            lock.release()
+
+
+def test_channel_methods_need_a_channel_search(tmp_path):
+    with pytest.raises(LipError, match=r"^grid\.methods\[1\]: 'narrow': matched to channels"):
+        parse_spec(spec_with(grid__methods=["ticket", "narrow"]))
+    with pytest.raises(LipError, match=r"^transfer\.methods\[0\]: 'decoder': not a mask"):
+        parse_spec(spec_with(transfer__methods=["decoder"]))
+    data = spec_with(task=DENOISE, transfer={}, grid__images=["builtin:astronaut"],
+                     grid__methods=["ticket", "random-channels", "narrow", "dense"],
+                     grid__sparsities=[0.4], imp={"structure": "channels", "search_steps": 4})
+    with pytest.raises(LipError, match=r"^grid\.methods\[1\]: 'learned'"):
+        parse_spec({**data, "grid": {**data["grid"], "methods": ["ticket", "learned"]}})
+    plan = expand(parse_spec(data), tmp_path)
+    run_local(plan, Store(tmp_path), workers=0, show=False)
+    rows = {r["method"]: r for r in read_results(tmp_path)}
+    assert set(rows) == {"ticket", "random-channels", "narrow", "dense"}
+    assert rows["narrow"]["method_label"].startswith("narrow (width=")
+    assert rows["random-channels"]["gflop_step"] == rows["ticket"]["gflop_step"]
+
+
+def test_the_readmes_inpainting_spec_with_mask_files(tmp_path, monkeypatch):
+    """``images = ["photos/*.png"]`` with ``mask = "{image}_mask"``: the masks are not images,
+    and each image finds its own mask file, extension and all."""
+    write_images(tmp_path / "photos", masks=True)
+    monkeypatch.chdir(tmp_path)
+    spec = parse_spec(spec_with(grid__images=["photos/*.png"], transfer={},
+                                task=[{"name": "inpaint", "mask": "{image}_mask"}]))
+    assert spec.images == ["photos/a.png", "photos/b.png"]
+    assert spec.tasks[0].for_image("photos/a.png")["mask"] == "photos/a_mask.png"
+    plan = expand(spec, tmp_path / "out")
+    assert sum(u.kind == "search" for u in plan.units) == 2
+
+
+def test_a_deleted_or_damaged_run_folder_is_computed_again(tmp_path):
+    """The search's "done" is its run folder, finished and readable: deleting or damaging it
+    makes the sweep compute it again instead of failing for good."""
+    import shutil
+
+    data = spec_with(task=DENOISE, transfer={}, grid__methods=["ticket", "random"],
+                     grid__sparsities=[0.5])
+    plan = expand(parse_spec(data), tmp_path)
+    run_local(plan, Store(tmp_path), workers=0, show=False)
+    searches = [u for u in plan.units if u.kind == "search"]
+    shutil.rmtree(tmp_path / "runs" / searches[0].id)
+    (tmp_path / "runs" / searches[1].id / "round-01" / "record.json").write_text("{")
+    fit = next(u for u in plan.units if u.kind == "fit" and u.deps == (searches[0].id,))
+    Store(tmp_path).path(fit.id).unlink()
+    again = expand(parse_spec(data), tmp_path)
+    assert run_local(again, Store(tmp_path), workers=0, show=False) == 3
+    assert len(read_results(tmp_path)) == 4
+
+
+def test_tables_are_not_rebuilt_from_every_unit_file_after_each_unit(tmp_path, monkeypatch):
+    reads = []
+    original = Store._read
+    monkeypatch.setattr(Store, "_read", lambda self, u: reads.append(u) or original(self, u))
+    plan = expand(parse_spec(spec_with(task=DENOISE, transfer={})), tmp_path)
+    run_local(plan, Store(tmp_path), workers=0, show=False)
+    assert len(reads) == len(set(reads)) <= len(plan.units)  # each unit file read once at most
+
+
+FAILING = "fit-that-fails"
+
+
+def fake_work(unit, root, device):
+    """A unit's work in a worker process (importable): the unit named FAILING fails at once,
+    the others take a moment and return one row."""
+    import time as _time
+
+    if unit.id == FAILING:
+        raise LipError("boom")
+    _time.sleep(1.5)
+    return [{"unit": unit.id, "output": "missing.png"}]
+
+
+def test_a_failing_unit_keeps_the_rows_that_finished_meanwhile(tmp_path):
+    from lottery_prior.experiments.units import Plan, Unit
+
+    units = [Unit(FAILING, "fit", {}, label="the failing fit"),
+             Unit("fit-slow", "fit", {}, label="a slow fit"),
+             Unit("fit-later", "fit", {}, label="a fit never started")]
+    store = Store(tmp_path)
+    with pytest.raises(LipError, match="^unit the failing fit failed: boom$"):
+        run_local(Plan(None, tmp_path, units), store, workers=2, show=False, work=fake_work)
+    assert Store(tmp_path).rows("fit-slow") is not None  # finished meanwhile: kept
+    assert Store(tmp_path).rows("fit-later") is None  # no new unit after the failure
+
+
+def dying_work(unit, root, device):
+    """A worker killed by the system, as the OOM killer would."""
+    import os as _os
+    import signal
+
+    _os.kill(_os.getpid(), signal.SIGKILL)
+
+
+def test_a_killed_worker_ends_the_sweep_with_one_line(tmp_path):
+    from lottery_prior.experiments.units import Plan, Unit
+
+    units = [Unit("fit-a", "fit", {}, label="the killed fit")]
+    with pytest.raises(LipError) as info:
+        run_local(Plan(None, tmp_path, units), Store(tmp_path), workers=1, show=False,
+                  work=dying_work)
+    message = str(info.value)
+    assert "\n" not in message and "worker process died" in message
+    assert "the killed fit" in message and "rerun the same command to resume" in message
+
+
+def test_one_sweep_at_a_time_and_its_own_temporaries_cleaned(tmp_path):
+    from lottery_prior.experiments.sweep import Sweep
+    from lottery_prior.files import RunLock
+
+    sweep = Sweep(parse_spec(spec_with(task=DENOISE, transfer={}, grid__methods=["dense"],
+                                       grid__images=["builtin:astronaut"])), tmp_path)
+    leftovers = [tmp_path / ".results.parquet.123.abcd.tmp",
+                 tmp_path / "units" / ".fit-x.json.123.abcd.tmp",
+                 tmp_path / "images" / "problem-x" / ".clean.png.1.ab.tmp"]
+    for path in leftovers:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("half")
+    with RunLock(tmp_path), pytest.raises(LipError, match="in use by process"):
+        sweep.run(workers=0, show=False)
+    assert all(p.exists() for p in leftovers)  # nothing touched while another sweep holds it
+    assert sweep.run(workers=0, show=False) == 2
+    assert not any(p.exists() for p in leftovers)
+
+
+def test_an_expensive_sweep_asks_first(tmp_path, monkeypatch, capsys):
+    import io
+
+    spec = tmp_path / "tiny.toml"
+    spec.write_text('[grid]\nimages = ["builtin:astronaut"]\nsize = 32\nsparsities = [0.5]\n'
+                    'methods = ["dense"]\n[[task]]\nname = "denoise"\n'
+                    '[model]\noptions = { width = 8, scales = 2, skip = 2 }\n[fit]\nsteps = 5\n')
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))  # not a terminal: no one to ask
+    args = ["sweep", str(spec), "--out", str(tmp_path / "res"), "--quiet", "--workers", "0"]
+    assert main([*args, "--confirm-hours", "0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "CPU-thread hours" in err and "add --yes" in err
+    assert not (tmp_path / "res" / "units").exists()
+    assert main([*args, "--confirm-hours", "0", "--yes"]) == 0
+    assert main(args) == 0  # under the threshold: no question

@@ -149,9 +149,8 @@ class Run:
         if path.is_file():
             held = read_json(path)
             if held is not None and held != wanted:
-                raise LipError(f"{self.folder} holds the settings of another run (its {SETTINGS} "
-                               "differs from this run's); remove that folder or choose another "
-                               "root")
+                raise LipError(f"{self.folder} holds the outputs of another run (its {SETTINGS} "
+                               "differs); give another --out, or remove that folder")
             if held == wanted:
                 return
         write_json(path, wanted)

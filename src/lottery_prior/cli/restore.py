@@ -122,7 +122,7 @@ def cmd_fit(args: argparse.Namespace) -> None:
 
 def cmd_eval(args: argparse.Namespace) -> None:
     from lottery_prior.lottery import ticket_input
-    from lottery_prior.output_folder import file_sha256
+    from lottery_prior.runs import file_sha256
     from lottery_prior.tickets import Ticket
 
     ticket = Ticket.load(args.ticket)

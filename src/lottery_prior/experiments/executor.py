@@ -15,6 +15,7 @@ import sys
 import time
 from collections.abc import Callable
 from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
 
 from tqdm import tqdm
 
@@ -62,6 +63,24 @@ class Progress:
         self.bar.close()
 
 
+class Book:
+    """What the coordinating process does as a unit finishes: store its rows, mark it done,
+    advance the progress line, refresh the results tables now and then."""
+
+    def __init__(self, plan: Plan, store: Store, done: set[str], progress: Progress) -> None:
+        self.ids = [u.id for u in plan.units]
+        self.store, self.done, self.progress = store, done, progress
+        self.ran = 0
+
+    def record(self, unit: Unit, rows: list[dict]) -> None:
+        if unit.kind in ("fit", "transfer"):
+            self.store.add(unit.id, rows)
+        self.done.add(unit.id)
+        self.ran += 1
+        self.progress.finished(unit)
+        self.store.write_tables(self.ids, force=False)
+
+
 def ready_units(plan: Plan, done: set[str], started: set[str]) -> list[Unit]:
     """Units not yet started whose dependencies have all finished, in plan order."""
     return [u for u in plan.units if u.id not in done and u.id not in started
@@ -70,24 +89,20 @@ def ready_units(plan: Plan, done: set[str], started: set[str]) -> list[Unit]:
 
 def run_local(plan: Plan, store: Store, *, workers: int = 1, show: bool = True,
               device: str | None = None,
-              on_finish: Callable[[Unit], None] | None = None) -> int:
+              on_finish: Callable[[Unit], None] | None = None,
+              work: Callable[[Unit, str | Path, str | None], list[dict]] = run_unit) -> int:
     """Run every unfinished unit in ``workers`` processes (one thread each); returns how many
     units ran. ``workers=0`` runs them in this process (for debugging and tests). If a unit
     fails, no new unit starts, the running ones finish and are stored, then the error is
-    raised (one line naming the unit)."""
+    raised (one line naming the unit). ``work(unit, root, device)`` does a unit's work (a
+    module-level function, so that worker processes can import it)."""
     ids = [u.id for u in plan.units]
     done = plan.done(store)
     progress = Progress(plan, done, show)
-    ran = 0
+    book = Book(plan, store, done, progress)
 
     def finish(unit: Unit, rows: list[dict]) -> None:
-        nonlocal ran
-        if unit.kind in ("fit", "transfer"):
-            store.add(unit.id, rows)
-        done.add(unit.id)
-        ran += 1
-        progress.finished(unit)
-        store.write_tables(ids, force=False)
+        book.record(unit, rows)
         if on_finish is not None:
             on_finish(unit)
 
@@ -96,12 +111,12 @@ def run_local(plan: Plan, store: Store, *, workers: int = 1, show: bool = True,
             while todo := ready_units(plan, done, set()):
                 progress.started()
                 try:
-                    rows = run_unit(todo[0], store.root, device)
+                    rows = work(todo[0], store.root, device)
                 except LipError as err:
                     raise LipError(f"unit {todo[0].label} failed: {err}") from None
                 finish(todo[0], rows)
         else:
-            _run_pool(plan, store, workers, done, progress, finish, device)
+            _run_pool(plan, store, workers, done, progress, finish, device, work)
     finally:
         progress.close()
         store.write_tables(ids)  # every unit that finished, whatever happened
@@ -109,11 +124,12 @@ def run_local(plan: Plan, store: Store, *, workers: int = 1, show: bool = True,
     if left:
         raise LipError(f"{len(left)} units could not run: their dependencies failed "
                        f"(first: {left[0].label})")
-    return ran
+    return book.ran
 
 
 def _run_pool(plan: Plan, store: Store, workers: int, done: set[str], progress: Progress,
-              finish: Callable[[Unit, list[dict]], None], device: str | None) -> None:
+              finish: Callable[[Unit, list[dict]], None], device: str | None,
+              work: Callable) -> None:
     context = multiprocessing.get_context("spawn")  # no forked torch state
     started: set[str] = set()
     failure: LipError | None = None
@@ -125,7 +141,7 @@ def _run_pool(plan: Plan, store: Store, workers: int, done: set[str], progress: 
                 if failure is None:
                     for unit in ready_units(plan, done, started)[: workers - len(running)]:
                         started.add(unit.id)
-                        running[pool.submit(run_unit, unit, str(store.root), device)] = unit
+                        running[pool.submit(work, unit, str(store.root), device)] = unit
                         progress.started()
                 if not running:
                     break

@@ -36,7 +36,7 @@ import sys
 from typing import Any
 
 from lottery_prior.errors import LipError
-from lottery_prior.experiments.executor import Progress
+from lottery_prior.experiments.executor import Book, Progress
 from lottery_prior.experiments.store import Store
 from lottery_prior.experiments.units import Plan, Unit, run_unit
 
@@ -125,7 +125,7 @@ def _run(ray: Any, plan: Plan, store: Store, done: set[str], show: bool,
         planned.add(unit.id)
 
     progress = Progress(plan, done, show)
-    ran = 0
+    book = Book(plan, store, done, progress)
     refs: dict[str, Any] = {}  # unit id -> ObjectRef of its task
     pending: dict[Any, Unit] = {}  # ObjectRef -> unit, until the driver has its rows
     wants = [w for w in gpu_wants.values() if w > 0]
@@ -165,12 +165,7 @@ def _run(ray: Any, plan: Plan, store: Store, done: set[str], show: bool,
                     rows = ray.get(ref)
                 except Exception as err:
                     raise _failure(ray, _origin(ray, unit, units, refs), err) from None
-                if unit.kind in ("fit", "transfer"):
-                    store.add(unit.id, rows)
-                done.add(unit.id)
-                ran += 1
-                progress.finished(unit)
-                store.write_tables(ids, force=False)
+                book.record(unit, rows)
             schedule()
     except BaseException:
         for ref in pending:
@@ -182,7 +177,7 @@ def _run(ray: Any, plan: Plan, store: Store, done: set[str], show: bool,
     finally:
         progress.close()
         store.write_tables(ids)  # every unit that finished, whatever happened
-    return ran
+    return book.ran
 
 
 def _task(unit: Unit, root: str, device: str | None, *deps: Any) -> list[dict]:

@@ -19,6 +19,11 @@ def matched_ticket(match: Match, mask: Mask, method: str) -> Ticket:
                   {**ticket.meta, "method": method, "structure": "weights"})
 
 
+def template(match: Match) -> Mask:
+    """A dense mask over the IMP ticket's weights: what a baseline prunes from."""
+    return Mask({n: torch.ones_like(match.ticket.mask[n]) for n in match.ticket.mask.weights})
+
+
 def mask_stream(match: Match, method: str) -> torch.Generator:
     """The random stream of a baseline's mask: its own per method, seed and observation."""
     return generator(match.seed, "baseline-mask", method, match.observation)
@@ -31,9 +36,8 @@ class PruneAtInit(MaskFinder):
         ticket, problem = match.ticket, match.problem
         model = ticket.build()
         model.load_state_dict(ticket.rewind_weights)  # unmasked theta0: scores see every weight
-        template = Mask({n: torch.ones_like(ticket.mask[n]) for n in ticket.mask.weights})
         mask = prune_at_init(
-            model, template, ticket.sparsity, self.name,
+            model, template(match), ticket.sparsity, self.name,
             loss_fn=dip_loss_fn(ticket.z, problem.operator, problem.observation),
             input_shape=tuple(ticket.z.shape), generator=mask_stream(match, self.name))
         return Found(matched_ticket(match, mask, self.name), self.name)

@@ -4,16 +4,9 @@ and the observation: two images never share a random mask."""
 
 from __future__ import annotations
 
-import torch
-
-from lottery_prior.finders.at_init import mask_stream, matched_ticket
+from lottery_prior.finders.at_init import mask_stream, matched_ticket, template
 from lottery_prior.finders.base import Found, MaskFinder, Match, Progress, register_finder
-from lottery_prior.masks import Mask
 from lottery_prior.pruning import random_mask
-
-
-def _template(match: Match) -> Mask:
-    return Mask({n: torch.ones_like(match.ticket.mask[n]) for n in match.ticket.mask.weights})
 
 
 @register_finder
@@ -25,7 +18,7 @@ class RandomGlobal(MaskFinder):
     title = "random (global)"
 
     def find(self, match: Match, *, progress: Progress | None = None) -> Found:
-        mask = random_mask(_template(match), match.ticket.sparsity, mask_stream(match, self.name))
+        mask = random_mask(template(match), match.ticket.sparsity, mask_stream(match, self.name))
         return Found(matched_ticket(match, mask, self.name), self.name)
 
 
@@ -39,6 +32,6 @@ class RandomLayerwise(MaskFinder):
 
     def find(self, match: Match, *, progress: Progress | None = None) -> Found:
         ticket = match.ticket
-        mask = random_mask(_template(match), ticket.sparsity, mask_stream(match, self.name),
+        mask = random_mask(template(match), ticket.sparsity, mask_stream(match, self.name),
                            layer_sparsity=ticket.mask.layer_sparsity())
         return Found(matched_ticket(match, mask, self.name), self.name)
