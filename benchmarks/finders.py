@@ -36,9 +36,9 @@ from lottery_prior.fit import FitConfig, fit
 from lottery_prior.learned import LearnConfig, learn_mask
 from lottery_prior.masks import Mask
 from lottery_prior.problem import build_prior, make_problem
-from lottery_prior.report.claims import t_interval
 from lottery_prior.report.rows import read_results
 from lottery_prior.report.tables import markdown_table, write_table
+from lottery_prior.stats import t_interval
 
 METHODS = ("ticket", "learned", "random-layerwise")
 NAMES = {"ticket": "IMP ticket", "learned": "learned mask", "random-layerwise":

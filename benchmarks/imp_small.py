@@ -67,7 +67,8 @@ def main() -> None:
                          FitConfig(steps=args.steps, fast=not args.fp32, seed=seed),
                          ImpConfig(rounds=args.rounds, **search),
                          root=args.out / "runs")
-            for row in compare_methods(run, 1 - 0.8**args.rounds, args.methods):
+            for fitted in compare_methods(run, 1 - 0.8**args.rounds, args.methods):
+                row = fitted.row()
                 rows.append({"image": image, "seed": seed, **row})
                 print(f"{image} seed {seed}: {row['method']:<18} sparsity "
                       f"{row['sparsity']:.3f}  averaged {row['psnr_averaged']:.2f} dB  "

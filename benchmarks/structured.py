@@ -33,7 +33,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
-from lottery_prior.report.claims import t_interval
+from lottery_prior.stats import t_interval
 
 IMAGES = ["data:set5/baby", "data:set5/bird", "data:set5/woman"]
 NAMES = {"dense": "dense", "ticket": "channel ticket", "ticket-l2": "channel ticket, L2 score",
@@ -112,9 +112,11 @@ def _run_unit(job: tuple) -> str:
     import torch
 
     torch.set_num_threads(1)
-    from lottery_prior.compare import fit_method, row, unstructured_run
+    from lottery_prior.compare import fit_method
+    from lottery_prior.finders.channel_baselines import unstructured_run
     from lottery_prior.fit import FitConfig
     from lottery_prior.lottery import ImpConfig, ImpRun
+    from lottery_prior.scores import score_columns
 
     run = ImpRun(_problem(args, image), "dip", {"width": args.width},
                  FitConfig(steps=args.steps, fast=True, seed=seed),
@@ -125,7 +127,8 @@ def _run_unit(job: tuple) -> str:
     rows = []
     for record in records:
         method = "dense" if record["round"] == 0 else "ticket"
-        row_ = _row(fit_method(run, method, record["sparsity"] or 0.5), record, image, seed)
+        row_ = _row(fit_method(run, method, record["sparsity"] or 0.5).row(), record, image,
+                    seed)
         if score != "l1":
             row_["method"] = f"ticket-{score}"
         if score == "l1" or method == "ticket":
@@ -135,14 +138,17 @@ def _run_unit(job: tuple) -> str:
     for k in args.baseline_rounds:
         record = records[k]
         for method in ("random-channels", "narrow"):
-            rows.append(_row(fit_method(run, method, record["sparsity"]), record, image, seed))
+            rows.append(_row(fit_method(run, method, record["sparsity"]).row(), record, image,
+                             seed))
     if seed == args.seeds[0]:  # weight IMP to the sparsest ticket's parameter count
         record = records[max(args.baseline_rounds)]
         weights = unstructured_run(run, record)
         weights = replace(weights, imp=replace(weights.imp, search_steps=args.search_steps))
         found = weights.run()[-1]
-        rows.append(_row(row("unstructured", found["sparsity"], found["parameters"],
-                             found["scores"], found["seconds"], steps=found["steps"]),
+        rows.append(_row({"method": "unstructured", "sparsity": round(found["sparsity"], 4),
+                          "parameters": found["parameters"], **score_columns(found["scores"]),
+                          "seconds": found["seconds"],
+                          "ms_step": round(1000 * found["seconds"] / found["steps"], 1)},
                          record, image, seed))
     return _write_unit(args, image, seed, score, rows)
 
