@@ -173,3 +173,20 @@ def test_a_killed_run_leaves_a_lock_that_the_next_run_takes_over(problem, refere
     assert "0/2" not in computed  # the finished round was kept
     assert same_results(records, reference)
     assert not (folder / RunLock.NAME).exists()
+
+
+def test_a_run_folder_of_the_earlier_schema_is_renamed_not_recomputed(finished, reference,
+                                                                       caplog):
+    """Identities now carry the schema version: a folder named by the schema-1 hash (the
+    same settings hashed without it) is renamed to the new name once, with a message."""
+    from lottery_prior.runs import SETTINGS, digest, read_json
+
+    legacy = finished.root / f"imp-{digest(finished.identity())}"
+    finished.folder.rename(legacy)
+    (legacy / SETTINGS).write_text(json.dumps(finished.identity()))  # as schema 1 wrote it
+    with caplog.at_level(logging.WARNING, logger="lottery_prior"):
+        records, computed = rerun(finished)
+    assert computed == [] and same_results(records, reference)
+    assert finished.folder.is_dir() and not legacy.exists()
+    assert read_json(finished.folder / SETTINGS)["schema"] == 2
+    assert any("renamed" in m and legacy.name in m for m in caplog.messages)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 CONFIDENCE = 0.95
@@ -109,8 +109,3 @@ def shown_up_to(by_level: Mapping[float, Estimate]) -> float | None:
             break
         shown = level
     return shown
-
-
-def mean_or_none(values: Iterable[float]) -> float | None:
-    values = list(values)
-    return statistics.fmean(values) if values else None

@@ -20,7 +20,7 @@ gives them), claims out.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 
 from lottery_prior.errors import LipError
 from lottery_prior.finders import method_title
@@ -45,20 +45,15 @@ _TARGET_COLUMNS = (*PROBLEM_COLUMNS, "model", "model_options", "imp", "seed", "s
 
 
 @dataclass(frozen=True)
-class Claim:
-    """One claim (or one sparsity of it) measured on one scope with one score."""
+class Claim(Estimate):
+    """One claim (or one sparsity of it) measured on one scope with one score: the estimate
+    (units, images, draws, pairs, mean difference, intervals, verdict) and what it is of."""
 
-    claim: str  # in words, e.g. "ticket > random pruning (global)"
-    scope: str  # a task (with the settings that distinguish it) or "all tasks"
-    score: str  # the results column compared, e.g. "psnr_averaged"
-    estimate: Estimate
+    claim: str = ""  # in words, e.g. "ticket > random pruning (global)"
+    scope: str = ALL_TASKS  # a task (with the settings that distinguish it) or "all tasks"
+    score: str = "psnr_averaged"  # the results column compared
     sparsity: float | None = None  # S for "up to S"; the requested sparsity in detail rows
     note: str = ""
-
-    def __getattr__(self, name: str):  # n, mean, low, high, verdict, threshold, ...
-        if name.startswith("__"):
-            raise AttributeError(name)
-        return getattr(self.estimate, name)
 
 
 class Comparisons:
@@ -238,8 +233,8 @@ def _is_transfer(row: dict, kind: str) -> bool:
 
 def _claim(text: str, scope: str | None, score: str, pairs: Sequence[Pair], threshold: float,
            confidence: float, *, sparsity: float | None = None, note: str = "") -> Claim:
-    return Claim(text, scope or ALL_TASKS, score, estimate(pairs, threshold, confidence),
-                 sparsity, note)
+    return Claim(**asdict(estimate(pairs, threshold, confidence)), claim=text,
+                 scope=scope or ALL_TASKS, score=score, sparsity=sparsity, note=note)
 
 
 def _join(*notes: str) -> str:
@@ -268,7 +263,7 @@ def _dense_claim(table: Comparisons, tickets: list[dict], score: str, scope: str
                       note=_join("no matched pairs", note))
     at = {s: _claim(text, scope, score, [p for p in pairs if p.sparsity == s], -delta,
                     confidence, sparsity=s) for s in levels}
-    shown = shown_up_to({s: c.estimate for s, c in at.items()})
+    shown = shown_up_to(at)
     tested = ", ".join(f"{_pct(s)} {at[s].verdict}" for s in levels)
     if shown is None:
         return replace(at[levels[0]], sparsity=None, note=_join(

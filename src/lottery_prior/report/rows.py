@@ -142,7 +142,8 @@ def comparison(row: dict) -> str | None:
 def scope_labeller(rows: Sequence[dict]):
     """A function row -> scope label: the task, plus the settings that vary between the
     comparisons of that task (``denoise σ=25``, ``sr ×4``), so one label never mixes two
-    settings. A comparison's settings are those of its search (its ticket's row), so a Deep
+    settings; a setting that is each image's own (its mask file) is not one of them. A
+    comparison's settings are those of its search (its ticket's row), so a Deep
     Decoder fitted with its own settings is scoped with the ticket it was sized to."""
     searches: dict[str, dict] = {}
     for r in rows:
@@ -157,7 +158,8 @@ def scope_labeller(rows: Sequence[dict]):
     by_task: dict[str, list[dict]] = {}
     for r in rows:
         by_task.setdefault(search(r).get("task"), []).append(search(r))
-    extra = {t: varying(rs, SCOPE_COLUMNS[1:]) for t, rs in by_task.items()}
+    extra = {t: [c for c in varying(rs, SCOPE_COLUMNS[1:]) if not _per_image(rs, c)]
+             for t, rs in by_task.items()}
 
     def label(row: dict) -> str:
         row = search(row)
@@ -167,6 +169,15 @@ def scope_labeller(rows: Sequence[dict]):
         return " ".join(parts)
 
     return label
+
+
+def _per_image(rows: Sequence[dict], column: str) -> bool:
+    """Whether a setting is the image's own (one value per image, e.g. its inpainting mask
+    file ``{image}_mask``): it varies with the image, not with the comparison."""
+    values: dict[object, set] = {}
+    for r in rows:
+        values.setdefault(r.get("image"), set()).add(_hashable(r.get(column)))
+    return all(len(v) == 1 for v in values.values()) and len(values) > 1
 
 
 def _setting_text(column: str, v: object) -> str:
