@@ -129,3 +129,11 @@ def test_cifar_batch_runs_no_code_a_bare_payload(tmp_path, capsys):
                             "--out", tmp_path / "out"], capsys)
     assert code == 2 and not marker.exists()
     assert "posix.system" in one_line_error(err)
+
+
+def test_cifar_batch_labels_outside_the_ten_classes_are_refused(tmp_path):
+    batch = fake_cifar_batch(6)
+    batch[b"labels"][2] = 10**6
+    folder = write_cifar(tmp_path / "cifar", {"test_batch": batch})
+    with pytest.raises(LipError, match="labels outside 0-9"):
+        load_dataset("cifar10", folder)

@@ -172,6 +172,9 @@ def _cifar_batch(path: Path) -> tuple[Tensor, Tensor]:
         raise LipError(f"{path} is not a CIFAR-10 python batch ({type(err).__name__})") from None
     if len(labels) != len(data):
         raise LipError(f"{path} holds {len(data)} images but {len(labels)} labels")
+    if len(labels) and not (labels.min() >= 0 and labels.max() < 10):
+        raise LipError(f"{path} has labels outside 0-9 (from {labels.min()} to "
+                       f"{labels.max()}); CIFAR-10 has 10 classes")
     return torch.from_numpy(data).float() / 255.0, torch.from_numpy(labels)
 
 
