@@ -137,3 +137,75 @@ def test_cifar_batch_labels_outside_the_ten_classes_are_refused(tmp_path):
     folder = write_cifar(tmp_path / "cifar", {"test_batch": batch})
     with pytest.raises(LipError, match="labels outside 0-9"):
         load_dataset("cifar10", folder)
+
+
+# --- 3. data: paths leave the data folder ---------------------------------------------------
+
+@pytest.fixture
+def data_folder(tmp_path, monkeypatch):
+    """A data folder (LIP_DATA) with one image, beside a folder of private images."""
+    from PIL import Image
+
+    pixels = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    root = tmp_path / "data"
+    (root / "set").mkdir(parents=True)
+    Image.fromarray(pixels).save(root / "set" / "inside.png")
+    private = tmp_path / "private"
+    private.mkdir()
+    Image.fromarray(pixels).save(private / "secret.png")
+    (root / "set" / "link.png").symlink_to(private / "secret.png")
+    (root / "outlink").symlink_to(private, target_is_directory=True)
+    monkeypatch.setenv("LIP_DATA", str(root))
+    return root
+
+
+@pytest.mark.parametrize("spec", ["data:../private/secret", "data:../private/secret.png",
+                                  "data:set/../../private/secret", "data:PRIVATE/secret.png",
+                                  "data:set/link", "data:outlink/secret"])
+def test_data_paths_stay_inside_the_data_folder(spec, data_folder):
+    from lottery_prior.images import image_size, load_image, load_mask
+
+    spec = spec.replace("PRIVATE", str(data_folder.parent / "private"))
+    for load in (lambda: load_image(spec), lambda: image_size(spec),
+                 lambda: load_mask(spec, (32, 32))):
+        with pytest.raises(LipError) as err:
+            load()
+        assert "\n" not in str(err.value) and "data folder" in str(err.value)
+    assert load_image("data:set/inside").shape == (3, 32, 32)  # inside: fine
+    assert load_image("data:set/../set/inside").shape == (3, 32, 32)
+
+
+@pytest.mark.parametrize("pattern", ["data:../private/*", "data:PRIVATE/*", "data:outlink/*",
+                                     "data:set/*", "data:**/*.png"])
+def test_data_paths_stay_inside_the_data_folder_in_spec_globs(pattern, data_folder):
+    from lottery_prior.experiments.spec import parse_spec
+
+    pattern = pattern.replace("PRIVATE", str(data_folder.parent / "private"))
+    data = base_spec()
+    data["grid"]["images"] = [pattern]
+    with pytest.raises(LipError) as err:
+        parse_spec(data)
+    message = str(err.value)
+    assert "\n" not in message and message.startswith("grid.images[0]:"), message
+    assert "data folder" in message or "matches no image" in message
+
+
+def test_data_paths_stay_inside_the_data_folder_in_spec_globs_inside_is_fine(data_folder):
+    from lottery_prior.experiments.spec import parse_spec
+
+    (data_folder / "set" / "link.png").unlink()
+    (data_folder / "outlink").unlink()
+    data = base_spec()
+    data["grid"]["images"] = ["data:set/*", "data:**/*.png"]
+    assert parse_spec(data).images == ["data:set/inside"]
+
+
+def base_spec() -> dict:
+    """A small valid spec (parsed TOML) on a builtin image."""
+    return {"name": "tiny",
+            "grid": {"images": ["builtin:camera"], "size": 32, "seeds": [0],
+                     "noise_seeds": [0], "sparsities": [0.5],
+                     "methods": ["ticket", "dense"]},
+            "task": [{"name": "denoise", "sigma": 25}],
+            "model": {"name": "dip", "options": {"width": 8, "scales": 2}},
+            "fit": {"steps": 10}}

@@ -65,11 +65,31 @@ def _resolve_path(spec: str) -> Path:
             else "no shared/data folder here or above"
         )
         raise LipError(f"cannot resolve {spec}: {where}; set LIP_DATA to the test-image folder")
+    if not spec[len("data:"):].strip("/."):
+        raise LipError(f"{spec!r} names no image; give data:FOLDER/NAME, e.g. data:set5/baby")
     rel = root / spec[len("data:") :]
     for path in (rel, *(rel.with_name(rel.name + ext) for ext in _EXTENSIONS)):
+        inside_data_folder(path, root, spec)
         if path.is_file():
             return path
     raise LipError(f"no image {spec} under {root}; see the files there")
+
+
+def inside_data_folder(path: Path, root: Path, spec: str) -> Path:
+    """``path`` (a ``data:`` name joined to the data folder ``root``) if it stays inside the
+    data folder once resolved (``..`` and symlinks followed), else a one-line LipError."""
+    name = spec[len("data:"):] if spec.startswith("data:") else spec
+    if Path(name).is_absolute():
+        raise LipError(f"{spec}: a data: name is relative to the data folder {root}; give "
+                       "e.g. data:set5/baby, or the file's own path without data:")
+    try:
+        inside = path.resolve().is_relative_to(root.resolve())
+    except (OSError, RuntimeError):  # a symlink loop
+        inside = False
+    if not inside:
+        raise LipError(f"{spec} leads outside the data folder {root} (through .. or a "
+                       "symlink); give a data: name inside it, or the file's own path")
+    return path
 
 
 def _open(path: Path) -> Image.Image:

@@ -53,7 +53,7 @@ import tomllib
 
 from lottery_prior.compare import METHODS
 from lottery_prior.errors import LipError
-from lottery_prior.images import data_root
+from lottery_prior.images import data_root, inside_data_folder
 from lottery_prior.operators import TASKS
 
 TASK_KEYS = {"denoise": {"sigma"}, "inpaint": {"mask", "keep"}, "sr": {"factor"}}
@@ -265,18 +265,41 @@ def _expand_images(specs: list[str]) -> list[str]:
             images.append(spec)
             continue
         if spec.startswith("data:"):
-            root = data_root()
-            if root is None:
-                raise _SpecError(f"grid.images[{i}]", "no shared/data folder here or above; "
-                                 "set LIP_DATA")
-            found = sorted(f"data:{p.relative_to(root).with_suffix('')}"
-                           for p in root.glob(spec[len("data:"):]) if p.is_file())
+            found = _expand_data_glob(spec, f"grid.images[{i}]")
         else:
             found = sorted(glob.glob(spec))
         if not found:
             raise _SpecError(f"grid.images[{i}]", f"{spec!r} matches no image")
         images += [f for f in found if not f.endswith("_mask")]
     return list(dict.fromkeys(images))
+
+
+def _expand_data_glob(spec: str, key: str) -> list[str]:
+    """The ``data:`` names of the files a ``data:`` glob matches, all inside the data folder
+    (a pattern or a match that leads outside it, through ``..`` or a symlink, is refused)."""
+    root = data_root()
+    if root is None:
+        raise _SpecError(key, "no shared/data folder here or above; set LIP_DATA")
+    pattern = spec[len("data:"):]
+    if not pattern or Path(pattern).is_absolute():
+        raise _SpecError(key, f"{spec!r}: a data: pattern is relative to the data folder "
+                         f"{root}; give e.g. data:set5/*")
+    found = []
+    try:
+        for path in root.glob(pattern):
+            if not path.is_file():
+                continue
+            try:
+                inside_data_folder(path, root, spec)
+            except LipError:
+                raise _SpecError(key, f"{spec!r} matches {path}, outside the data folder "
+                                 f"{root} (through .. or a symlink); give a pattern inside "
+                                 "it") from None
+            found.append(f"data:{path.relative_to(root).with_suffix('')}")
+    except (ValueError, NotImplementedError, OSError) as err:
+        raise _SpecError(key, f"{spec!r} is not a pattern inside the data folder {root} "
+                         f"({err})") from None
+    return sorted(found)
 
 
 def _known(key: str, table: dict, allowed: set[str]) -> None:
