@@ -209,3 +209,248 @@ def base_spec() -> dict:
             "task": [{"name": "denoise", "sigma": 25}],
             "model": {"name": "dip", "options": {"width": 8, "scales": 2}},
             "fit": {"steps": 10}}
+
+
+def parse(**changes):
+    """``parse_spec`` of the base spec with ``section__key=value`` changes."""
+    from lottery_prior.experiments.spec import parse_spec
+
+    data = base_spec()
+    for path, value in changes.items():
+        *parents, key = path.split("__")
+        table = data
+        for part in parents:
+            table = table.setdefault(part, {})
+        table[key] = value
+    return parse_spec(data)
+
+
+def refused(place: str, **changes) -> str:
+    """The one-line message refusing the changed spec, which must start with ``place: ``."""
+    with pytest.raises(LipError) as err:
+        parse(**changes)
+    message = str(err.value)
+    assert "\n" not in message and message.startswith(place + ": "), message
+    return message
+
+
+# --- 2. A spec's name decides where a sweep writes ------------------------------------------
+
+@pytest.mark.parametrize("name", ["/srv/elsewhere", "../../../../escaped", "a/b", "a\\b", ".",
+                                  "..", "a..b", "", "x" * 101, "-rf", ".hidden", "a\x00b",
+                                  "nul\n", "sp ace", 7, ["a"], {"a": 1}])
+def test_spec_name_is_a_name(name):
+    refused("name", name=name)
+
+
+def test_spec_name_is_a_name_and_good_ones_pass():
+    for name in ("my-sweep", "paper_small.v2", "a" * 100, "0"):
+        assert parse(name=name).name == name
+
+
+@pytest.mark.parametrize(("stem", "expected"), [("my spec (v2)", "my-spec-v2"),
+                                                ("..", "sweep"), ("...", "sweep"),
+                                                ("a..b", "a.b"), ("é", "sweep"),
+                                                ("x" * 150, "x" * 100)])
+def test_spec_name_is_a_name_from_the_file_stem(stem, expected, tmp_path):
+    import tomllib
+
+    from lottery_prior.experiments.spec import load_spec
+
+    data = base_spec()
+    del data["name"]
+    folder = tmp_path / "specs"
+    folder.mkdir()
+    path = folder / f"{stem}.toml"
+    path.write_text(toml_text(data))
+    assert tomllib.loads(path.read_text()) == data
+    assert load_spec(path).name == expected
+
+
+def toml_text(data: dict) -> str:
+    """A TOML document of a spec dict (tables, arrays of tables, scalars and lists)."""
+    import json
+
+    def value(v):
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, dict):
+            return "{ " + ", ".join(f"{json.dumps(k)} = {value(x)}" for k, x in v.items()) + " }"
+        if isinstance(v, list):
+            return "[" + ", ".join(value(x) for x in v) + "]"
+        return json.dumps(v)
+
+    lines = [f"{json.dumps(k)} = {value(v)}" for k, v in data.items()
+             if not isinstance(v, dict | list)]
+    for k, v in data.items():
+        if isinstance(v, dict):
+            lines.append(f"[{k}]")
+            lines += [f"{json.dumps(a)} = {value(b)}" for a, b in v.items()]
+        elif isinstance(v, list):
+            for item in v:
+                lines.append(f"[[{k}]]")
+                lines += [f"{json.dumps(a)} = {value(b)}" for a, b in item.items()]
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize("name", ["../../escaped", "/tmp/elsewhere-lip-test"])
+def test_spec_name_is_a_name_at_the_command(name, tmp_path, monkeypatch, capsys):
+    work = tmp_path / "a" / "b" / "c"
+    work.mkdir(parents=True)
+    monkeypatch.chdir(work)
+    data = base_spec()
+    data["name"] = name
+    (work / "spec.toml").write_text(toml_text(data))
+    code, _, err = run_cli(["sweep", "spec.toml", "--dry-run", "--quiet"], capsys)
+    assert code == 2 and "name: must be a name" in one_line_error(err)
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["a", "b", "c", "spec.toml"]
+
+
+# --- 5. Integers and floats at the spec and the CLI -----------------------------------------
+
+@pytest.mark.parametrize(("place", "changes", "says"), [
+    ("grid.seeds[0]", {"grid__seeds": [2**64]}, "from 0 to 2**63 - 1, got 18446744073709551616"),
+    ("grid.seeds[1]", {"grid__seeds": [0, 2**63]}, "from 0 to 2**63 - 1"),
+    ("grid.seeds[0]", {"grid__seeds": [1.0]}, "whole number"),
+    ("grid.seeds[0]", {"grid__seeds": [True]}, "whole number"),
+    ("grid.noise_seeds[0]", {"grid__noise_seeds": [2**64]}, "from 0 to 2**63 - 1"),
+    ("fit.steps", {"fit__steps": 1e12}, "must be a whole number from 1 to 10,000,000, got 1e12"),
+    ("fit.steps", {"fit__steps": 10**12}, "from 1 to 10,000,000"),
+    ("fit.steps", {"fit__steps": 100.0}, "whole number"),
+    ("fit.steps", {"fit__steps": True}, "whole number"),
+    ("grid.size", {"grid__size": 64.0}, "whole number"),
+    ("grid.size", {"grid__size": 10**9}, "whole number from 8 to"),
+    ("grid.size", {"grid__size": 60_000}, "memory"),
+    ("imp.search_steps", {"imp__search_steps": 1e3}, "whole number"),
+    ("imp.rewind_step", {"imp__rewind_step": -1}, "whole number"),
+    ("imp.early_bird_every", {"imp__early_bird_every": 2**70}, "whole number"),
+    ("learned.steps", {"learned__steps": 10**8}, "whole number"),
+    ("learned.per_filter", {"learned__per_filter": 1.5}, "whole number"),
+    ("task[0].factor", {"task": [{"name": "sr", "factor": 4.0}]}, "2, 4 or 8"),
+    ("model.options.width", {"model__options": {"width": 8.0, "scales": 2}}, "width"),
+])
+def test_integers_and_floats_at_the_spec(place, changes, says):
+    assert says in refused(place, **changes)
+
+
+@pytest.mark.parametrize(("argv", "says"), [
+    (["--seed", 2**64], "seed must be a whole number from 0 to 2**63 - 1"),
+    (["--seed", 2**63], "seed must be a whole number from 0 to 2**63 - 1"),
+    (["--steps", 10**12], "steps must be a whole number from 1 to 10,000,000"),
+    (["--noise-seed", 2**64], "noise seed must be a whole number from 0 to 2**63 - 1"),
+    (["--size", 10**9], "memory"),
+])
+def test_integers_and_floats_at_the_cli(argv, says, tmp_path, capsys):
+    out = tmp_path / "out"
+    code, _, err = run_cli(["fit", "builtin:camera", *argv, "--quiet", "--out", out], capsys)
+    assert code == 2 and says in one_line_error(err)
+    assert not out.exists()  # nothing written
+
+
+def test_integers_and_floats_at_the_config_objects():
+    from lottery_prior.fit import FitConfig
+    from lottery_prior.problem import make_problem
+    from lottery_prior.seeding import derive_seed
+
+    for bad in ({"steps": 1e12}, {"steps": 10**12}, {"steps": 10.0}, {"steps": True},
+                {"seed": 2**64}, {"seed": -1}, {"seed": 1.0}):
+        with pytest.raises(LipError, match="must be a whole number"):
+            FitConfig(**bad)
+    with pytest.raises(LipError, match="2\\*\\*63"):
+        derive_seed(2**64, "z")
+    # checked before the image is even looked at
+    for bad in ({"noise_seed": 2**64}, {"size": 10**9}, {"size": 32.0}):
+        with pytest.raises(LipError) as err:
+            make_problem("no-such-file.png", **bad)
+        assert "no-such-file" not in str(err.value)
+
+
+# --- 6. Non-finite floats -------------------------------------------------------------------
+
+NAN, INF = float("nan"), float("inf")
+
+
+@pytest.mark.parametrize(("place", "changes"), [
+    ("task[0].sigma", {"task": [{"name": "denoise", "sigma": INF}]}),
+    ("task[0].sigma", {"task": [{"name": "denoise", "sigma": NAN}]}),
+    ("task[0].sigma", {"task": [{"name": "denoise", "sigma": -INF}]}),
+    ("task[0].keep", {"task": [{"name": "inpaint", "keep": NAN}]}),
+    ("fit.lr", {"fit__lr": INF}),
+    ("fit.lr", {"fit__lr": NAN}),
+    ("fit.input_noise", {"fit__input_noise": NAN}),
+    ("fit.input_noise", {"fit__input_noise": INF}),
+    ("imp.rate", {"imp__rate": NAN}),
+    ("imp.early_bird", {"imp__early_bird": INF}),
+    ("learned.lr", {"learned__lr": INF}),
+    ("learned.temperature", {"learned__temperature": NAN}),
+    ("learned.kl", {"learned__kl": INF}),
+    ("grid.sparsities[0]", {"grid__sparsities": [NAN]}),
+    ("transfer.sparsities[0]", {"transfer": {"across_images": True, "sparsities": [INF]}}),
+])
+def test_non_finite_floats_at_the_spec(place, changes):
+    assert "must be finite" in refused(place, **changes)
+
+
+def test_non_finite_floats_name_their_place_and_say_finite():
+    message = refused("task[0].sigma", task=[{"name": "denoise", "sigma": INF}])
+    assert message == "task[0].sigma: must be finite and in (0, 255], got inf"
+
+
+@pytest.mark.parametrize(("argv", "says"), [
+    (["--sigma", "inf"], "sigma (0-255 units) must be finite"),
+    (["--sigma", "nan"], "sigma (0-255 units) must be finite"),
+    (["--lr", "nan"], "must be finite"),
+    (["--lr", "inf"], "must be finite"),
+    (["--task", "inpaint", "--keep", "nan"], "keep must be finite"),
+])
+def test_non_finite_floats_at_the_cli(argv, says, tmp_path, capsys):
+    out = tmp_path / "out"
+    code, _, err = run_cli(["fit", "builtin:camera", *argv, "--quiet", "--out", out], capsys)
+    assert code == 2 and says in one_line_error(err)
+    assert not out.exists()
+
+
+def test_non_finite_floats_at_the_config_objects():
+    from lottery_prior.fit import FitConfig
+    from lottery_prior.operators import Denoise
+    from lottery_prior.problem import make_problem
+
+    for bad in ({"lr": INF}, {"lr": NAN}, {"input_noise": INF}, {"ema": NAN}, {"ema": -INF}):
+        with pytest.raises(LipError, match="must be finite"):
+            FitConfig(**bad)
+    with pytest.raises(LipError, match="must be finite and in \\(0, 255\\], got inf"):
+        Denoise(INF)
+    for bad in ({"sigma": NAN}, {"keep": INF}):
+        with pytest.raises(LipError, match="must be finite"):
+            make_problem("no-such-file.png", "inpaint", **bad)
+
+
+# --- 7. Sane bounds on cost -----------------------------------------------------------------
+
+@pytest.mark.parametrize(("place", "changes", "says"), [
+    ("fit.steps", {"fit__steps": 1000000000000}, "10,000,000"),
+    ("imp.rate", {"imp__rate": 0.001, "grid__sparsities": [0.95]}, "more than 100"),
+    ("grid.sparsities", {"grid__sparsities": [0.5, 0.9999999999]}, "more than 100"),
+    ("grid.seeds", {"grid__seeds": list(range(10_001))}, "at most 10,000"),
+    ("grid.noise_seeds", {"grid__noise_seeds": list(range(10_001))}, "at most 10,000"),
+    ("grid.images", {"grid__images": [f"builtin:camera{i}" for i in range(10_001)]},
+     "at most 10,000"),
+    ("grid", {"grid__seeds": list(range(5000)), "grid__noise_seeds": list(range(500))},
+     "split it"),
+    ("model.options.width", {"model__options": {"width": 10**6, "scales": 2}}, "4,096"),
+    ("model.options.scales", {"model__options": {"width": 8, "scales": 1000}}, "16"),
+    ("model.options", {"model__options": {"width": 4096, "scales": 16}}, "parameters"),
+    ("task", {"task": [{"name": "denoise"}] * 101}, "at most 100"),
+])
+def test_sane_bounds_on_cost(place, changes, says):
+    assert says in refused(place, **changes)
+
+
+def test_sane_bounds_on_cost_at_the_sweep_command(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    data = base_spec()
+    data["fit"]["steps"] = 1000000000000
+    (tmp_path / "spec.toml").write_text(toml_text(data))
+    code, _, err = run_cli(["sweep", "spec.toml", "--quiet"], capsys)
+    assert code == 2 and "fit.steps: must be a whole number" in one_line_error(err)
+    assert not (tmp_path / "lip-out").exists()

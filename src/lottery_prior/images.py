@@ -16,6 +16,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFont, ImageOps, UnidentifiedImageError
 from torch import Tensor
 
+from lottery_prior.checks import check_float
 from lottery_prior.errors import LipError
 
 log = logging.getLogger("lottery_prior")
@@ -177,6 +178,8 @@ def memory_bytes() -> int | None:
 def check_size_fits_memory(size: int) -> None:
     """Refuse (LipError) a ``--size`` whose size x size image would not fit in memory, before
     anything of that size is allocated."""
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise LipError(f"--size must be a whole number of pixels >= 1, got {size!r}")
     need, have = _BYTES_PER_PIXEL * size * size, memory_bytes()
     if have is not None and need > have:
         raise LipError(
@@ -321,8 +324,7 @@ def bernoulli_mask(
     height: int, width: int, keep: float, generator: torch.Generator | None = None
 ) -> Tensor:
     """A random (1,H,W) 0/1 mask keeping each pixel (all channels alike) with probability keep."""
-    if not 0 < keep <= 1:
-        raise LipError(f"keep must be in (0, 1], got {keep}")
+    check_float("keep", keep, 0, 1, low_open=True)
     if height < 1 or width < 1:
         raise LipError(f"mask size must be positive, got {height}x{width}")
     return (torch.rand((1, height, width), generator=generator) < keep).float()
