@@ -431,6 +431,8 @@ def test_non_finite_floats_at_the_config_objects():
     ("fit.steps", {"fit__steps": 1000000000000}, "10,000,000"),
     ("imp.rate", {"imp__rate": 0.001, "grid__sparsities": [0.95]}, "more than 100"),
     ("grid.sparsities", {"grid__sparsities": [0.5, 0.9999999999]}, "more than 100"),
+    ("imp.rate", {"imp__rate": 1e-300}, "countless rounds, more than 100"),
+    ("imp.rate", {"imp__rate": 5e-324}, "countless rounds, more than 100"),
     ("grid.seeds", {"grid__seeds": list(range(10_001))}, "at most 10,000"),
     ("grid.noise_seeds", {"grid__noise_seeds": list(range(10_001))}, "at most 10,000"),
     ("grid.images", {"grid__images": [f"builtin:camera{i}" for i in range(10_001)]},
@@ -454,3 +456,174 @@ def test_sane_bounds_on_cost_at_the_sweep_command(tmp_path, monkeypatch, capsys)
     code, _, err = run_cli(["sweep", "spec.toml", "--quiet"], capsys)
     assert code == 2 and "fit.steps: must be a whole number" in one_line_error(err)
     assert not (tmp_path / "lip-out").exists()
+
+
+# --- 10. Property-based test of spec validation ---------------------------------------------
+
+def hypothesis_base_spec() -> dict:
+    """The base spec of the property test: every section present, builtin images only."""
+    data = base_spec()
+    data["description"] = "base"
+    data["grid"]["images"] = ["builtin:camera", "builtin:coffee"]
+    data["task"] = [{"name": "denoise", "sigma": 25}, {"name": "inpaint", "keep": 0.5},
+                    {"name": "sr", "factor": 2}]
+    data["fit"] = {"steps": 10, "lr": 0.01, "input_noise": 0.03, "fast": False,
+                   "stop": "none", "device": "cpu"}
+    data["imp"] = {"rate": 0.2, "layerwise": False, "rewind_step": 0, "keep_dense": [],
+                   "target": "observation", "search_steps": 5, "early_bird": 0.1,
+                   "early_bird_every": 5}
+    data["learned"] = {"steps": 10, "lr": 0.1, "temperature": 1.0, "kl": 0.0,
+                       "allocation": "global", "per_filter": 1}
+    data["transfer"] = {"sparsities": [0.5], "across_images": True,
+                        "across_tasks": [["denoise", "inpaint"]], "methods": ["ticket"]}
+    return data
+
+
+def spec_places(data: dict) -> list[tuple]:
+    """Every place of the base spec a value can go: each key of every table (and of the
+    model's options), each list item, and an unknown key in every table."""
+    places: list[tuple] = []
+
+    def walk(node, path):
+        if isinstance(node, dict):
+            for key, child in node.items():
+                places.append((*path, key))
+                walk(child, (*path, key))
+            places.append((*path, "unknown_key"))
+        elif isinstance(node, list):
+            for i, child in enumerate(node):
+                places.append((*path, i))
+                walk(child, (*path, i))
+
+    walk(data, ())
+    options = ("model", "options")
+    places += [(*options, k) for k in ("skip", "input_depth", "out_channels", "upsample",
+                                       "channels_down", "channels_skip", "k", "layers")]
+    places += [("task", 0, k) for k in ("mask", "keep", "factor")]
+    return places
+
+
+def toml_values():
+    """Any value a TOML document can hold: strings, integers (also past 64 bits), floats
+    (also nan and inf), booleans, dates and times, arrays and tables of them."""
+    from hypothesis import strategies as st
+
+    text = st.one_of(st.text(st.characters(exclude_categories=("Cs",)), max_size=20),
+                     st.sampled_from(["a\nb", "\x00", "ticket", "dense"]))
+    scalars = st.one_of(
+        text, st.sampled_from(["builtin:camera", "data:../x", "ticket", "wmv", "erk", "cpu",
+                               "/srv/x", "..", "*", "data:*", "denoise", "sr", "text"]),
+        st.integers(), st.integers(-2**70, 2**70), st.integers(0, 64),
+        st.sampled_from([0, 1, 2, 4, 8, 16, 32, 100, 10**7, 2**63 - 1, 2**63]),
+        st.floats(), st.floats(0, 1), st.sampled_from([0.5, 1e12, float("nan"), float("inf"),
+                                                      -0.0, 1e-300, 0.999999]),
+        st.booleans(), st.datetimes(), st.dates(), st.times())
+    return st.recursive(scalars, lambda inner: st.one_of(
+        st.lists(inner, max_size=4), st.dictionaries(text, inner, max_size=3)), max_leaves=8)
+
+
+def put(data: dict, place: tuple, value) -> None:
+    node = data
+    for part in place[:-1]:
+        if isinstance(node, dict) and isinstance(node.get(part), dict | list):
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and part < len(node) \
+                and isinstance(node[part], dict | list):
+            node = node[part]
+        else:
+            return  # an earlier change replaced the table this place was in
+    if isinstance(node, dict):
+        node[place[-1]] = value
+    elif isinstance(node, list) and isinstance(place[-1], int) and place[-1] < len(node):
+        node[place[-1]] = value
+
+
+def check_bounds(spec) -> None:
+    """What a valid spec promises: seeds, steps, sizes, rounds and floats within bounds."""
+    import math
+
+    from lottery_prior.checks import MAX_ROUNDS, MAX_STEPS, SEED_LIMIT
+    from lottery_prior.images import check_size_fits_memory
+
+    for seed in [*spec.seeds, *spec.noise_seeds]:
+        assert type(seed) is int and 0 <= seed < SEED_LIMIT
+    if spec.size is not None:
+        assert type(spec.size) is int and spec.size >= 8
+        check_size_fits_memory(spec.size)
+    for table in (spec.fit, spec.imp, spec.learned):
+        for key in ("steps", "search_steps", "rewind_step", "early_bird_every"):
+            if key in table:
+                assert type(table[key]) is int and 0 <= table[key] <= MAX_STEPS
+        for value in table.values():
+            if isinstance(value, float):
+                assert math.isfinite(value)
+    for task in spec.tasks:
+        for _, value in task.settings:
+            assert not isinstance(value, float) or math.isfinite(value)
+    for s in [*spec.sparsities, *spec.transfer_sparsities]:
+        assert 0 < s < 1
+    rate = spec.imp.get("rate", 0.2)
+    assert math.log1p(-spec.max_sparsity) / math.log1p(-rate) <= MAX_ROUNDS + 1e-9
+    assert isinstance(spec.name, str) and "/" not in spec.name and ".." not in spec.name
+
+
+def test_property_spec_validation(tmp_path, monkeypatch):
+    import copy
+
+    from hypothesis import HealthCheck, event, given, settings
+    from hypothesis import strategies as st
+    from PIL import Image
+
+    from lottery_prior.experiments.spec import parse_spec
+
+    data_root = tmp_path / "data"
+    (data_root / "set").mkdir(parents=True)
+    Image.new("RGB", (32, 32)).save(data_root / "set" / "one.png")
+    monkeypatch.setenv("LIP_DATA", str(data_root))
+    monkeypatch.chdir(tmp_path)  # plain globs look here
+    base = hypothesis_base_spec()
+    check_bounds(parse_spec(copy.deepcopy(base)))
+    places = spec_places(base)
+
+    def check(changes):
+        data = copy.deepcopy(base)
+        for place, value in changes:
+            put(data, place, value)
+        try:
+            spec = parse_spec(data)
+        except LipError as err:
+            message = str(err)
+            assert message and "\n" not in message and "Traceback" not in message
+            event(f"refused at {message.split(':')[0]}")
+            return
+        event("valid")
+        check_bounds(spec)
+
+    @settings(max_examples=int(os.environ.get("HYP_N", 200)), deadline=None,
+              derandomize=not os.environ.get("HYP_N"), database=None,
+              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    @given(st.lists(st.tuples(st.sampled_from(places), toml_values()), min_size=1,
+                    max_size=3))
+    def check_any(changes):
+        check(changes)
+
+    check_any()
+
+    numeric = [p for p in places if p[-1] in NUMERIC_KEYS or isinstance(p[-1], int)
+               and p[-2] in ("seeds", "noise_seeds", "sparsities")]
+    numbers = st.one_of(st.integers(), st.integers(0, 2**64), st.integers(0, 300),
+                        st.floats(), st.floats(0, 1), st.floats(0, 300))
+
+    @settings(max_examples=int(os.environ.get("HYP_N", 150)), deadline=None,
+              derandomize=not os.environ.get("HYP_N"), database=None,
+              suppress_health_check=[HealthCheck.too_slow])
+    @given(st.lists(st.tuples(st.sampled_from(numeric), numbers), min_size=1, max_size=3))
+    def check_numbers(changes):
+        check(changes)
+
+    check_numbers()
+
+
+NUMERIC_KEYS = {"size", "steps", "lr", "input_noise", "rate", "rewind_step", "search_steps",
+                "early_bird", "early_bird_every", "temperature", "kl", "per_filter", "sigma",
+                "keep", "factor", "width", "scales", "skip", "k", "layers"}

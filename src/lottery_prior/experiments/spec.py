@@ -45,6 +45,7 @@ file (``grid.sparsities[2]: must be in (0, 1), got 1.5``). Example::
 from __future__ import annotations
 
 import glob
+import json
 import math
 import re
 from dataclasses import dataclass, field
@@ -347,12 +348,13 @@ def _check_units(spec: Spec) -> None:
     from lottery_prior.lottery import ImpConfig
 
     rate = spec.imp.get("rate", ImpConfig.rate)
-    rounds = math.ceil(math.log(1 - spec.max_sparsity) / math.log(1 - rate) - 1e-9)
-    if rounds > MAX_ROUNDS:
+    rounds = math.log1p(-spec.max_sparsity) / math.log1p(-rate)  # inf for a rate of 1e-320
+    if rounds - 1e-9 > MAX_ROUNDS:
         key = "imp.rate" if "rate" in spec.imp else (
             "grid.sparsities" if spec.max_sparsity in spec.sparsities else "transfer.sparsities")
-        raise _SpecError(key, f"pruning {rate:g} a round to {spec.max_sparsity:g} sparsity "
-                         f"takes {rounds:,} rounds, more than {MAX_ROUNDS}; raise imp.rate or "
+        count = f"{math.ceil(rounds - 1e-9):,} rounds" if rounds < 1e15 else "countless rounds"
+        raise _SpecError(key, f"pruning {show(rate)} a round to {show(spec.max_sparsity)} "
+                         f"sparsity takes {count}, more than {MAX_ROUNDS}; raise imp.rate or "
                          "lower the largest sparsity")
     searches = len(spec.images) * len(spec.tasks) * len(spec.noise_seeds) * len(spec.seeds)
     per_search = len(spec.methods) * len(spec.sparsities)
@@ -507,7 +509,8 @@ def _expand_data_glob(spec: str, key: str) -> list[str]:
 def _known(key: str, table: dict, allowed: set[str]) -> None:
     for k in table:
         if k not in allowed:
-            place = f"{key}.{k}" if key else k
+            shown = k if re.fullmatch(r"[A-Za-z0-9_-]+", str(k)) else json.dumps(str(k))
+            place = f"{key}.{shown}" if key else shown
             raise _SpecError(place, f"unknown key; known here: {', '.join(sorted(allowed))}")
 
 
