@@ -627,3 +627,45 @@ def test_property_spec_validation(tmp_path, monkeypatch):
 NUMERIC_KEYS = {"size", "steps", "lr", "input_noise", "rate", "rewind_step", "search_steps",
                 "early_bird", "early_bird_every", "temperature", "kl", "per_filter", "sigma",
                 "keep", "factor", "width", "scales", "skip", "k", "layers"}
+
+
+# --- 8. 16-bit PNGs in an ImageFolder turn white --------------------------------------------
+
+def write_16bit_gray(path, value: int = 32768, shape=(20, 24)) -> None:
+    """A 16-bit gray PNG (mode I;16) of one mid-grey value with a little texture."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    pixels = (value + rng.integers(-256, 256, shape)).astype(np.uint16)
+    Image.fromarray(pixels).save(path)
+    with Image.open(path) as im:
+        assert im.mode in ("I;16", "I")
+
+
+def test_16bit_png_loads_as_mid_grey_everywhere(tmp_path):
+    from lottery_prior.images import load_image, read_image
+
+    path = tmp_path / "grey16.png"
+    write_16bit_gray(path)
+    x = read_image(path)
+    assert x.shape == (1, 20, 24) and abs(float(x.mean()) - 0.5) < 0.01
+    assert abs(float(load_image(str(path), multiple=1).mean()) - 0.5) < 0.01
+
+
+def test_16bit_png_in_an_image_folder_loads_as_mid_grey(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(1)
+    for c in ("a", "b"):
+        (tmp_path / c).mkdir()
+        for i in range(3):
+            write_16bit_gray(tmp_path / c / f"{i}.png")
+    Image.fromarray(rng.integers(0, 256, (20, 24, 3), dtype=np.uint8)).save(
+        tmp_path / "a" / "rgb.png")
+    data = load_dataset("folder", tmp_path, size=16)
+    x = np.concatenate([data.train_x.numpy(), data.test_x.numpy()])
+    assert x.shape[1:] == (3, 16, 16)
+    grey = [im for im in x if np.allclose(im[0], im[1]) and np.allclose(im[1], im[2])]
+    assert len(grey) == 6
+    for im in grey:  # ~0.5, not 1.0 (clipped to white)
+        assert abs(float(im.mean()) - 0.5) < 0.01

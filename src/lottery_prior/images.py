@@ -26,7 +26,8 @@ _BUILTIN = tuple(
     "rocket text".split()
 )
 _EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
-_RESAMPLE = {"lanczos": Image.Resampling.LANCZOS, "bicubic": Image.Resampling.BICUBIC}
+_RESAMPLE = {"lanczos": Image.Resampling.LANCZOS, "bicubic": Image.Resampling.BICUBIC,
+             "bilinear": Image.Resampling.BILINEAR}
 _WORDS = tuple(
     "the deep image prior lottery ticket sparse network winning mask pixel noise restore "
     "prune weights signal ground truth".split()
@@ -119,6 +120,15 @@ def _pil_to_tensor(im: Image.Image, name: str) -> Tensor:
     return torch.from_numpy(arr[None] if gray else arr.transpose(2, 0, 1).copy())
 
 
+def read_image(path: str | os.PathLike) -> Tensor:
+    """The image file at ``path`` as stored (turned upright by its EXIF orientation), as a
+    (C,H,W) float tensor in [0, 1]: 1 channel for gray (8-, 16- or 32-bit, or float), 3 for
+    colour; alpha dropped. The one image loader of the library: 16-bit images keep their
+    full range (``convert("RGB")`` would clip them to white)."""
+    path = Path(path)
+    return _pil_to_tensor(_open(path), str(path))
+
+
 def _read(spec: str) -> Tensor:
     if spec.startswith("builtin:"):
         name = spec[len("builtin:") :]
@@ -128,7 +138,7 @@ def _read(spec: str) -> Tensor:
 
         arr = np.asarray(getattr(skimage.data, name)(), dtype=np.float32) / 255.0
         return torch.from_numpy(arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1).copy())
-    return _pil_to_tensor(_open(_resolve_path(spec)), spec)
+    return _pil_to_tensor(_open(_resolve_path(spec)), spec)  # as read_image does
 
 
 def center_crop(t: Tensor, h: int, w: int) -> Tensor:
@@ -141,10 +151,11 @@ def center_crop(t: Tensor, h: int, w: int) -> Tensor:
 
 
 def resize(t: Tensor, h: int, w: int, *, method: str = "lanczos") -> Tensor:
-    """Antialiased Pillow resize ("lanczos" or "bicubic") of (..., H, W) to (..., h, w),
+    """Antialiased Pillow resize ("lanczos", "bicubic" or "bilinear") of (..., H, W) to (..., h, w),
     in float precision per channel, clamped to [0, 1]."""
     if method not in _RESAMPLE or h < 1 or w < 1:
-        raise LipError(f"cannot resize to {h}x{w} with {method!r}; use lanczos or bicubic")
+        raise LipError(f"cannot resize to {h}x{w} with {method!r}; use lanczos, bicubic or "
+                       "bilinear")
     src = t.detach().to("cpu", torch.float32)
     planes = src.reshape(-1, *src.shape[-2:]).numpy()
     out = np.stack(

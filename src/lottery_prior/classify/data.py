@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lottery_prior.errors import LipError
+from lottery_prior.images import center_crop, read_image, resize
 from lottery_prior.seeding import numpy_rng
 
 log = logging.getLogger("lottery_prior")
@@ -287,8 +288,6 @@ def _class_names(folder: Path) -> list[str]:
 
 
 def _read_classes(folder: Path, classes: list[str], size: int) -> tuple[Tensor, Tensor]:
-    from PIL import Image, UnidentifiedImageError
-
     images, labels = [], []
     for label, name in enumerate(classes):
         sub = folder / name
@@ -297,19 +296,16 @@ def _read_classes(folder: Path, classes: list[str], size: int) -> tuple[Tensor, 
         if not files:
             raise LipError(f"class folder {sub} holds no images ({', '.join(IMAGE_SUFFIXES)})")
         for path in files:
-            try:
-                with Image.open(path) as im:
-                    im = im.convert("RGB")
-                    side = min(im.size)
-                    left, top = (im.width - side) // 2, (im.height - side) // 2
-                    im = im.crop((left, top, left + side, top + side)).resize(
-                        (size, size), Image.BILINEAR)
-                    images.append(np.asarray(im, dtype=np.float32) / 255.0)
-            except (OSError, UnidentifiedImageError) as err:
-                raise LipError(f"cannot read image {path}: {err}") from None
+            images.append(_square_rgb(read_image(path), size))
             labels.append(label)
-    x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
-    return x, torch.tensor(labels, dtype=torch.int64)
+    return torch.stack(images), torch.tensor(labels, dtype=torch.int64)
+
+
+def _square_rgb(x: Tensor, size: int) -> Tensor:
+    """A (C,H,W) image as 3 channels (gray repeated), centre square resized to ``size``."""
+    side = min(x.shape[-2:])
+    x = resize(center_crop(x, side, side), size, size, method="bilinear")
+    return x.expand(3, -1, -1).contiguous() if x.shape[0] == 1 else x
 
 
 def _resize(x: Tensor, size: int) -> Tensor:

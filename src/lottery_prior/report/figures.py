@@ -15,6 +15,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
 from lottery_prior.report.rows import (  # noqa: E402
     decoder_k,
@@ -219,15 +220,19 @@ def _weights(row: dict) -> str:
 
 
 def _load(results_dir: Path, rel: object):
-    from PIL import Image
+    """An image of the results as 8-bit pixels (H, W) or (H, W, 3), or None if unreadable
+    (read by the library's one loader: a 16-bit image keeps its range)."""
+    from lottery_prior.errors import LipError
+    from lottery_prior.images import read_image
 
     if not rel:
         return None
     try:
-        with Image.open(results_dir / str(rel)) as im:
-            return np.asarray(im.convert("RGB" if im.mode not in ("L", "I", "F") else "L"))
-    except (OSError, ValueError):
+        x = read_image(results_dir / str(rel))
+    except (LipError, OSError, ValueError):
         return None
+    pixels = (x.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+    return pixels[0] if pixels.shape[0] == 1 else pixels.transpose(1, 2, 0)
 
 
 def image_grids(rows: Sequence[dict], results_dir: str | Path, out_dir: str | Path, *,
