@@ -669,3 +669,127 @@ def test_16bit_png_in_an_image_folder_loads_as_mid_grey(tmp_path):
     assert len(grey) == 6
     for im in grey:  # ~0.5, not 1.0 (clipped to white)
         assert abs(float(im.mean()) - 0.5) < 0.01
+
+
+# --- 9. Reports never hide bad rows ---------------------------------------------------------
+
+def results_rows(n_images: int = 3) -> list[dict]:
+    """A small results table: per image and seed, dense and tickets at two sparsities."""
+    rows = []
+    for i in range(n_images):
+        for seed in (0, 1):
+            for method, s in (("dense", 0.0), ("ticket", 0.5), ("ticket", 0.8)):
+                rows.append({"unit": f"u{len(rows)}", "kind": "fit",
+                             "image": f"data:set5/img{i}", "task": "denoise", "sigma": 25.0,
+                             "method": method, "requested_sparsity": s, "sparsity": s,
+                             "parameters": 1000 - int(1000 * s), "seed": seed,
+                             "noise_seed": 0, "psnr_averaged": 28.0 + i + 0.1 * seed - s,
+                             "metric": "PSNR"})
+    return rows
+
+
+def write_csv(path, rows, columns=None):
+    import csv
+
+    columns = columns or list(rows[0])
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def write_parquet(path, rows):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.Table.from_pylist(rows), path)
+    return path
+
+
+def test_reports_never_hide_bad_rows_a_short_csv_row(tmp_path):
+    from lottery_prior.report.rows import read_results
+
+    path = write_csv(tmp_path / "results.csv", results_rows())
+    lines = path.read_text().splitlines()
+    lines[3] = ",".join(lines[3].split(",")[:4])  # the 3rd row lost its last columns
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(LipError) as err:
+        read_results(path)
+    message = str(err.value)
+    assert "\n" not in message and "row 3" in message and "requested_sparsity" in message
+
+
+@pytest.mark.parametrize(("column", "bad", "says"), [
+    ("task", None, "task"), ("image", "", "image"), ("kind", "bogus", "kind"),
+    ("seed", None, "seed"), ("seed", 1.5, "seed"), ("seed", -1, "seed"),
+    ("noise_seed", "x", "noise_seed"), ("requested_sparsity", 1.5, "requested_sparsity"),
+    ("requested_sparsity", float("nan"), "requested_sparsity"),
+    ("psnr_averaged", None, "psnr_averaged"), ("psnr_averaged", "high", "psnr_averaged"),
+    ("parameters", 2.5, "parameters"), ("sparsity", -0.5, "sparsity"),
+])
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_reports_never_hide_bad_rows_wrong_values(column, bad, says, fmt, tmp_path):
+    from lottery_prior.report.rows import read_results
+
+    rows = results_rows()
+    rows[4][column] = bad
+    row = "row 5"
+    if fmt == "parquet":
+        if isinstance(bad, str) and column in ("seed", "noise_seed", "psnr_averaged"):
+            for r in rows:  # a column of strings, as a damaged table would hold
+                r[column] = str(r[column])
+            row = "row 1"  # every row is wrong: the first is named
+        path = write_parquet(tmp_path / "results.parquet", rows)
+    else:
+        path = write_csv(tmp_path / "results.csv", rows)
+    with pytest.raises(LipError) as err:
+        read_results(path)
+    message = str(err.value)
+    assert "\n" not in message and f"{row}:" in message and says in message, message
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_reports_never_hide_bad_rows_keeps_non_finite_scores(fmt, tmp_path):
+    import math
+
+    from lottery_prior.report.rows import read_results
+
+    rows = results_rows()
+    rows[1]["psnr_averaged"], rows[2]["psnr_averaged"] = float("nan"), float("-inf")
+    write = write_parquet if fmt == "parquet" else write_csv
+    read = read_results(write(tmp_path / f"results.{fmt}", rows))
+    assert math.isnan(read[1]["psnr_averaged"]) and read[2]["psnr_averaged"] == float("-inf")
+    assert read[0]["psnr_averaged"] == rows[0]["psnr_averaged"]
+
+
+def test_reports_never_hide_bad_rows_diverged_fits_are_shown(tmp_path):
+    from lottery_prior.report.html import write_report
+
+    rows = results_rows()
+    rows[1]["psnr_averaged"] = float("nan")  # img0, seed 0, ticket 50%
+    rows[8]["psnr_averaged"] = float("inf")  # img1, seed 0, ticket 80%
+    write_parquet(tmp_path / "results.parquet", rows)
+    paths = write_report(tmp_path, tmp_path / "report")
+    for text in (paths["markdown"].read_text(), paths["html"].read_text()):
+        assert "2 of 18 fits diverged (non-finite PSNR)" in text
+        assert "ticket (IMP) at 50% on img0 (seed 0)" in text
+        assert "ticket (IMP) at 80% on img1 (seed 0)" in text
+    md = paths["markdown"].read_text()
+    summary = [line for line in md.splitlines() if line.startswith("| denoise | ticket (IMP) | 50%")]
+    assert len(summary) == 1
+    cells = [c.strip() for c in summary[0].strip("|").split("|")]
+    header = next(line for line in md.splitlines() if line.startswith("| task | method"))
+    columns = [c.strip() for c in header.strip("|").split("|")]
+    row = dict(zip(columns, cells, strict=True))
+    assert row["fits"] == "6" and row["diverged"] == "1"
+
+
+def test_reports_never_hide_bad_rows_figures_say_what_they_leave_out(tmp_path):
+    from lottery_prior.report.figures import sparsity_curves
+
+    rows = results_rows(1)
+    rows[1]["psnr_averaged"] = float("nan")
+    (figure,) = sparsity_curves(rows, tmp_path)
+    assert "1 diverged fit(s) (non-finite score) not drawn: ticket (IMP) at 50% on img0 " \
+           "(seed 0)" in figure.caption
