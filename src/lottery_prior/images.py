@@ -18,6 +18,7 @@ from torch import Tensor
 
 from lottery_prior.checks import check_float
 from lottery_prior.errors import LipError
+from lottery_prior.files import atomic_path
 
 log = logging.getLogger("lottery_prior")
 
@@ -300,7 +301,8 @@ def load_mask(spec: str, shape: tuple[int, int], *, multiple: int = 32,
 
 
 def save_image(img: Tensor, path: str | os.PathLike) -> None:
-    """Write (C,H,W) or (1,C,H,W), C in {1,3}, values in [0,1], as an 8-bit PNG."""
+    """Write (C,H,W) or (1,C,H,W), C in {1,3}, values in [0,1], as an 8-bit PNG (atomically:
+    a failed write leaves the old file)."""
     t = img.detach().to("cpu", torch.float32)
     if t.dim() == 4 and t.shape[0] == 1:
         t = t[0]
@@ -309,11 +311,10 @@ def save_image(img: Tensor, path: str | os.PathLike) -> None:
             f"save_image takes (C,H,W) or (1,C,H,W) with C=1 or 3, got {tuple(img.shape)}"
         )
     arr = (torch.nan_to_num(t).clamp(0, 1) * 255).round().to(torch.uint8).numpy()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(arr[0] if arr.shape[0] == 1 else arr.transpose(1, 2, 0)).save(
-        path, format="PNG"
-    )
+    with atomic_path(path) as tmp:
+        Image.fromarray(arr[0] if arr.shape[0] == 1 else arr.transpose(1, 2, 0)).save(
+            tmp, format="PNG"
+        )
 
 
 def text_mask(height: int, width: int, *, seed: int = 0) -> Tensor:

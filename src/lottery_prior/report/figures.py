@@ -17,6 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from lottery_prior.files import save_figure  # noqa: E402
 from lottery_prior.report.rows import (  # noqa: E402
     decoder_k,
     describe_fit,
@@ -60,9 +61,10 @@ def _slug(*parts: object) -> str:
 
 
 def _save(fig, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, metadata={"Software": None})
-    plt.close(fig)
+    try:
+        save_figure(fig, path, metadata={"Software": None})
+    finally:
+        plt.close(fig)
     return path
 
 

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import csv
+import io
 from collections.abc import Sequence
 from pathlib import Path
+
+from lottery_prior.files import write_text
 
 # Score label in a fit's ``scores`` -> table column; every PSNR column says which output it is.
 SCORE_COLUMNS = {
@@ -56,16 +59,17 @@ def _cell(value: object) -> str:
 
 
 def write_table(rows: Sequence[dict], path: str | Path) -> tuple[Path, Path]:
-    """Write ``rows`` (dicts with the same keys) to ``path.csv`` and ``path.md``."""
+    """Write ``rows`` (dicts with the same keys) to ``path.csv`` and ``path.md`` (each
+    atomically)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     columns = list(rows[0]) if rows else []
     csv_path, md_path = path.with_suffix(".csv"), path.with_suffix(".md")
-    with csv_path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
-    md_path.write_text(markdown_table(rows) + "\n")
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text(csv_path, text.getvalue())
+    write_text(md_path, markdown_table(rows) + "\n")
     return csv_path, md_path
 
 
