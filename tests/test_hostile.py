@@ -1044,3 +1044,26 @@ def test_outputs_are_written_atomically_under_a_file_size_limit(tmp_path, capsys
     assert set(after) == set(before)
     for name in ("restored.png", "metrics.json", "psnr.png", "final.png"):
         assert after[name] == before[name], f"{name} changed though the run failed"
+
+
+def test_integers_and_floats_at_the_config_objects_stopping_and_classification():
+    from lottery_prior.classify.train import TrainConfig
+    from lottery_prior.stopping import WindowedVariance
+
+    for bad in ({"window": 10**12}, {"window": 100.0}, {"patience": 2**64}):
+        with pytest.raises(LipError, match="must be a whole number"):
+            WindowedVariance(**bad)
+    for bad in ({"epochs": 1e3}, {"epochs": 10**9}, {"batch_size": 2**70}, {"seed": 2**64}):
+        with pytest.raises(LipError, match="must be a whole number"):
+            TrainConfig(**bad)
+    for bad in ({"lr": INF}, {"momentum": NAN}, {"weight_decay": INF}):
+        with pytest.raises(LipError, match="must be finite"):
+            TrainConfig(**bad)
+
+
+def test_integers_and_floats_at_the_cli_stopping_window(tmp_path, capsys):
+    out = tmp_path / "out"
+    code, _, err = run_cli([*FIT[:-3], "--stop-window", 10**12, "--quiet", "--out", out],
+                           capsys)
+    assert code == 2 and "window must be a whole number" in one_line_error(err)
+    assert not out.exists()
