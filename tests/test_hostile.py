@@ -1067,3 +1067,38 @@ def test_integers_and_floats_at_the_cli_stopping_window(tmp_path, capsys):
                            capsys)
     assert code == 2 and "window must be a whole number" in one_line_error(err)
     assert not out.exists()
+
+
+def test_outputs_are_written_atomically_a_failed_write_is_one_line(tmp_path, monkeypatch):
+    import errno
+
+    import torch
+
+    import lottery_prior.files as files
+    from lottery_prior.images import save_image
+    from lottery_prior.report.plots import plt
+
+    folder = tmp_path / "out"
+    target = files.write_json(folder / "metrics.json", {"a": 1})
+
+    def disk_full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(files.os, "replace", disk_full)
+    for write in (lambda: files.write_json(target, {"a": 2}),
+                  lambda: files.write_text(folder / "table.md", "x"),
+                  lambda: save_image(torch.zeros(3, 4, 4), folder / "x.png"),
+                  lambda: files.save_figure(plt.figure(), folder / "f.png"),
+                  lambda: files.copy_file(target, folder / "copy.json")):
+        with pytest.raises(LipError) as err:
+            write()
+        message = str(err.value)
+        assert "\n" not in message and "cannot write" in message and "No space" in message
+    plt.close("all")
+    monkeypatch.undo()
+    assert target.read_text() == '{\n  "a": 1\n}\n'
+    assert sorted(p.name for p in folder.iterdir()) == ["metrics.json"]  # no temporaries
+    file = tmp_path / "a-file"
+    file.write_text("")
+    with pytest.raises(LipError, match="cannot write"):
+        files.write_text(file / "below.txt", "x")  # its folder is a file

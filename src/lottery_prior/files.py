@@ -79,8 +79,9 @@ def _write_error(path: Path, err: OSError, tmp: Path | None = None) -> LipError:
     other = getattr(err, "filename", None)
     if other and tmp is not None and Path(other) not in (tmp, path):
         why = f"{why}: {other}"
-    return LipError(f"cannot write {path} ({why}); it was left as it was: free some space, "
-                    "raise the file-size limit or give another --out, then run again")
+    return LipError(f"cannot write {path} ({why}); any earlier file of that name is left "
+                    "whole: free some space, raise the file-size limit or give another --out, "
+                    "then run again")
 
 
 def write_text(path: str | Path, text: str, encoding: str = "utf-8") -> Path:
