@@ -126,8 +126,9 @@ def build_context(rows: Sequence[dict], results_dir: Path, figure_dir: Path, *,
     ]
     warnings = diverged_notes(rows, label)
     if warnings:
-        sections[3]["notes"].append("Diverged fits (a non-finite score) count in \"fits\" "
-                                    "and in \"diverged\", not in the means.")
+        summary = next(s for s in sections if s["id"] == "summary")
+        summary["notes"].append("Diverged fits (a non-finite score) count in \"fits\" "
+                                "and in \"diverged\", not in the means.")
     machines = sorted({str(r["machine"]) for r in rows if r.get("machine")})
     versions = sorted({str(r["version"]) for r in rows if r.get("version")})
     subtitle = (f"{len(rows)} fits · images: {', '.join(image_name(i) for i in images[:12])}"
