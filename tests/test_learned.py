@@ -123,7 +123,7 @@ def test_default_steps_match_a_100_step_imp_search_to_the_same_sparsity():
     ({"sparsity": 1.0}, "in (0, 1)"),
     ({"penalty": -1.0}, "> 0"),
     ({"sparsity": 0.5, "temperature": 0.0}, "temperature"),
-    ({"sparsity": 0.5, "steps": 0}, "positive"),
+    ({"sparsity": 0.5, "steps": 0}, "whole number from 1"),
 ])
 def test_impossible_settings_are_refused(kwargs, message):
     with pytest.raises(LipError, match=message.replace("(", r"\(").replace(")", r"\)")):

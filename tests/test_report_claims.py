@@ -257,3 +257,14 @@ def test_unpaired_and_non_finite_fits_are_said():
     assert c.pairs == 4
     assert "1 fit(s) without a random (global) partner" in c.note
     assert "1 pair(s) with a non-finite or missing score" in c.note
+
+
+def test_a_diverged_ticket_keeps_its_claim_from_holding():
+    """A ticket fit whose score is NaN is a failure of the ticket, not a missing value: the
+    claim it would weaken cannot hold while it is left out, and the note says so."""
+    rows = grid("ticket", lambda i, seed, s: 0.0) + grid("random", lambda i, seed, s: -1.0)
+    assert find(claims(rows), "ticket > random pruning (global)").verdict == "holds"
+    rows[0]["psnr_averaged"] = float("nan")
+    c = find(claims(rows), "ticket > random pruning (global)")
+    assert c.verdict == "not shown" and c.pairs == 5
+    assert "1 fit(s) of the first side diverged" in c.note

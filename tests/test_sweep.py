@@ -48,15 +48,15 @@ def spec_with(**changes):
     ({"grid__sparsities": [0.2, 1.5]}, "grid.sparsities[1]"),
     ({"grid__methods": ["ticket", "lasso"]}, "grid.methods[1]"),
     ({"grid__seeds": [-1]}, "grid.seeds[0]"),
-    ({"fit__steps": 0}, "fit"),
+    ({"fit__steps": 0}, "fit.steps"),
     ({"fit__stop": "early"}, "fit.stop"),
-    ({"imp__rate": 2.0}, "imp"),
-    ({"model__options": {"wdth": 8}}, "model"),
+    ({"imp__rate": 2.0}, "imp.rate"),
+    ({"model__options": {"wdth": 8}}, "model.options.wdth"),
     ({"model__options": {"width": 8}}, "grid.size"),  # 5 scales need 64 px, the grid has 32
     ({"transfer__across_tasks": [["denoise", "sr"]]}, "transfer.across_tasks[0]"),
     ({"transfer__methods": ["ticket", "decoder"]}, "transfer.methods[1]"),
     ({"learned": {"stepz": 5}}, "learned.stepz"),
-    ({"learned": {"temperature": 0}}, "learned"),
+    ({"learned": {"temperature": 0}}, "learned.temperature"),
     ({"bogus": 1}, "bogus"),
 ])
 def test_a_bad_spec_is_refused_with_the_keys_name(changes, key):

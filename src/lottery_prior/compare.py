@@ -15,7 +15,6 @@ searching; a round fitted in full on the observation is reported as it was fitte
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ import torch
 
 from lottery_prior.cost import step_flops
 from lottery_prior.errors import LipError
+from lottery_prior.files import copy_file
 from lottery_prior.finders import FinderOptions, Found, Match, finder_class, make_finder
 from lottery_prior.fit import Callback, FitConfig
 from lottery_prior.images import save_image
@@ -152,7 +152,7 @@ def _fit(method: str, found: Found, config: FitConfig, problem: Problem, run: Im
     record = found.record if own else None
     if record is not None:  # the round's own fit on this observation, in full
         if output is not None:
-            shutil.copyfile(run.round_dir(record["round"]) / AVERAGED_PNG, output)
+            copy_file(run.round_dir(record["round"]) / AVERAGED_PNG, output)
         return MethodFit(method, found, config, record["scores"], record["seconds"],
                          record["steps"], record["sparsity"], parameters, flops)
     result = evaluate_ticket(ticket, problem, config, stop=run.new_stop(),

@@ -3,15 +3,23 @@
 * :func:`atomic_path`: every file is written under a temporary name unique to the writing
   process, in the same folder, and renamed over its final name only once complete, so no
   reader (nor a resumed run, nor a second process writing the same file) ever sees half a file.
+  Every output of the library goes through it, directly (``with atomic_path(p) as tmp``, the
+  write targeting ``tmp``) or through :func:`write_text`, :func:`write_bytes`,
+  :func:`write_json`, :func:`save_figure` and :func:`copy_file`; nothing opens a final name
+  for writing (``tests/test_hostile.py`` checks the source). A write that fails (disk full,
+  file-size limit, permissions) leaves the old file as it was and raises a one-line
+  ``LipError``.
 * :class:`RunLock`: one process at a time in a run folder.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import secrets
+import shutil
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -49,23 +57,102 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     writing fails or is interrupted.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise _write_error(path, err) from err
     tmp = temporary_name(path)
     try:
         yield tmp
         os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
+        written = tmp.stat().st_size if tmp.exists() else 0
         with contextlib.suppress(OSError):
             tmp.unlink()
+        if disk_full(err):
+            raise LipError(
+                f"cannot write {path} (No space left on device: {_size(_free(path))} free "
+                f"there, and the file needs more than the {_size(written)} written before the "
+                "disk filled); free some space and run again: any earlier file of that name "
+                "is left whole, and finished work is kept") from err
+        if isinstance(err, OSError):
+            raise _write_error(path, err, tmp) from err
         raise
+
+
+def disk_full(err: BaseException) -> bool:
+    """Whether a failed write ran out of disk space (an OSError, or a safetensors error
+    wrapping one)."""
+    if isinstance(err, OSError):
+        return err.errno in (errno.ENOSPC, errno.EDQUOT)
+    text = str(err)
+    return type(err).__name__ == "SafetensorError" and (
+        "No space left" in text or "StorageFull" in text or "code: 28" in text)
+
+
+def _free(path: Path) -> int:
+    try:
+        return shutil.disk_usage(path.parent).free
+    except OSError:
+        return 0
+
+
+def _size(n: int) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:,} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} TiB"
+
+
+def _write_error(path: Path, err: OSError, tmp: Path | None = None) -> LipError:
+    """A failed write as one line: the file, why, and what to do."""
+    why = err.strerror or str(err).splitlines()[0] if str(err) else type(err).__name__
+    other = getattr(err, "filename", None)
+    if other and tmp is not None and Path(other) not in (tmp, path):
+        why = f"{why}: {other}"
+    return LipError(f"cannot write {path} ({why}); any earlier file of that name is left "
+                    "whole: free some space, raise the file-size limit or give another --out, "
+                    "then run again")
+
+
+def write_text(path: str | Path, text: str, encoding: str = "utf-8") -> Path:
+    """Text, written atomically."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding=encoding)
+    return path
+
+
+def write_bytes(path: str | Path, data: bytes) -> Path:
+    """Bytes, written atomically."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+    return path
 
 
 def write_json(path: str | Path, data: dict) -> Path:
     """Pretty JSON, written atomically (a reader, or a resumed run, never sees half a file)."""
+    return write_text(path, json.dumps(data, indent=2, default=float) + "\n")
+
+
+def save_figure(fig, path: str | Path, **kwargs) -> Path:
+    """A matplotlib figure, written atomically (the format follows the final name's suffix,
+    not the temporary's, unless ``format`` is given); ``kwargs`` go to ``savefig``."""
+    path = Path(path)
+    kwargs.setdefault("format", path.suffix.lstrip(".").lower() or "png")
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, **kwargs)
+    return path
+
+
+def copy_file(source: str | Path, path: str | Path) -> Path:
+    """A copy of ``source`` at ``path``, written atomically."""
     path = Path(path)
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2, default=float) + "\n")
+        shutil.copyfile(source, tmp)
     return path
 
 

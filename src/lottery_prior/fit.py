@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lottery_prior import seeding
+from lottery_prior.checks import MAX_STEPS, check_float, check_int, check_seed
 from lottery_prior.errors import LipError
 from lottery_prior.masks import masked_step
 from lottery_prior.metrics import psnr as rgb_psnr
@@ -46,14 +47,16 @@ class FitConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.steps <= 0:
-            raise LipError(f"steps must be positive, got {self.steps}")
-        if not (math.isfinite(self.lr) and self.lr > 0):
-            raise LipError(f"learning rate must be a positive number, got {self.lr}")
-        if not (math.isfinite(self.input_noise) and self.input_noise >= 0):
-            raise LipError(f"input noise must be a number >= 0, got {self.input_noise}")
-        if not 0 <= self.ema < 1:
-            raise LipError(f"ema weight must be in [0, 1), got {self.ema}")
+        """Every field checked (types, finiteness, sane bounds) before any work."""
+        check_int("steps", self.steps, 1, MAX_STEPS)
+        check_float("learning rate (lr)", self.lr, 0, low_open=True)
+        check_float("input noise", self.input_noise, 0)
+        check_float("ema weight", self.ema, 0, 1, high_open=True)
+        if not isinstance(self.fast, bool):
+            raise LipError(f"fast must be true or false, got {self.fast!r}")
+        if self.device is not None and not isinstance(self.device, str):
+            raise LipError(f"device must be a name such as cpu or cuda, got {self.device!r}")
+        check_seed("seed", self.seed)
 
 
 @dataclass

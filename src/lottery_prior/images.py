@@ -16,7 +16,9 @@ import torch
 from PIL import Image, ImageDraw, ImageFont, ImageOps, UnidentifiedImageError
 from torch import Tensor
 
+from lottery_prior.checks import check_float
 from lottery_prior.errors import LipError
+from lottery_prior.files import atomic_path
 
 log = logging.getLogger("lottery_prior")
 
@@ -24,9 +26,9 @@ _BUILTIN = tuple(
     "astronaut camera cat chelsea coffee hubble_deep_field immunohistochemistry moon page "
     "rocket text".split()
 )
-_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
-IMAGE_EXTENSIONS = _EXTENSIONS  # the suffixes an image file may have
-_RESAMPLE = {"lanczos": Image.Resampling.LANCZOS, "bicubic": Image.Resampling.BICUBIC}
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")  # what an image file ends in
+_RESAMPLE = {"lanczos": Image.Resampling.LANCZOS, "bicubic": Image.Resampling.BICUBIC,
+             "bilinear": Image.Resampling.BILINEAR}
 _WORDS = tuple(
     "the deep image prior lottery ticket sparse network winning mask pixel noise restore "
     "prune weights signal ground truth".split()
@@ -66,11 +68,31 @@ def _resolve_path(spec: str) -> Path:
             else "no shared/data folder here or above"
         )
         raise LipError(f"cannot resolve {spec}: {where}; set LIP_DATA to the test-image folder")
+    if not spec[len("data:"):].strip("/."):
+        raise LipError(f"{spec!r} names no image; give data:FOLDER/NAME, e.g. data:set5/baby")
     rel = root / spec[len("data:") :]
-    for path in (rel, *(rel.with_name(rel.name + ext) for ext in _EXTENSIONS)):
+    for path in (rel, *(rel.with_name(rel.name + ext) for ext in IMAGE_EXTENSIONS)):
+        inside_data_folder(path, root, spec)
         if path.is_file():
             return path
     raise LipError(f"no image {spec} under {root}; see the files there")
+
+
+def inside_data_folder(path: Path, root: Path, spec: str) -> Path:
+    """``path`` (a ``data:`` name joined to the data folder ``root``) if it stays inside the
+    data folder once resolved (``..`` and symlinks followed), else a one-line LipError."""
+    name = spec[len("data:"):] if spec.startswith("data:") else spec
+    if Path(name).is_absolute():
+        raise LipError(f"{spec}: a data: name is relative to the data folder {root}; give "
+                       "e.g. data:set5/baby, or the file's own path without data:")
+    try:
+        inside = path.resolve().is_relative_to(root.resolve())
+    except (OSError, RuntimeError):  # a symlink loop
+        inside = False
+    if not inside:
+        raise LipError(f"{spec} leads outside the data folder {root} (through .. or a "
+                       "symlink); give a data: name inside it, or the file's own path")
+    return path
 
 
 def _open(path: Path) -> Image.Image:
@@ -99,6 +121,15 @@ def _pil_to_tensor(im: Image.Image, name: str) -> Tensor:
     return torch.from_numpy(arr[None] if gray else arr.transpose(2, 0, 1).copy())
 
 
+def read_image(path: str | os.PathLike) -> Tensor:
+    """The image file at ``path`` as stored (turned upright by its EXIF orientation), as a
+    (C,H,W) float tensor in [0, 1]: 1 channel for gray (8-, 16- or 32-bit, or float), 3 for
+    colour; alpha dropped. The one image loader of the library: 16-bit images keep their
+    full range (``convert("RGB")`` would clip them to white)."""
+    path = Path(path)
+    return _pil_to_tensor(_open(path), str(path))
+
+
 def _read(spec: str) -> Tensor:
     if spec.startswith("builtin:"):
         name = spec[len("builtin:") :]
@@ -108,7 +139,7 @@ def _read(spec: str) -> Tensor:
 
         arr = np.asarray(getattr(skimage.data, name)(), dtype=np.float32) / 255.0
         return torch.from_numpy(arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1).copy())
-    return _pil_to_tensor(_open(_resolve_path(spec)), spec)
+    return _pil_to_tensor(_open(_resolve_path(spec)), spec)  # as read_image does
 
 
 def center_crop(t: Tensor, h: int, w: int) -> Tensor:
@@ -121,10 +152,11 @@ def center_crop(t: Tensor, h: int, w: int) -> Tensor:
 
 
 def resize(t: Tensor, h: int, w: int, *, method: str = "lanczos") -> Tensor:
-    """Antialiased Pillow resize ("lanczos" or "bicubic") of (..., H, W) to (..., h, w),
+    """Antialiased Pillow resize ("lanczos", "bicubic" or "bilinear") of (..., H, W) to (..., h, w),
     in float precision per channel, clamped to [0, 1]."""
     if method not in _RESAMPLE or h < 1 or w < 1:
-        raise LipError(f"cannot resize to {h}x{w} with {method!r}; use lanczos or bicubic")
+        raise LipError(f"cannot resize to {h}x{w} with {method!r}; use lanczos, bicubic or "
+                       "bilinear")
     src = t.detach().to("cpu", torch.float32)
     planes = src.reshape(-1, *src.shape[-2:]).numpy()
     out = np.stack(
@@ -158,6 +190,8 @@ def memory_bytes() -> int | None:
 def check_size_fits_memory(size: int) -> None:
     """Refuse (LipError) a ``--size`` whose size x size image would not fit in memory, before
     anything of that size is allocated."""
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise LipError(f"--size must be a whole number of pixels >= 1, got {size!r}")
     need, have = _BYTES_PER_PIXEL * size * size, memory_bytes()
     if have is not None and need > have:
         raise LipError(
@@ -267,7 +301,8 @@ def load_mask(spec: str, shape: tuple[int, int], *, multiple: int = 32,
 
 
 def save_image(img: Tensor, path: str | os.PathLike) -> None:
-    """Write (C,H,W) or (1,C,H,W), C in {1,3}, values in [0,1], as an 8-bit PNG."""
+    """Write (C,H,W) or (1,C,H,W), C in {1,3}, values in [0,1], as an 8-bit PNG (atomically:
+    a failed write leaves the old file)."""
     t = img.detach().to("cpu", torch.float32)
     if t.dim() == 4 and t.shape[0] == 1:
         t = t[0]
@@ -276,11 +311,10 @@ def save_image(img: Tensor, path: str | os.PathLike) -> None:
             f"save_image takes (C,H,W) or (1,C,H,W) with C=1 or 3, got {tuple(img.shape)}"
         )
     arr = (torch.nan_to_num(t).clamp(0, 1) * 255).round().to(torch.uint8).numpy()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(arr[0] if arr.shape[0] == 1 else arr.transpose(1, 2, 0)).save(
-        path, format="PNG"
-    )
+    with atomic_path(path) as tmp:
+        Image.fromarray(arr[0] if arr.shape[0] == 1 else arr.transpose(1, 2, 0)).save(
+            tmp, format="PNG"
+        )
 
 
 def text_mask(height: int, width: int, *, seed: int = 0) -> Tensor:
@@ -302,8 +336,7 @@ def bernoulli_mask(
     height: int, width: int, keep: float, generator: torch.Generator | None = None
 ) -> Tensor:
     """A random (1,H,W) 0/1 mask keeping each pixel (all channels alike) with probability keep."""
-    if not 0 < keep <= 1:
-        raise LipError(f"keep must be in (0, 1], got {keep}")
+    check_float("keep", keep, 0, 1, low_open=True)
     if height < 1 or width < 1:
         raise LipError(f"mask size must be positive, got {height}x{width}")
     return (torch.rand((1, height, width), generator=generator) < keep).float()

@@ -41,6 +41,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from lottery_prior import __version__
+from lottery_prior.checks import MAX_STEPS, check_float, check_int
 from lottery_prior.errors import LipError
 from lottery_prior.files import atomic_path, write_json
 from lottery_prior.fit import Callback, FitConfig, fit
@@ -67,6 +68,7 @@ log = logging.getLogger("lottery_prior")
 ALLOCATIONS = ("global", "erk")
 SEARCH_STEPS_PER_ROUND = 100  # the default learning budget: IMP's 100-step-round search
 PENALTY_STEPS = 1000  # the default learning steps with a penalty (no target to cost-match)
+MAX_PER_FILTER = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -98,25 +100,21 @@ class LearnConfig:
         if (self.sparsity is None) == (self.penalty is None):
             raise LipError("a learned mask needs a target sparsity or a penalty weight (one "
                            "of them): use --target-sparsity S or --penalty L")
-        if self.sparsity is not None and not 0 < self.sparsity < 1:
-            raise LipError(f"target sparsity must be in (0, 1), got {self.sparsity}")
-        if self.penalty is not None and not self.penalty > 0:
-            raise LipError(f"the sparsity penalty must be > 0, got {self.penalty}")
-        if self.steps is not None and self.steps <= 0:
-            raise LipError(f"mask-learning steps must be positive, got {self.steps}")
-        if not self.lr > 0:
-            raise LipError(f"mask learning rate must be > 0, got {self.lr}")
-        if not self.temperature > 0:
-            raise LipError(f"temperature must be > 0, got {self.temperature}")
-        if not self.kl >= 0:
-            raise LipError(f"the KL weight must be >= 0, got {self.kl}")
+        if self.sparsity is not None:
+            check_float("target sparsity", self.sparsity, 0, 1, low_open=True, high_open=True)
+        if self.penalty is not None:
+            check_float("the sparsity penalty", self.penalty, 0, low_open=True)
+        if self.steps is not None:
+            check_int("mask-learning steps", self.steps, 1, MAX_STEPS)
+        check_float("mask learning rate", self.lr, 0, low_open=True)
+        check_float("temperature", self.temperature, 0, low_open=True)
+        check_float("the KL weight", self.kl, 0)
+        check_int("weights kept per filter", self.per_filter, 0, MAX_PER_FILTER)
         if self.allocation not in ALLOCATIONS:
             raise LipError(f"unknown allocation {self.allocation!r}; use "
                            f"{' or '.join(ALLOCATIONS)}")
         if self.allocation == "erk" and self.sparsity is None:
             raise LipError("the erk allocation needs a target sparsity, not a penalty")
-        if self.per_filter < 0:
-            raise LipError(f"weights kept per filter must be >= 0, got {self.per_filter}")
         if self.target not in TARGETS:
             raise LipError(f"unknown fit target {self.target!r}; use observation or clean")
 

@@ -45,6 +45,7 @@ from lottery_prior.channels import (
     kept_channels,
     prune_channels,
 )
+from lottery_prior.checks import MAX_ROUNDS, MAX_STEPS, check_float, check_int
 from lottery_prior.errors import LipError
 from lottery_prior.files import atomic_path, write_json
 from lottery_prior.fit import Callback, FitConfig, FitResult, StepInfo, StoppingRule, fit
@@ -85,6 +86,24 @@ class ImpConfig:
     channel_score: str = "l1"
 
     def __post_init__(self) -> None:
+        check_int("rounds", self.rounds, 1, MAX_ROUNDS)
+        check_float("pruning rate", self.rate, 0, 1, low_open=True, high_open=True)
+        if self.target_sparsity is not None:
+            check_float("target sparsity", self.target_sparsity, 0, 1, low_open=True,
+                        high_open=True)
+        check_int("rewind step", self.rewind_step, 0, MAX_STEPS)
+        if self.search_steps is not None:
+            check_int("search steps", self.search_steps, 1, MAX_STEPS)
+        if self.early_bird is not None:
+            check_float("early-bird threshold", self.early_bird, 0, 1, low_open=True,
+                        high_open=True)
+        check_int("early-bird check interval", self.early_bird_every, 1, MAX_STEPS)
+        if not isinstance(self.layerwise, bool):
+            raise LipError(f"layerwise must be true or false, got {self.layerwise!r}")
+        if not isinstance(self.keep_dense, tuple) or not all(
+                isinstance(p, str) for p in self.keep_dense):
+            raise LipError(f"keep_dense must be glob patterns of weight names, got "
+                           f"{self.keep_dense!r}")
         if self.structure not in STRUCTURES:
             raise LipError(f"unknown structure {self.structure!r}; use weights or channels")
         if self.channel_score not in CHANNEL_SCORES:
@@ -96,23 +115,12 @@ class ImpConfig:
         if self.channels and self.early_bird is not None:
             raise LipError("--early-bird applies to weight tickets; drop it or use "
                            "--search-steps to shorten a channel search")
-        if self.rounds <= 0:
-            raise LipError(f"rounds must be positive, got {self.rounds}")
-        if not 0 < self.rate < 1:
-            raise LipError(f"pruning rate must be in (0, 1), got {self.rate}")
-        if self.target_sparsity is not None and not 0 < self.target_sparsity < 1:
-            raise LipError(f"target sparsity must be in (0, 1), got {self.target_sparsity}")
-        if self.rewind_step < 0:
-            raise LipError(f"rewind step must be >= 0, got {self.rewind_step}")
         if self.target not in TARGETS:
             raise LipError(f"unknown fit target {self.target!r}; use observation or clean")
-        if self.search_steps is not None and self.search_steps <= 0:
-            raise LipError(f"search steps must be positive, got {self.search_steps}")
-        if self.early_bird is not None and not 0 < self.early_bird < 1:
-            raise LipError(f"early-bird threshold must be in (0, 1), got {self.early_bird}")
-        if self.early_bird_every <= 0:
-            raise LipError(f"early-bird check interval must be positive, got "
-                           f"{self.early_bird_every}")
+        if self.n_rounds > MAX_ROUNDS:
+            raise LipError(f"pruning {self.rate:g} a round to {self.target_sparsity:g} sparsity "
+                           f"takes {self.n_rounds} rounds, more than {MAX_ROUNDS}; raise the "
+                           "rate or lower the target sparsity")
 
     @property
     def channels(self) -> bool:
@@ -143,7 +151,8 @@ class ImpConfig:
         """Pruning rounds: enough to reach the target sparsity if one is set."""
         if self.target_sparsity is None:
             return self.rounds
-        return math.ceil(math.log(1 - self.target_sparsity) / math.log(1 - self.rate) - 1e-9)
+        rounds = math.log1p(-self.target_sparsity) / math.log1p(-self.rate)
+        return math.ceil(rounds - 1e-9) if rounds < 1e9 else 10**9
 
 
 def fit_target(problem: Problem, target: str) -> tuple[nn.Module, Tensor]:

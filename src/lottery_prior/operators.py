@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lottery_prior import images
+from lottery_prior.checks import MAX_SIGMA, check_float
 from lottery_prior.errors import LipError
 
 TASKS = ("denoise", "inpaint", "sr")
@@ -52,9 +53,7 @@ class Denoise(Operator):
 
     def __init__(self, sigma: float) -> None:
         super().__init__()
-        if not (math.isfinite(sigma) and sigma > 0):
-            raise LipError(f"sigma must be > 0 (in 0-255 units), got {sigma}")
-        self.sigma = float(sigma)
+        self.sigma = check_float("sigma (0-255 units)", sigma, 0, MAX_SIGMA, low_open=True)
 
     def observe(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
         _check_batch(x)

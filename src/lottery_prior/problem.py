@@ -14,8 +14,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from lottery_prior.checks import MAX_SIGMA, check_float, check_int, check_seed
 from lottery_prior.errors import LipError
-from lottery_prior.images import image_size, load_image
+from lottery_prior.images import check_size_fits_memory, image_size, load_image
 from lottery_prior.metrics import psnr, psnr_y
 from lottery_prior.models import create_model
 from lottery_prior.operators import TASK_DEFAULTS, make_operator
@@ -84,8 +85,10 @@ def make_problem(
     the low-resolution image and the problem is ``factor`` times larger; inpainting then needs
     a mask file.
     """
-    if task not in TASK_DEFAULTS:
+    if not isinstance(task, str) or task not in TASK_DEFAULTS:
         raise LipError(f"unknown task {task!r}; choose one of {', '.join(TASK_DEFAULTS)}")
+    check_problem_settings(task, sigma=sigma, keep=keep, factor=factor, size=size,
+                           multiple=multiple, noise_seed=noise_seed)
     # a mask file follows --size only if it has the image's own (original) size
     source_hw = image_size(image) if size is not None and mask not in (None, "text") else None
     if observed:
@@ -106,6 +109,25 @@ def make_problem(
                              source_hw=source_hw, multiple=multiple)
     y = operator.observe(x, generator=generator(noise_seed, "observation", content))
     return Problem(image, task, operator, y, x, (x.shape[1], *hw), noise_seed)
+
+
+def check_problem_settings(task: str, *, sigma: float = 25.0, keep: float | None = None,
+                           factor: int = 4, size: int | None = None, multiple: int = 32,
+                           noise_seed: int = 0) -> None:
+    """Refuse (one-line LipError) a setting of an observation that is not a finite number
+    within its bounds, before any image is loaded: the noise seed (0 <= seed < 2**63), sigma
+    (0-255 units), keep, the super-resolution factor, and a size that fits in memory."""
+    check_seed("noise seed", noise_seed)
+    check_float("sigma (0-255 units)", sigma, 0, MAX_SIGMA, low_open=True)
+    if keep is not None:
+        check_float("keep", keep, 0, 1, low_open=True)
+    if task == "sr" and (isinstance(factor, bool) or factor not in (2, 4, 8)
+                         or not isinstance(factor, int)):
+        raise LipError(f"super-resolution factor must be 2, 4 or 8, got {factor!r}")
+    check_int("multiple", multiple, 1, 2**16)
+    if size is not None:
+        check_int("size", size, 1)
+        check_size_fits_memory(size)
 
 
 def content_hash(t: Tensor) -> str:

@@ -22,13 +22,15 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
+from lottery_prior.checks import SEED_LIMIT
 from lottery_prior.errors import LipError
 
 
 def derive_seed(seed: int, purpose: str, *context: object) -> int:
     """A 63-bit seed for ``purpose`` (and ``context``), unrelated to any other purpose's."""
-    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
-        raise LipError(f"seed must be an integer >= 0, got {seed!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) \
+            or not 0 <= seed < SEED_LIMIT:
+        raise LipError(f"seed must be a whole number from 0 to 2**63 - 1, got {seed!r}")
     if not purpose:
         raise LipError("a random stream needs a purpose name")
     text = "\x1f".join(["lottery_prior", str(int(seed)), purpose, *map(str, context)])

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from lottery_prior.checks import MAX_STEPS, check_int
 from lottery_prior.errors import LipError
 
 if TYPE_CHECKING:  # torch is imported on first use: the CLI reads the defaults below cheaply
@@ -44,10 +45,8 @@ class WindowedVariance:
     def __init__(
         self, window: int = WINDOW, patience: int = PATIENCE, keep: str = KEEP_DEFAULT
     ) -> None:
-        if isinstance(window, bool) or not isinstance(window, int) or window < 2:
-            raise LipError(f"window must be an integer >= 2, got {window!r}")
-        if isinstance(patience, bool) or not isinstance(patience, int) or patience < 1:
-            raise LipError(f"patience must be an integer >= 1, got {patience!r}")
+        check_int("window", window, 2, MAX_STEPS)  # W outputs are held in memory
+        check_int("patience", patience, 1, MAX_STEPS)
         if keep not in KEEP:
             raise LipError(f"keep must be one of {', '.join(KEEP)}, got {keep!r}")
         self.window, self.patience, self.keep = window, patience, keep

@@ -10,6 +10,7 @@ random stream of seed 0, stratified by class), never by ``--seed``.
 from __future__ import annotations
 
 import hashlib
+import logging
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lottery_prior.errors import LipError
+from lottery_prior.images import center_crop, read_image, resize
 from lottery_prior.seeding import numpy_rng
+
+log = logging.getLogger("lottery_prior")
 
 DATASETS = ("auto", "digits", "cifar10", "folder")
 CIFAR_FILES = tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch",)
@@ -139,11 +143,16 @@ def cifar10(folder: Path, size: int = 32) -> Dataset:
     meta = folder / "batches.meta"
     if meta.is_file():
         try:
-            with meta.open("rb") as f:
-                names = pickle.load(f, encoding="bytes").get(b"label_names")
-            classes = [n.decode() if isinstance(n, bytes) else str(n) for n in names]
-        except (OSError, pickle.UnpicklingError, AttributeError, EOFError):
-            pass
+            names = load_cifar_pickle(meta).get(b"label_names")
+            names = [n.decode() if isinstance(n, bytes) else str(n) for n in names]
+            if len(names) == len(classes):
+                classes = names
+        except LipError:
+            raise
+        except _NotABatch:  # damaged names: the classes keep their numbers
+            log.warning("%s: unreadable class names; the classes are numbered", meta)
+        except (AttributeError, TypeError, UnicodeDecodeError):
+            log.warning("%s: no list of class names; the classes are numbered", meta)
     if size != 32:
         train_x, test_x = _resize(train_x, size), _resize(test_x, size)
     return Dataset(f"cifar10 {size}px", classes, train_x, train_y, test_x, test_y)
@@ -151,15 +160,106 @@ def cifar10(folder: Path, size: int = 32) -> Dataset:
 
 def _cifar_batch(path: Path) -> tuple[Tensor, Tensor]:
     try:
-        with path.open("rb") as f:
-            batch = pickle.load(f, encoding="bytes")
+        batch = load_cifar_pickle(path)
         data = np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
         labels = np.asarray(batch[b"labels"], dtype=np.int64)
-    except (OSError, pickle.UnpicklingError, KeyError, ValueError, TypeError, EOFError) as err:
+        if labels.ndim != 1:
+            raise ValueError("labels are not a list")
+    except LipError:
+        raise
+    except _NotABatch as err:
+        raise LipError(f"{path} is not a CIFAR-10 python batch ({err})") from None
+    except (KeyError, ValueError, TypeError, AttributeError, OverflowError) as err:
         raise LipError(f"{path} is not a CIFAR-10 python batch ({type(err).__name__})") from None
     if len(labels) != len(data):
         raise LipError(f"{path} holds {len(data)} images but {len(labels)} labels")
+    if len(labels) and not (labels.min() >= 0 and labels.max() < 10):
+        raise LipError(f"{path} has labels outside 0-9 (from {labels.min()} to "
+                       f"{labels.max()}); CIFAR-10 has 10 classes")
     return torch.from_numpy(data).float() / 255.0, torch.from_numpy(labels)
+
+
+class _NotABatch(Exception):
+    """A file that does not unpickle (damaged, truncated, not a pickle)."""
+
+
+def _latin1_encode(text: object, encoding: str = "utf-8") -> bytes:
+    """``_codecs.encode`` as protocol-2 pickles of bytes use it, for latin-1 only."""
+    if not isinstance(text, str) or encoding.lower().replace("_", "-") not in (
+            "latin1", "latin-1", "iso-8859-1"):
+        raise pickle.UnpicklingError("codecs.encode is allowed for latin-1 bytes only")
+    return text.encode("latin-1")
+
+
+def _bytes(*args: object) -> bytes:
+    """``bytes()`` as protocol-2 pickles write an empty bytes object; nothing else."""
+    if args and not isinstance(args[0], bytes | bytearray):
+        raise pickle.UnpicklingError("bytes() is allowed on bytes only")
+    return bytes(*args[:1])
+
+
+def _numpy_globals() -> dict[tuple[str, str], object]:
+    """What a pickled array needs (the reconstructors numpy's own ``__reduce__`` names, under
+    the module names numpy 1 and 2 write), and nothing else of numpy."""
+    reconstruct = np.zeros(1).__reduce__()[0]
+    scalar = np.float64(0).__reduce__()[0]
+    out: dict[tuple[str, str], object] = {("numpy", "ndarray"): np.ndarray,
+                                          ("numpy", "dtype"): np.dtype}
+    for package in ("numpy.core", "numpy._core"):
+        out[(f"{package}.multiarray", "_reconstruct")] = reconstruct
+        out[(f"{package}.multiarray", "scalar")] = scalar
+        out[(f"{package}.numeric", "_frombuffer")] = _frombuffer
+    return out
+
+
+def _frombuffer(buffer: object, dtype: object, shape: object, order: object) -> np.ndarray:
+    """numpy's protocol-5 array reconstructor (``numpy._core.numeric._frombuffer``)."""
+    if not isinstance(dtype, np.dtype) or dtype.hasobject or order not in ("C", "F"):
+        raise pickle.UnpicklingError("not a plain numeric array")
+    return np.frombuffer(buffer, dtype=dtype).reshape(shape, order=order)
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """Unpickles what a CIFAR-10 python batch holds (dicts, lists, tuples, bytes, strings,
+    numbers, numpy arrays and dtypes) and refuses every other global *before* anything is
+    built: a pickle is a program, and a downloaded batch must not run one."""
+
+    ALLOWED: dict[tuple[str, str], object] = {
+        ("_codecs", "encode"): _latin1_encode, ("codecs", "encode"): _latin1_encode,
+        ("builtins", "bytes"): _bytes, ("__builtin__", "bytes"): _bytes,
+    }
+
+    def find_class(self, module: str, name: str) -> object:
+        allowed = self.ALLOWED.get((module, name)) or _numpy_globals().get((module, name))
+        if allowed is None:
+            raise _Forbidden(f"{module}.{name}")
+        return allowed
+
+
+class _Forbidden(pickle.UnpicklingError):
+    """A global that a CIFAR-10 batch never holds: its name is the message."""
+
+
+def load_cifar_pickle(path: Path) -> dict:
+    """A CIFAR-10 python batch (or ``batches.meta``) as a dict, through the restricted
+    unpickler: a file that asks to import anything but numpy's array reconstructors is
+    refused with a one-line ``LipError``, before any object of it is built."""
+    try:
+        with path.open("rb") as f:
+            obj = _CifarUnpickler(f, encoding="bytes").load()
+    except _Forbidden as err:
+        raise LipError(f"refusing to load {path}: it asks to import {err}, which a CIFAR-10 "
+                       "python batch never holds (only numpy arrays, lists, strings and "
+                       "numbers); use the batches of cifar-10-python.tar.gz") from None
+    except OSError as err:
+        raise LipError(f"cannot read {path} ({err.strerror or err})") from None
+    except (pickle.UnpicklingError, EOFError, MemoryError, RecursionError, ValueError,
+            TypeError, AttributeError, KeyError, IndexError, OverflowError,
+            UnicodeDecodeError) as err:
+        raise _NotABatch(f"unreadable pickle: {type(err).__name__}") from None
+    if not isinstance(obj, dict):
+        raise _NotABatch(f"a pickled {type(obj).__name__}, not a dict")
+    return obj
 
 
 def image_folder(folder: Path, size: int = 32) -> Dataset:
@@ -188,8 +288,6 @@ def _class_names(folder: Path) -> list[str]:
 
 
 def _read_classes(folder: Path, classes: list[str], size: int) -> tuple[Tensor, Tensor]:
-    from PIL import Image, UnidentifiedImageError
-
     images, labels = [], []
     for label, name in enumerate(classes):
         sub = folder / name
@@ -198,19 +296,16 @@ def _read_classes(folder: Path, classes: list[str], size: int) -> tuple[Tensor, 
         if not files:
             raise LipError(f"class folder {sub} holds no images ({', '.join(IMAGE_SUFFIXES)})")
         for path in files:
-            try:
-                with Image.open(path) as im:
-                    im = im.convert("RGB")
-                    side = min(im.size)
-                    left, top = (im.width - side) // 2, (im.height - side) // 2
-                    im = im.crop((left, top, left + side, top + side)).resize(
-                        (size, size), Image.BILINEAR)
-                    images.append(np.asarray(im, dtype=np.float32) / 255.0)
-            except (OSError, UnidentifiedImageError) as err:
-                raise LipError(f"cannot read image {path}: {err}") from None
+            images.append(_square_rgb(read_image(path), size))
             labels.append(label)
-    x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
-    return x, torch.tensor(labels, dtype=torch.int64)
+    return torch.stack(images), torch.tensor(labels, dtype=torch.int64)
+
+
+def _square_rgb(x: Tensor, size: int) -> Tensor:
+    """A (C,H,W) image as 3 channels (gray repeated), centre square resized to ``size``."""
+    side = min(x.shape[-2:])
+    x = resize(center_crop(x, side, side), size, size, method="bilinear")
+    return x.expand(3, -1, -1).contiguous() if x.shape[0] == 1 else x
 
 
 def _resize(x: Tensor, size: int) -> Tensor:

@@ -7,6 +7,7 @@ import statistics
 from collections.abc import Sequence
 from pathlib import Path
 
+from lottery_prior.files import save_figure
 from lottery_prior.report.plots import plot_sparsity_curves, plt
 from lottery_prior.report.tables import HEADINGS, markdown_table, write_table
 
@@ -59,7 +60,7 @@ def write_overlap(rows: Sequence[dict], folder: str | Path, *, title: str = "",
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8, loc="upper left")
     fig.tight_layout()
-    fig.savefig(folder / f"{name}.png")
+    save_figure(fig, folder / f"{name}.png")
     plt.close(fig)
     return markdown_table(rows)
 
@@ -127,7 +128,7 @@ def write_cross_use(rows: Sequence[dict], folder: str | Path, *, title: str = ""
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(folder / "cross_use.png")
+    save_figure(fig, folder / "cross_use.png")
     plt.close(fig)
     return markdown_table(summary)
 
@@ -158,6 +159,6 @@ def write_eval(rows: Sequence[dict], curves: dict[str, list[float]], folder: str
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(folder / "accuracy_per_epoch.png")
+    save_figure(fig, folder / "accuracy_per_epoch.png")
     plt.close(fig)
     return markdown_table(summary)

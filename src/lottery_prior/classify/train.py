@@ -18,10 +18,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lottery_prior.checks import check_float, check_int, check_seed
 from lottery_prior.errors import LipError
 from lottery_prior.fit import Callback, StepInfo, select_device
 from lottery_prior.masks import Mask, masked_step
 from lottery_prior.seeding import generator
+
+MAX_EPOCHS = 100_000
+MAX_BATCH = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -37,16 +41,12 @@ class TrainConfig:
     device: str | None = None
 
     def __post_init__(self) -> None:
-        if self.epochs < 1:
-            raise LipError(f"epochs must be >= 1, got {self.epochs}")
-        if self.batch_size < 1:
-            raise LipError(f"batch size must be >= 1, got {self.batch_size}")
-        if not (math.isfinite(self.lr) and self.lr > 0):
-            raise LipError(f"learning rate must be a positive number, got {self.lr}")
-        if not 0 <= self.momentum < 1:
-            raise LipError(f"momentum must be in [0, 1), got {self.momentum}")
-        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
-            raise LipError(f"weight decay must be >= 0, got {self.weight_decay}")
+        check_int("epochs", self.epochs, 1, MAX_EPOCHS)
+        check_int("batch size", self.batch_size, 1, MAX_BATCH)
+        check_float("learning rate", self.lr, 0, low_open=True)
+        check_float("momentum", self.momentum, 0, 1, high_open=True)
+        check_float("weight decay", self.weight_decay, 0)
+        check_seed("seed", self.seed)
 
     def steps(self, n_train: int) -> int:
         """SGD steps of a run on ``n_train`` examples (the last batch may be smaller)."""

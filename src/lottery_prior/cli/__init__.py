@@ -48,6 +48,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except LipError as err:
         print(f"lip: error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # an input that cannot be read, a folder that cannot be made
+        where = f" ({err.filename})" if err.filename else ""
+        print(f"lip: error: {err.strerror or err}{where}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("lip: interrupted", file=sys.stderr)
         return 130

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from lottery_prior.errors import LipError
+from lottery_prior.files import atomic_path
 from lottery_prior.gan.networks import Discriminator, Generator
 
 # Where the zoo's config class has lived (repository root, package, or models/ as root).
@@ -250,6 +251,5 @@ def save_checkpoint(
     }
     if discriminator is not None:
         state["netD"] = discriminator.state_dict()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(state, path)
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)

@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 from lottery_prior import images as imageio
 from lottery_prior import seeding
 from lottery_prior.errors import LipError
+from lottery_prior.files import save_figure
 from lottery_prior.gan.checkpoint import save_checkpoint
 from lottery_prior.gan.data import N_TRAIN, load_faces
 from lottery_prior.gan.networks import Discriminator, Generator
@@ -243,8 +244,7 @@ def _plot_lines(series: Mapping[str, tuple[Sequence[float], Sequence[float]]], p
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
+    save_figure(fig, path)
     plt.close(fig)
     return path
 

@@ -56,6 +56,16 @@ class Claim(Estimate):
     note: str = ""
 
 
+@dataclass(frozen=True)
+class Paired:
+    """Matched pairs, a note on what was left out, and how many fits of the claimed side
+    diverged (a non-finite score: the claim cannot hold while they are left out)."""
+
+    pairs: list[Pair]
+    note: str
+    diverged: int
+
+
 class Comparisons:
     """The rows of a results table indexed by comparison: fits by (comparison, method,
     requested sparsity), transfers with the comparison they were fitted in."""
@@ -100,11 +110,11 @@ class Comparisons:
         return same.pop() if same else None
 
     def pairs(self, first: Sequence[dict], method: str, score: str, scope: str | None, *,
-              sparse: bool = True) -> tuple[list[Pair], str]:
+              sparse: bool = True) -> Paired:
         """Differences ``first − method`` in the same comparison (and requested sparsity if
         ``sparse``), and a note on the fits left unpaired (no partner, or a non-finite
         score)."""
-        out, unpaired, broken = [], 0, 0
+        out, unpaired, broken, diverged = [], 0, 0, 0
         for r in first:
             s = sparsity_key(r.get("requested_sparsity"))
             if self.key(r) is None:
@@ -119,6 +129,7 @@ class Comparisons:
             a, b = value(r, score), value(other, score)
             if a is None or b is None:
                 broken += 1
+                diverged += a is None and isinstance(r.get(score), float)  # NaN or inf
                 continue
             unit = (self.scope(r), r.get("image"), r.get("seed"), r.get("noise_seed"))
             out.append(Pair(unit, str(r.get("image")), s, a - b, other.get("mask_sha256")))
@@ -127,7 +138,10 @@ class Comparisons:
             notes.append(f"{unpaired} fit(s) without a {method_title(method)} partner")
         if broken:
             notes.append(f"{broken} pair(s) with a non-finite or missing score left out")
-        return out, "; ".join(notes)
+        if diverged:
+            notes.append(f"{diverged} fit(s) of the first side diverged: the claim cannot "
+                         "hold")
+        return Paired(out, "; ".join(notes), diverged)
 
     def scopes(self) -> list[str]:
         return list(dict.fromkeys(self.scope(r) for r in self.fits))
@@ -168,23 +182,23 @@ def claims(rows: Sequence[dict], score: str = "psnr_averaged", *, delta: float =
                          ("random-layerwise", "ticket > random pruning (ticket's layer-wise "
                                               "ratios)")):
         for scope in pooled:
-            pairs, note = table.pairs(tickets, method, score, scope)
-            out.append(_claim(text, scope, score, pairs, 0.0, confidence,
-                              note=_join(_pooled_note(pairs), note)))
+            paired = table.pairs(tickets, method, score, scope)
+            out.append(_claim(text, scope, score, paired, 0.0, confidence,
+                              note=_pooled_note(paired.pairs)))
     for kind, text in (("images", "transfer across images"), ("tasks", "transfer across tasks")):
         text = f"{text} ≥ own ticket − {delta:g} dB"
         transfers = [r for r in table.transfers if _is_transfer(r, kind)
                      and r.get("method") == "ticket"]
         if not transfers:
-            out.append(_claim(text, None, score, [], -delta, confidence,
+            out.append(_claim(text, None, score, Paired([], "", 0), -delta, confidence,
                               note="no transfer rows in the results"))
             continue
         for i, scope in enumerate(pooled):
-            pairs, note = table.pairs(transfers, "ticket", score, scope)
-            if not pairs and i < len(pooled) - 1:
+            paired = table.pairs(transfers, "ticket", score, scope)
+            if not paired.pairs and i < len(pooled) - 1:
                 continue  # a task without transfers to it; the last row is always given
-            out.append(_claim(text, scope, score, pairs, -delta, confidence,
-                              note=_join(_pooled_note(pairs, transfer=True), note)))
+            out.append(_claim(text, scope, score, paired, -delta, confidence,
+                              note=_pooled_note(paired.pairs, transfer=True)))
     return out
 
 
@@ -207,14 +221,13 @@ def by_sparsity(rows: Sequence[dict], score: str = "psnr_averaged", *, delta: fl
         for method in BASELINES:
             if not _method(table.fits, method):
                 continue
-            pairs, _ = table.pairs(tickets, method, score, scope, sparse=method != "dense")
+            paired = table.pairs(tickets, method, score, scope, sparse=method != "dense")
             threshold = -delta if method == "dense" else 0.0
             sign = "≥" if method == "dense" else ">"
             margin = f" − {delta:g} dB" if method == "dense" else ""
-            for s in sorted({p.sparsity for p in pairs}):
+            for s in sorted({p.sparsity for p in paired.pairs}):
                 out.append(_claim(f"ticket {sign} {method_title(method)}{margin}", scope, score,
-                                  [p for p in pairs if p.sparsity == s], threshold, confidence,
-                                  sparsity=s))
+                                  _at(paired, s), threshold, confidence, sparsity=s))
     return out
 
 
@@ -231,10 +244,18 @@ def _is_transfer(row: dict, kind: str) -> bool:
     return same_task and (row.get("source_image") or row.get("image")) != row.get("image")
 
 
-def _claim(text: str, scope: str | None, score: str, pairs: Sequence[Pair], threshold: float,
+def _claim(text: str, scope: str | None, score: str, paired: Paired, threshold: float,
            confidence: float, *, sparsity: float | None = None, note: str = "") -> Claim:
-    return Claim(**asdict(estimate(pairs, threshold, confidence)), claim=text,
-                 scope=scope or ALL_TASKS, score=score, sparsity=sparsity, note=note)
+    found = asdict(estimate(paired.pairs, threshold, confidence))
+    if paired.diverged and found["verdict"] == "holds":
+        found["verdict"] = "not shown"
+    return Claim(**found, claim=text, scope=scope or ALL_TASKS, score=score,
+                 sparsity=sparsity, note=_join(note, paired.note))
+
+
+def _at(paired: Paired, sparsity: float) -> Paired:
+    """The pairs at one requested sparsity (the note and divergences stay the claim's)."""
+    return Paired([p for p in paired.pairs if p.sparsity == sparsity], "", paired.diverged)
 
 
 def _join(*notes: str) -> str:
@@ -256,22 +277,21 @@ def _dense_claim(table: Comparisons, tickets: list[dict], score: str, scope: str
     wider interval never makes S larger). The row gives the difference at S, or at the
     lowest sparsity when there is no S."""
     text = f"ticket ≥ dense − {delta:g} dB up to sparsity S"
-    pairs, note = table.pairs(tickets, "dense", score, scope, sparse=False)
-    levels = sorted({p.sparsity for p in pairs})
+    paired = table.pairs(tickets, "dense", score, scope, sparse=False)
+    levels = sorted({p.sparsity for p in paired.pairs})
     if not levels:
-        return _claim(text, scope, score, [], -delta, confidence,
-                      note=_join("no matched pairs", note))
-    at = {s: _claim(text, scope, score, [p for p in pairs if p.sparsity == s], -delta,
-                    confidence, sparsity=s) for s in levels}
+        return _claim(text, scope, score, paired, -delta, confidence, note="no matched pairs")
+    at = {s: _claim(text, scope, score, _at(paired, s), -delta, confidence, sparsity=s)
+          for s in levels}
     shown = shown_up_to(at)
     tested = ", ".join(f"{_pct(s)} {at[s].verdict}" for s in levels)
     if shown is None:
         return replace(at[levels[0]], sparsity=None, note=_join(
             f"no S: not shown above −{delta:g} dB at the lowest sparsity tested ({tested})",
-            note))
+            paired.note))
     return replace(at[shown], note=_join(
         f"S = {_pct(shown)}: the whole interval lies above −{delta:g} dB at every sparsity "
-        f"up to S ({tested})", note))
+        f"up to S ({tested})", paired.note))
 
 
 def _pct(s: float) -> str:

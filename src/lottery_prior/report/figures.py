@@ -15,10 +15,14 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
-from lottery_prior.finders import method_rank, method_title
+from lottery_prior.files import save_figure  # noqa: E402
+from lottery_prior.finders import method_rank, method_title  # noqa: E402
 from lottery_prior.report.rows import (  # noqa: E402
     decoder_k,
+    describe_fit,
+    diverged,
     image_name,
     metric_label,
     scope_labeller,
@@ -56,9 +60,10 @@ def _slug(*parts: object) -> str:
 
 
 def _save(fig, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, metadata={"Software": None})
-    plt.close(fig)
+    try:
+        save_figure(fig, path, metadata={"Software": None})
+    finally:
+        plt.close(fig)
     return path
 
 
@@ -145,10 +150,20 @@ def sparsity_curves(rows: Sequence[dict], out_dir: str | Path,
         ax.legend(fontsize=7.5, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
         fig.tight_layout()
         path = _save(fig, out_dir / f"curves-{_slug(image, scope, score)}.png")
+        bad = diverged(group, score)
         figures.append(Figure(path, f"{image_name(image)} · {scope}",
                               f"{score_words(score)} against sparsity, {image} ({scope}); "
-                              f"mean ± std over {len(seeds)} network/noise seed(s)."))
+                              f"mean ± std over {len(seeds)} network/noise seed(s)."
+                              + _not_drawn(bad)))
     return figures
+
+
+def _not_drawn(bad: Sequence[dict]) -> str:
+    """A caption's note on the diverged fits a figure leaves out (none: nothing)."""
+    if not bad:
+        return ""
+    named = "; ".join(describe_fit(r) for r in bad[:10]) + (" …" if len(bad) > 10 else "")
+    return f" {len(bad)} diverged fit(s) (non-finite score) not drawn: {named}."
 
 
 def transfer_heatmaps(rows: Sequence[dict], out_dir: str | Path,
@@ -198,10 +213,14 @@ def transfer_heatmaps(rows: Sequence[dict], out_dir: str | Path,
         ax.set_title(f"ticket transfer at {100 * s:g}% — {score_words(score)}", fontsize=9)
         fig.tight_layout()
         path = _save(fig, out_dir / f"transfer-{_slug(f'{100 * s:g}', score)}.png")
+        bad = diverged([r for r in rows if r.get("kind") == "transfer"
+                        and r.get("method", "ticket") == "ticket"
+                        and sparsity_key(r["requested_sparsity"]) == s], score)
         figures.append(Figure(path, f"transfer at {100 * s:g}% sparsity",
                               f"Tickets at {100 * s:g}% requested sparsity retrained on other "
                               f"images and tasks: mean {score_words(score)} over seeds "
-                              "(diagonal, bold: the target's own ticket; — not run)."))
+                              "(diagonal, bold: the target's own ticket; — not run)."
+                              + _not_drawn(bad)))
     return figures
 
 
@@ -218,15 +237,19 @@ def _weights(row: dict) -> str:
 
 
 def _load(results_dir: Path, rel: object):
-    from PIL import Image
+    """An image of the results as 8-bit pixels (H, W) or (H, W, 3), or None if unreadable
+    (read by the library's one loader: a 16-bit image keeps its range)."""
+    from lottery_prior.errors import LipError
+    from lottery_prior.images import read_image
 
     if not rel:
         return None
     try:
-        with Image.open(results_dir / str(rel)) as im:
-            return np.asarray(im.convert("RGB" if im.mode not in ("L", "I", "F") else "L"))
-    except (OSError, ValueError):
+        x = read_image(results_dir / str(rel))
+    except (LipError, OSError, ValueError):
         return None
+    pixels = (x.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+    return pixels[0] if pixels.shape[0] == 1 else pixels.transpose(1, 2, 0)
 
 
 def image_grids(rows: Sequence[dict], results_dir: str | Path, out_dir: str | Path, *,
@@ -258,6 +281,8 @@ def image_grids(rows: Sequence[dict], results_dir: str | Path, out_dir: str | Pa
 
         def psnr(r: dict) -> str:
             v = value(r, score)
+            if v is None and diverged([r], score):
+                return f"diverged ({r[score]} dB)"
             return f"{v:.2f} dB, averaged" if v is not None else "— dB, averaged"
 
         any_row = chosen[0]

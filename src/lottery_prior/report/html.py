@@ -31,6 +31,8 @@ from lottery_prior.report.figures import (
 )
 from lottery_prior.report.rows import (
     SETTING_COLUMNS,
+    describe_fit,
+    diverged,
     image_name,
     metric_label,
     read_results,
@@ -40,6 +42,8 @@ from lottery_prior.report.rows import (
 )
 
 TEMPLATES = Path(__file__).with_name("templates")
+SCORES = ("psnr_averaged", "psnr_peak_averaged", "psnr_stopped", "psnr_final",
+          "psnr_peak_iterate", "ssim_averaged")
 FIGURES = "figures"
 MAX_VALUES = 40  # distinct values listed per setting before "… and N more"
 
@@ -119,6 +123,11 @@ def build_context(rows: Sequence[dict], results_dir: Path, figure_dir: Path, *,
                    "PSNR. Oracle scores (peaks) are in the tables, not in these images."],
          "figures": _embed(image_grids(rows, results_dir, figure_dir))},
     ]
+    warnings = diverged_notes(rows, label)
+    if warnings:
+        summary = next(s for s in sections if s["id"] == "summary")
+        summary["notes"].append("Diverged fits (a non-finite score) count in \"fits\" "
+                                "and in \"diverged\", not in the means.")
     machines = sorted({str(r["machine"]) for r in rows if r.get("machine")})
     versions = sorted({str(r["version"]) for r in rows if r.get("version")})
     subtitle = (f"{len(rows)} fits · images: {', '.join(image_name(i) for i in images[:12])}"
@@ -126,7 +135,32 @@ def build_context(rows: Sequence[dict], results_dir: Path, figure_dir: Path, *,
                 f"{metric} · fitted with lottery_prior {', '.join(versions) or '?'} on "
                 f"{', '.join(machines) or '?'} · report by lottery_prior {__version__}")
     return {"title": "Lottery image priors: results and claims", "subtitle": subtitle,
-            "sections": sections}
+            "warnings": warnings, "sections": sections}
+
+
+MAX_LISTED = 20  # diverged fits named one by one before "… and N more"
+
+
+def diverged_notes(rows: Sequence[dict], label=None) -> list[str]:
+    """One line per score with non-finite values: how many fits diverged, and which."""
+    label = label or scope_labeller(rows)
+    several_scopes = len({label(r) for r in rows}) > 1
+    several_noise = len({r.get("noise_seed") for r in rows}) > 1
+    notes = []
+    for score in SCORES:
+        bad = diverged(rows, score)
+        if not bad:
+            continue
+        what = "fits diverged" if score == "psnr_averaged" else f"fits have a non-finite " \
+            f"{score_words(score)}"
+        metric = "PSNR" if score.startswith("psnr") else "SSIM"
+        named = "; ".join(describe_fit(r, scope=label(r) if several_scopes else None,
+                                       noise_seed=several_noise) for r in bad[:MAX_LISTED])
+        more = f"; … and {len(bad) - MAX_LISTED} more" if len(bad) > MAX_LISTED else ""
+        notes.append(f"{len(bad)} of {len(rows)} {what} (non-finite {metric}"
+                     f"{', ' + score_words(score) if score != 'psnr_averaged' else ''}): "
+                     f"{named}{more}. They are counted, not averaged.")
+    return notes
 
 
 def _paired(claims_of, rows: Sequence[dict], delta: float) -> tuple[object, str]:
@@ -226,6 +260,7 @@ def summary_rows(rows: Sequence[dict]) -> list[dict]:
     scores = [c for c in ("psnr_averaged", "psnr_peak_averaged", "psnr_stopped",
                           "ssim_averaged") if any(value(r, c) is not None for r in rows)]
     order = {s: i for i, s in enumerate(dict.fromkeys(label(r) for r in rows))}
+    any_diverged = bool(diverged(r for rs in groups.values() for r in rs))
     out = []
     for (scope, method, s), rs in sorted(groups.items(),
                                          key=lambda kv: (order[kv[0][0]],
@@ -236,6 +271,8 @@ def summary_rows(rows: Sequence[dict]) -> list[dict]:
                "parameters": _mean_text([value(r, "parameters") for r in rs], integer=True),
                "fits": str(len(rs)),
                "images": str(len({r["image"] for r in rs}))}
+        if any_diverged:
+            row["diverged"] = str(len(diverged(rs)))
         for c in scores:
             row[score_words(c)] = _mean_text([value(r, c) for r in rs], std=c != "ssim_averaged")
         seconds = [v for v in (value(r, "seconds") for r in rs) if v is not None]

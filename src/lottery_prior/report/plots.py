@@ -9,6 +9,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from lottery_prior.files import save_figure  # noqa: E402
+
 
 def plot_fit_history(
     history: dict[str, list[float]],
@@ -23,7 +25,6 @@ def plot_fit_history(
     ``marks`` labels vertical lines, e.g. ``{"peak": 812, "auto stop": 900}``.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=120)
     steps = history["step"]
     if "psnr" in history:
@@ -43,7 +44,7 @@ def plot_fit_history(
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
-    fig.savefig(path)
+    save_figure(fig, path)
     plt.close(fig)
     return path
 
@@ -58,7 +59,6 @@ def plot_sparsity_curves(
 ) -> Path:
     """PSNR against sparsity (in %) for each labelled series, the dense prior as a line."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=120)
     for label, (sparsity, values) in series.items():
         ax.plot([100 * s for s in sparsity], values, marker="o", ms=3.5, lw=1.2, label=label)
@@ -70,7 +70,7 @@ def plot_sparsity_curves(
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path)
+    save_figure(fig, path)
     plt.close(fig)
     return path
 
@@ -88,7 +88,6 @@ def plot_heatmap(
     import numpy as np
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     data = np.array(values, dtype=float)
     fig, ax = plt.subplots(figsize=(1.6 + 1.3 * len(cols), 1.2 + 0.6 * len(rows)), dpi=120)
     im = ax.imshow(data, cmap="viridis", aspect="auto")
@@ -102,7 +101,7 @@ def plot_heatmap(
     fig.colorbar(im, ax=ax, label=label)
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
-    fig.savefig(path)
+    save_figure(fig, path)
     plt.close(fig)
     return path
 
@@ -113,7 +112,6 @@ def plot_method_bars(
 ) -> Path:
     """One bar per method (mean, with the spread over seeds as an error bar)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     fig, ax = plt.subplots(figsize=(1.5 + 1.0 * len(rows), 4.0), dpi=120)
     values = [r[key] for r in rows]
     errors = [r[err_key] for r in rows] if err_key else None
@@ -129,6 +127,6 @@ def plot_method_bars(
     ax.set_title(title, fontsize=10)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path)
+    save_figure(fig, path)
     plt.close(fig)
     return path

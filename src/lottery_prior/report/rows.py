@@ -12,6 +12,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from lottery_prior.errors import LipError
+from lottery_prior.finders import method_title
 
 # The columns the report cannot do without.
 REQUIRED = ("kind", "image", "task", "method", "requested_sparsity", "sparsity", "parameters",
@@ -30,10 +31,23 @@ SCOPE_COLUMNS = ("task", "sigma", "mask", "keep", "factor", "size", "steps", "lr
 SETTING_COLUMNS = ("image", "task", "sigma", "mask", "keep", "factor", "size", "noise_seed",
                    "model", "model_options", "steps", "lr", "input_noise", "fast", "imp",
                    "seed", "method", "requested_sparsity", "metric", "machine", "version")
+KINDS = ("fit", "transfer")
+# Required columns that may be empty (a count the table does not know is shown as "—");
+# every other required column must hold a value of its type in every row.
+NULLABLE = {"sparsity", "parameters"}
+# Scores: a NaN or infinite value is a fit that diverged, kept as such (never as missing).
+SCORE_FIELDS = ("psnr_final", "psnr_averaged", "psnr_peak_iterate", "psnr_peak_averaged",
+                 "psnr_stopped", "ssim_averaged")
+
+
 def read_results(path: str | Path) -> list[dict]:
     """The rows of a results table: ``path`` is a results folder (``results.parquet``, else
     ``results.csv``) or one of those files. Raises ``LipError`` (one line) for a missing,
-    empty or unreadable file or one without the columns in ``REQUIRED``."""
+    empty or unreadable file, one without the columns in ``REQUIRED``, or a row whose value
+    in one of them is missing or of the wrong type (naming the row and the column).
+
+    Missing values are None; a NaN or infinite score stays NaN or infinite (a diverged fit,
+    see :func:`diverged`), so that it is counted, never dropped in silence."""
     path = Path(path)
     if path.is_dir():
         for name in ("results.parquet", "results.csv"):
@@ -55,7 +69,36 @@ def read_results(path: str | Path) -> list[dict]:
     missing = [c for c in REQUIRED if c not in rows[0]]
     if missing:
         raise LipError(f"{path}: missing column(s) {', '.join(missing)}")
+    for i, row in enumerate(rows, 1):
+        for column, v in row.items():
+            problem = _value_problem(column, v)
+            if problem:
+                raise LipError(f"{path}: row {i}: {column} {problem}; fix or remove that row")
     return rows
+
+
+def _value_problem(column: str, v: object) -> str | None:
+    """What is wrong with a cell of a results table, or None."""
+    if v is None:
+        return "is missing" if column in REQUIRED and column not in NULLABLE else None
+    number = isinstance(v, int | float) and not isinstance(v, bool)
+    if column == "kind":
+        return None if v in KINDS else f"must be {' or '.join(KINDS)}, got {v!r}"
+    if column in ("image", "task", "method"):
+        return None if isinstance(v, str) and v else f"must be a non-empty text, got {v!r}"
+    if column in INT_COLUMNS:
+        if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+            return f"must be a whole number >= 0, got {v!r}"
+        return None
+    if column in ("requested_sparsity", "sparsity"):
+        if not number or not 0 <= v <= 1:
+            return f"must be a number in [0, 1], got {v!r}"
+        return None
+    if column in FLOAT_COLUMNS and not number:
+        return f"must be a number, got {v!r}"
+    if column in BOOL_COLUMNS and not isinstance(v, bool):
+        return f"must be true or false, got {v!r}"
+    return None
 
 
 def _read_parquet(path: Path) -> list[dict]:
@@ -78,10 +121,21 @@ def _read_csv(path: Path) -> list[dict]:
         raise LipError(f"{path}: not a readable CSV file ({_first_line(e)})") from None
     if columns is None:
         raise LipError(f"{path}: the results table is empty")
-    try:
-        return [_clean({k: _parse(k, v) for k, v in r.items() if k is not None}) for r in rows]
-    except ValueError as e:
-        raise LipError(f"{path}: {e}") from None
+    out = []
+    for i, r in enumerate(rows, 1):
+        if None in r:
+            raise LipError(f"{path}: row {i} has {len(columns) + len(r[None])} fields, the "
+                           f"header {len(columns)}; fix or remove that row")
+        absent = [k for k, v in r.items() if v is None]
+        if absent:
+            shown = ", ".join(absent[:10]) + (" …" if len(absent) > 10 else "")
+            raise LipError(f"{path}: row {i} has {len(columns) - len(absent)} of the header's "
+                           f"{len(columns)} fields (missing {shown}); fix or remove that row")
+        try:
+            out.append(_clean({k: _parse(k, v) for k, v in r.items()}))
+        except ValueError as e:
+            raise LipError(f"{path}: row {i}: {e}; fix or remove that row") from None
+    return out
 
 
 def _parse(column: str, text: str | None) -> object:
@@ -89,19 +143,55 @@ def _parse(column: str, text: str | None) -> object:
         return None
     try:
         if column in INT_COLUMNS:
-            return int(float(text))
+            number = float(text)
+            if not number.is_integer():
+                raise ValueError
+            return int(number)
         if column in FLOAT_COLUMNS:
             return float(text)
-    except ValueError:
-        raise ValueError(f"column {column}: {text!r} is not a number") from None
+    except (ValueError, OverflowError):
+        kind = "a whole number" if column in INT_COLUMNS else "a number"
+        raise ValueError(f"{column} must be {kind}, got {text!r}") from None
     if column in BOOL_COLUMNS:
         return text.strip().lower() in ("true", "1", "yes")
     return text
 
 
 def _clean(row: dict) -> dict:
-    """NaN scores as None, so 'missing' has one spelling."""
-    return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()}
+    """One spelling per value: a NaN outside the score columns (how pandas writes a missing
+    value) is None; numbers of float columns are floats, whole floats of int columns ints.
+    A NaN or infinite score stays as it is: a diverged fit, not a missing one."""
+    out = {}
+    for k, v in row.items():
+        if isinstance(v, float) and math.isnan(v) and k not in FLOAT_COLUMNS:
+            v = None
+        elif k in FLOAT_COLUMNS and isinstance(v, int) and not isinstance(v, bool):
+            v = float(v)
+        elif k in INT_COLUMNS and isinstance(v, float) and v.is_integer():
+            v = int(v)
+        out[k] = v
+    return out
+
+
+def diverged(rows: Iterable[dict], column: str = "psnr_averaged") -> list[dict]:
+    """The rows whose score in ``column`` is NaN or infinite: fits that diverged."""
+    return [r for r in rows if isinstance(r.get(column), float)
+            and not math.isfinite(r[column])]
+
+
+def describe_fit(row: dict, *, scope: str | None = None, noise_seed: bool = False) -> str:
+    """A fit for people: ``ticket (IMP) at 50% on baby (seed 0)``."""
+    s = row.get("requested_sparsity")
+    at = f" at {100 * s:g}%" if row.get("method") != "dense" and isinstance(s, float) else ""
+    seeds = f"seed {row.get('seed')}" + (f", noise seed {row.get('noise_seed')}"
+                                         if noise_seed else "")
+    source = ""
+    if row.get("kind") == "transfer":
+        source = (f", transferred from {image_name(row.get('source_image'))} · "
+                  f"{row.get('source_task')}")
+    where = f" · {scope}" if scope else ""
+    return f"{method_title(row.get('method'))}{at} on {image_name(row.get('image'))}{where} " \
+           f"({seeds}{source})"
 
 
 def _first_line(e: BaseException) -> str:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import csv
+import io
 from collections.abc import Sequence
 from pathlib import Path
 
+from lottery_prior.files import write_text
 from lottery_prior.scores import SCORE_HEADINGS
 
 # Column -> heading in Markdown tables (CSV keeps the short names).
@@ -35,16 +37,17 @@ def _cell(value: object) -> str:
 
 
 def write_table(rows: Sequence[dict], path: str | Path) -> tuple[Path, Path]:
-    """Write ``rows`` (dicts with the same keys) to ``path.csv`` and ``path.md``."""
+    """Write ``rows`` (dicts with the same keys) to ``path.csv`` and ``path.md`` (each
+    atomically)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     columns = list(rows[0]) if rows else []
     csv_path, md_path = path.with_suffix(".csv"), path.with_suffix(".md")
-    with csv_path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
-    md_path.write_text(markdown_table(rows) + "\n")
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text(csv_path, text.getvalue())
+    write_text(md_path, markdown_table(rows) + "\n")
     return csv_path, md_path
 
 
