@@ -213,6 +213,12 @@ def test_claims_count_images_and_independent_draws():
     assert find(claims(ticket + random), "ticket > random pruning (global)").draws == 6
 
 
+def test_only_random_baselines_count_draws():
+    ticket = grid("ticket", lambda i, seed, s: 0.0)
+    decoder = grid("decoder", lambda i, seed, s: -1.0, mask_sha256="ones")
+    assert find(claims(ticket + decoder), "ticket > Deep Decoder").draws is None
+
+
 def test_a_decoder_fitted_with_its_own_settings_pairs_by_comparison():
     """The Deep Decoder row carries the settings it was fitted with (no input noise); it
     still pairs with its ticket: pairs are keyed by the comparison, not by setting columns."""

@@ -60,7 +60,7 @@ class Pair:
     image: str
     sparsity: float
     difference: float
-    draw: str | None = None  # identity of the second side's random draw (its mask), if known
+    draw: str | None = None  # identity of the second side's random draw (its mask), if any
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,7 @@ class Estimate:
     n: int  # units
     images: int
     pairs: int
-    draws: int | None  # independent draws on the second side (distinct masks), if known
+    draws: int | None  # independent random draws on the second side (distinct masks), if any
     mean: float | None
     low: float | None
     high: float | None

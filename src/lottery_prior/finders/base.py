@@ -103,6 +103,7 @@ class MaskFinder:
     structure: ClassVar[str] = "weights"  # IMP tickets it is matched to
     transferable: ClassVar[bool] = True  # its ticket is a mask of the run's network
     search_name: ClassVar[str | None] = None  # its name under `lip find --finder`, if any
+    random: ClassVar[bool] = False  # its mask is a random draw (claims count the draws)
     order: ClassVar[int] = 100  # its place in tables and legends
 
     @classmethod

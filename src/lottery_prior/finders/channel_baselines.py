@@ -24,6 +24,7 @@ class RandomChannels(MaskFinder):
     name = "random-channels"
     order = 10
     title = "random channels (ticket's counts)"
+    random = True
     structure = "channels"
 
     def find(self, match: Match, *, progress: Progress | None = None) -> Found:

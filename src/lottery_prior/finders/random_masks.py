@@ -16,6 +16,7 @@ class RandomGlobal(MaskFinder):
     name = "random"
     order = 3
     title = "random (global)"
+    random = True
 
     def find(self, match: Match, *, progress: Progress | None = None) -> Found:
         mask = random_mask(template(match), match.ticket.sparsity, mask_stream(match, self.name))
@@ -29,6 +30,7 @@ class RandomLayerwise(MaskFinder):
     name = "random-layerwise"
     order = 4
     title = "random (ticket's layer-wise ratios)"
+    random = True
 
     def find(self, match: Match, *, progress: Progress | None = None) -> Found:
         ticket = match.ticket

@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 
 from lottery_prior.errors import LipError
-from lottery_prior.finders import method_title
+from lottery_prior.finders import REGISTRY, method_title
 from lottery_prior.report.rows import (
     PROBLEM_COLUMNS,
     scope_labeller,
@@ -115,6 +115,7 @@ class Comparisons:
         ``sparse``), and a note on the fits left unpaired (no partner, or a non-finite
         score)."""
         out, unpaired, broken, diverged = [], 0, 0, 0
+        random = method in REGISTRY and REGISTRY[method].random  # its masks are draws
         for r in first:
             s = sparsity_key(r.get("requested_sparsity"))
             if self.key(r) is None:
@@ -132,7 +133,8 @@ class Comparisons:
                 diverged += a is None and isinstance(r.get(score), float)  # NaN or inf
                 continue
             unit = (self.scope(r), r.get("image"), r.get("seed"), r.get("noise_seed"))
-            out.append(Pair(unit, str(r.get("image")), s, a - b, other.get("mask_sha256")))
+            draw = other.get("mask_sha256") if random else None
+            out.append(Pair(unit, str(r.get("image")), s, a - b, draw))
         notes = []
         if unpaired:
             notes.append(f"{unpaired} fit(s) without a {method_title(method)} partner")

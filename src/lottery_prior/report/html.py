@@ -188,8 +188,9 @@ def _claims_section(rows: Sequence[dict], delta: float) -> dict:
         "fit was matched to, imp_run), at the same requested sparsity; only the method "
         "differs (a Deep Decoder is fitted with its own settings). The differences are "
         "averaged per unit (image × seed × noise seed, × task when pooled). The counts say "
-        "how many units, images and independent random draws (distinct masks of the second "
-        "side, where rows record them) stand behind each interval, with the matched pairs in "
+        "how many units, images and independent random draws (distinct masks of a random "
+        "baseline, where rows record them; — where the second side draws none) stand behind "
+        "each interval, with the matched pairs in "
         f"brackets. CI: {100 * CONFIDENCE:g}% Student t interval of the mean difference over "
         "the units; clustered by image: over the images' mean differences, the interval to "
         "trust when generalising to other images (wide with few images, none with one).",
