@@ -24,7 +24,9 @@ from lottery_prior.cli.args import (
     progress_from_args,
     search_stop_from_args,
 )
+from lottery_prior.compare import DEFAULT_CHANNEL_METHODS, DEFAULT_METHODS
 from lottery_prior.errors import LipError
+from lottery_prior.finders import REGISTRY, finder_names
 
 log = logging.getLogger("lottery_prior")
 
@@ -42,7 +44,7 @@ def add_find(sub: argparse._SubParsersAction) -> None:
         "binary mask, --target-sparsity or --penalty), then fitted like a ticket."))
     add_problem_args(p, many=True)
     add_fit_args(p)
-    p.add_argument("--finder", choices=("imp", "learned"), default="imp",
+    p.add_argument("--finder", choices=search_finders(), default="imp",
                    help="IMP with rewinding (default) or a mask learned at initialisation")
     add_imp_args(p)
     add_learn_args(p)
@@ -67,10 +69,10 @@ def add_compare(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--stop", choices=("wmv", "none"), default="none",
                    help="also report every method at the ES-WMV stop (no oracle)")
     p.add_argument("--methods", nargs="+", default=None, metavar="METHOD",
-                   help="ticket learned random random-layerwise magnitude snip grasp synflow "
-                   "decoder dense, and with --structured channels random-channels narrow "
-                   "unstructured (default: ticket random random-layerwise decoder dense; "
-                   "channels: ticket random-channels narrow unstructured dense)")
+                   help=f"{' '.join(finder_names(structure='weights'))}, and with --structured "
+                   f"channels {' '.join(channel_only())} (default: "
+                   f"{' '.join(DEFAULT_METHODS)}; channels: "
+                   f"{' '.join(DEFAULT_CHANNEL_METHODS)})")
     p.add_argument("--seeds", type=int, nargs="+", help="repeat with these seeds (default: --seed)")
     p.add_argument("--out", type=Path, help="output folder; IMP runs go in its runs/ "
                    "(default: lip-out/compare/<image>-<task>-<settings hash>)")
@@ -101,6 +103,16 @@ def add_demo(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, default=Path("lip-out/demo"), help="output folder")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(handler=cmd_demo)
+
+
+def channel_only() -> list[str]:
+    """The methods matched to channel tickets alone, from the registry."""
+    return [n for n in finder_names(structure="channels") if REGISTRY[n].structure == "channels"]
+
+
+def search_finders() -> list[str]:
+    """The finders that search on their own (``lip find --finder``), from the registry."""
+    return [c.search_name for c in REGISTRY.values() if c.search_name]
 
 
 def cmd_find(args: argparse.Namespace) -> None:
@@ -154,12 +166,7 @@ def find_learned(args: argparse.Namespace) -> None:
 
 
 def cmd_compare(args: argparse.Namespace) -> None:
-    from lottery_prior.compare import (
-        DEFAULT_CHANNEL_METHODS,
-        DEFAULT_METHODS,
-        check_comparison,
-        compare_methods,
-    )
+    from lottery_prior.compare import check_comparison, compare_methods
     from lottery_prior.finders import FinderOptions
     from lottery_prior.report.outputs import write_comparison, write_imp_report
 
