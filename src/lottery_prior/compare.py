@@ -24,7 +24,14 @@ import torch
 from lottery_prior.cost import step_flops
 from lottery_prior.errors import LipError
 from lottery_prior.files import copy_file
-from lottery_prior.finders import FinderOptions, Found, Match, finder_class, make_finder
+from lottery_prior.finders import (
+    FinderOptions,
+    Found,
+    MaskFinder,
+    Match,
+    finder_class,
+    make_finder,
+)
 from lottery_prior.fit import Callback, FitConfig
 from lottery_prior.images import save_image
 from lottery_prior.lottery import AVERAGED_PNG, ImpRun, evaluate_ticket, ticket_input
@@ -119,13 +126,10 @@ def fit_method(run: ImpRun, method: str, sparsity: float, *,
     """One method fitted on the run's own observation, matched to the run's finished round
     nearest ``sparsity``. ``output``: where to write the PNG of its averaged output after
     the last step."""
-    finder = make_finder(method, options)
-    if not finder.fits(run.imp.structure):
-        raise LipError(f"method {method!r} cannot be matched to a {run.imp.structure} ticket")
-    match = Match.of(run, sparsity)
-    found = finder.find(match, progress=progress)
+    finder = _finder(method, run, options)
+    found = finder.find(Match.of(run, sparsity), progress=progress)
     return _fit(method, found, finder.fit_config(run.fit_config), run.problem, run,
-                progress, output, own=True)
+                progress, output)
 
 
 def transfer_method(run: ImpRun, method: str, sparsity: float, target: Problem,
@@ -133,23 +137,31 @@ def transfer_method(run: ImpRun, method: str, sparsity: float, target: Problem,
                     progress: Progress | None = None, output: Path | None = None) -> MethodFit:
     """A method's ticket, found on the run's problem, retrained on ``target`` with
     ``config`` (the target task's fit settings)."""
-    finder = make_finder(method, options)
+    finder = _finder(method, run, options)
     if not finder.transferable:
         raise LipError(f"method {method!r} has no mask of the run's network to retrain; "
                        "choose a mask method")
     found = finder.find(Match.of(run, sparsity), progress=progress)
     found.record = None  # its own round's fit was on another problem
-    return _fit(method, found, finder.fit_config(config), target, run, progress, output,
-                own=False)
+    return _fit(method, found, finder.fit_config(config), target, run, progress, output)
+
+
+def _finder(method: str, run: ImpRun, options: FinderOptions | None) -> MaskFinder:
+    finder = make_finder(method, options)
+    if not finder.fits(run.imp.structure):
+        raise LipError(f"method {method!r} cannot be matched to a {run.imp.structure} ticket")
+    return finder
 
 
 def _fit(method: str, found: Found, config: FitConfig, problem: Problem, run: ImpRun,
-         progress: Progress | None, output: Path | None, own: bool) -> MethodFit:
+         progress: Progress | None, output: Path | None) -> MethodFit:
+    """Fit what was found on ``problem`` (or take the IMP round's own fit when that is
+    exactly it), scored like every other method."""
     ticket = found.ticket
-    model, mask, z, _ = ticket_input(ticket, problem, config.seed)
+    model, _, z, _ = ticket_input(ticket, problem, config.seed)
     flops = step_flops(model, z) if run.imp.channels else None
     parameters = parameter_count(ticket.build(), ticket.mask)
-    record = found.record if own else None
+    record = found.record
     if record is not None:  # the round's own fit on this observation, in full
         if output is not None:
             copy_file(run.round_dir(record["round"]) / AVERAGED_PNG, output)
