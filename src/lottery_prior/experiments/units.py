@@ -108,7 +108,7 @@ def expand(spec: Spec, root: Path) -> Plan:
                     plan.units.append(search)
                     learns = learned[search.id] = _learn_units(spec, search)
                     plan.units += learns.values()
-                    plan.units += _fit_units(plan, spec, search, learns)
+                    plan.units += _fit_units(spec, search, learns)
     for (image, task, noise_seed, seed), search in searches.items():
         for t_image, t_task in _transfer_targets(spec, image, task):
             target = searches[(t_image, t_task, noise_seed, seed)]
@@ -181,7 +181,7 @@ def _needs(search: Unit, learns: dict[float, Unit], method: str, sparsity: float
     return (search.id, learns[sparsity].id) if method == "learned" else (search.id,)
 
 
-def _fit_units(plan: Plan, spec: Spec, search: Unit, learns: dict[float, Unit]) -> list[Unit]:
+def _fit_units(spec: Spec, search: Unit, learns: dict[float, Unit]) -> list[Unit]:
     units = []
     for method in spec.methods:
         for s in [0.0] if method == "dense" else spec.sparsities:
