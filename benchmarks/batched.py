@@ -68,7 +68,8 @@ def main() -> None:
     args = ap.parse_args()
     device = select_device(args.device)
     options = {"width": args.width, "scales": args.scales}
-    config = FitConfig(steps=args.warmup + args.steps + 1, fast=args.fast, device=str(device))
+    config = FitConfig(steps=args.warmup + args.steps + 1,
+                       precision="bf16" if args.fast else "fp32", device=str(device))
     print(f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"dip width {args.width} scales {args.scales}, fast={args.fast}, "
           f"median of {args.steps} steps after {args.warmup}, best of {args.repeats}")

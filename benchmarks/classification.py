@@ -119,7 +119,7 @@ def main() -> None:
     for image in args.images:
         problem = make_problem(image, "denoise", sigma=25, size=args.size)
         fit_config = FitConfig(steps=args.steps, input_noise=TASK_DEFAULTS["denoise"][
-            "input_noise"], fast=True, seed=0)
+            "input_noise"], precision="bf16", seed=0)
         run = ImpRun(problem, "dip", options, fit_config,
                      ImpConfig(rounds=args.rounds, search_steps=args.search_steps),
                      root=args.work / "prior")
@@ -176,7 +176,7 @@ def main() -> None:
     for name, problem in problems:
         task = problem.task
         fit_config = FitConfig(steps=args.steps, input_noise=TASK_DEFAULTS[task]["input_noise"],
-                               fast=True)
+                               precision="bf16")
         for seed in args.seeds:
             key = f"{cls_run.folder.name}|{prior.folder.name}|{name}|{args.steps}|{seed}"
             if key not in cached:

@@ -96,7 +96,8 @@ def run_image(
     callbacks = [watch] if quiet else [watch, ProgressBar(image, every=50, leave=False)]
     result = fit(
         model, z, problem.operator, problem.observation, clean=problem.clean, mask=mask,
-        config=FitConfig(steps=steps, fast=fast, device=device, seed=seed), callbacks=callbacks,
+        config=FitConfig(steps=steps, precision="bf16" if fast else "fp32", device=device,
+                         seed=seed), callbacks=callbacks,
     )
     for cb in callbacks:
         if isinstance(cb, ProgressBar):

@@ -78,7 +78,7 @@ def main() -> None:
                  "sparsities": args.sparsities, "methods": list(METHODS)},
         "task": [{"name": "denoise", "sigma": args.sigma}],
         "model": {"options": {"width": args.width}},
-        "fit": {"steps": args.steps, "fast": True},
+        "fit": {"steps": args.steps, "precision": "bf16"},
         "imp": {"search_steps": 100},
         "learned": learned,
         "transfer": {"sparsities": args.sparsities, "across_images": True,
@@ -151,7 +151,7 @@ def step_ms(image: str, size: int, width: int, sigma: float, steps: int = 50,
     run, and of a mask-learning step, measured alternately in this process on one thread."""
     torch.set_num_threads(1)
     problem = make_problem(image, "denoise", sigma=sigma, size=size)
-    config = FitConfig(steps=steps, fast=True)
+    config = FitConfig(steps=steps, precision="bf16")
     times: dict[str, list[float]] = {"imp": [], "learned": []}
     for _ in range(repeats):
         model, z = build_prior("dip", {"width": width}, problem)

@@ -64,7 +64,8 @@ def main() -> None:
         problem = make_problem(image, "denoise", sigma=args.sigma, size=args.size)
         for seed in args.seeds:
             run = ImpRun(problem, "dip", {"width": args.width},
-                         FitConfig(steps=args.steps, fast=not args.fp32, seed=seed),
+                         FitConfig(steps=args.steps, precision="fp32" if args.fp32 else "bf16",
+                                   seed=seed),
                          ImpConfig(rounds=args.rounds, **search),
                          root=args.out / "runs")
             for fitted in compare_methods(run, 1 - 0.8**args.rounds, args.methods):

@@ -62,7 +62,7 @@ def main() -> None:
     results: dict[str, list[tuple[float, float, int, float, float]]] = {n: [] for n in variants}
     for seed in args.seeds:
         problem = make_problem(args.image, "denoise", size=args.size, noise_seed=0)
-        config = FitConfig(steps=args.steps, fast=not args.fp32, seed=seed)
+        config = FitConfig(steps=args.steps, precision="fp32" if args.fp32 else "bf16", seed=seed)
         for name, imp in variants.items():
             run = ImpRun(problem, "dip", {"width": args.width}, config, imp, root=args.out)
             start = time.perf_counter()

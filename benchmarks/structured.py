@@ -119,7 +119,7 @@ def _run_unit(job: tuple) -> str:
     from lottery_prior.scores import score_columns
 
     run = ImpRun(_problem(args, image), "dip", {"width": args.width},
-                 FitConfig(steps=args.steps, fast=True, seed=seed),
+                 FitConfig(steps=args.steps, precision="bf16", seed=seed),
                  ImpConfig(rounds=args.rounds, rate=args.rate, structure="channels",
                            channel_score=score),
                  root=args.out / "runs")
@@ -177,7 +177,8 @@ def measure_speed(args: argparse.Namespace, rows: list[dict]) -> list[dict]:
 
     torch.set_num_threads(1)
     from lottery_prior.channels import compact, kept_channels
-    from lottery_prior.cost import step_flops, step_ms
+    from lottery_prior.cost import step_flops
+    from lottery_prior.precision import step_ms
     from lottery_prior.fit import FitConfig
     from lottery_prior.lottery import ImpConfig, ImpRun
     from lottery_prior.models import create_model
@@ -186,7 +187,7 @@ def measure_speed(args: argparse.Namespace, rows: list[dict]) -> list[dict]:
     for image, seed in dict.fromkeys((r["image"], r["seed"]) for r in rows
                                      if r["method"] == "ticket"):
         run = ImpRun(_problem(args, image), "dip", {"width": args.width},
-                     FitConfig(steps=args.steps, fast=True, seed=seed),
+                     FitConfig(steps=args.steps, precision="bf16", seed=seed),
                      ImpConfig(rounds=args.rounds, rate=args.rate, structure="channels"),
                      root=args.out / "runs")
         for k in range(args.rounds + 1):
@@ -201,7 +202,8 @@ def measure_speed(args: argparse.Namespace, rows: list[dict]) -> list[dict]:
         nets[f"narrow {width}"] = (create_model("dip", width=width), z)
     out = []
     for key, (net, z) in nets.items():
-        fp32, fast = step_ms(net, z), step_ms(net, z, fast=True)
+        fp32 = step_ms(net, z, "fp32", steps=10, warmup=3)
+        fast = step_ms(net, z, "bf16", steps=10, warmup=3)
         out.append({"network": key, "gflop_step": round(step_flops(net, z) / 1e9, 2),
                     "ms_fp32": round(fp32, 1), "ms_fast": round(fast, 1)})
         print(f"speed: {key}: {fp32:.0f} ms fp32, {fast:.0f} ms fast", flush=True)

@@ -1,6 +1,7 @@
 """Shared fixtures: small deterministic test images, a seeded generator, the shared data folder."""
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,9 @@ from lottery_prior.images import data_root
 
 # The test networks are tiny: one thread is as fast as two and never oversubscribes the CPU.
 torch.set_num_threads(1)
+# precision auto measures once per machine and caches its choice: the tests keep their own
+# cache (so they never read or write the user's, and each session measures afresh)
+os.environ["LIP_CACHE"] = tempfile.mkdtemp(prefix="lip-cache-")
 
 HEIGHT, WIDTH = 48, 80  # not square, H and W divisible by 2, 4, 8 and 16 (not by 32)
 

@@ -19,13 +19,14 @@ from lottery_prior.channels import (
 )
 from lottery_prior.cli import main
 from lottery_prior.compare import check_comparison, fit_method
-from lottery_prior.cost import step_flops, step_ms
+from lottery_prior.cost import step_flops
 from lottery_prior.errors import LipError
 from lottery_prior.finders import Match, make_finder
 from lottery_prior.fit import FitConfig, fit
 from lottery_prior.lottery import ImpConfig, ImpRun, evaluate_ticket
 from lottery_prior.masks import Mask
 from lottery_prior.models import create_model
+from lottery_prior.precision import step_ms
 from lottery_prior.problem import make_problem
 from lottery_prior.tickets import Ticket, parameter_count
 
@@ -213,7 +214,7 @@ def test_step_flops_counts_convs_and_shrinks_with_channels():
     z = z_for(model)
     small = compact(model, random_kept(model))
     assert step_flops(small, z) < step_flops(model, z)
-    assert step_ms(small, z, steps=2, warmup=1) > 0
+    assert step_ms(small, z, "fp32", steps=2, warmup=1) > 0
 
 
 def test_per_conv_widths_build_and_are_checked():

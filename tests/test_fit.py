@@ -65,7 +65,7 @@ def test_callback_can_stop_the_fit(problem):
 
 
 def test_fast_mode_runs_and_tracks_fp32(problem, result):
-    fast = tiny_fit(problem, fast=True)
+    fast = tiny_fit(problem, precision="bf16")
     assert abs(fast.scores["averaged"]["psnr"] - result.scores["averaged"]["psnr"]) < 1.0
 
 

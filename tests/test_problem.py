@@ -27,7 +27,7 @@ def test_a_fit_leaves_global_random_state_and_matmul_flags_alone():
     flags = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
     state = torch.get_rng_state()
     fit(model, z, problem.operator, problem.observation,
-        config=FitConfig(steps=3, fast=True, device="cpu"))
+        config=FitConfig(steps=3, precision="bf16", device="cpu"))
     assert torch.equal(torch.get_rng_state(), state)
     assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == flags
 
@@ -35,7 +35,7 @@ def test_a_fit_leaves_global_random_state_and_matmul_flags_alone():
 def test_the_deep_decoder_is_fitted_without_input_noise_wherever_it_is_fitted():
     assert model_fit_defaults("decoder") == {"input_noise": 0.0}
     assert model_fit_defaults("dip") == {}
-    args = argparse.Namespace(steps=None, lr=0.01, input_noise=None, fast=False, device=None,
+    args = argparse.Namespace(steps=None, lr=0.01, input_noise=None, precision="fp32", device=None,
                               seed=0)
     assert fit_config_from_args(args, "denoise", "decoder").input_noise == 0.0
     assert fit_config_from_args(args, "denoise", "dip").input_noise == 1 / 30

@@ -49,7 +49,7 @@ def make_results(folder: Path) -> list[dict]:
         rows.append({
             "unit": f"u{n}", "kind": kind, "image": image, "task": task, **settings,
             "size": 12, "noise_seed": 0, "model": "dip", "model_options": '{"width": 8}',
-            "steps": 100, "lr": 0.01, "input_noise": 0.03, "fast": True,
+            "steps": 100, "lr": 0.01, "input_noise": 0.03, "precision": "bf16",
             "imp": json.dumps({"rate": 0.2}), "imp_run": source, "target_run": search,
             "seed": seed,
             "method": method, "method_label": label or method, "requested_sparsity": s,

@@ -146,6 +146,7 @@ def test_rows_label_every_setting_and_score(tmp_path):
         assert r["psnr_averaged"] > 0 and r["psnr_peak_averaged"] >= r["psnr_averaged"] - 1e-9
         assert (tmp_path / r["output"]).is_file() and (tmp_path / r["clean"]).is_file()
         assert r["noise_seed"] == 0 and r["sigma"] == 25 and r["steps"] == 12
+        assert r["precision"] == "fp32" and r["device"]  # what ran, and on what
     ticket = [r for r in rows if r["method"] == "ticket"]
     assert sorted(r["requested_sparsity"] for r in ticket) == [0.2, 0.2, 0.5, 0.5]
     assert all(abs(r["sparsity"] - r["requested_sparsity"]) < 0.02 for r in ticket)
@@ -211,7 +212,11 @@ def test_the_committed_small_denoise_results_are_found_again(shared_data, monkey
     """The committed small denoising rows carry the ids the spec expands to today (fits,
     transfers and the searches they were matched to), so a rerun of the spec recomputes
     nothing, and their comparisons pair them."""
+    import lottery_prior.problem as problem_module
+
     monkeypatch.setenv("LIP_DATA", str(shared_data))
+    # they ran where precision auto is bf16 (native): resolve it so here too
+    monkeypatch.setattr(problem_module, "resolve", lambda *args, **kwargs: "bf16")
     root = Path(__file__).parent.parent
     rows = read_results(root / "benchmarks/results/paper_small/denoise/results.csv")
     plan = expand(load_spec(root / "experiments/paper/small/denoise.toml"), root / "unused")

@@ -33,15 +33,16 @@ from lottery_prior.fit import (
     FitConfig,
     FitResult,
     StepInfo,
-    _autocast,
     _perturbed,
     _scores,
     _Tracker,
     perturbation_generator,
+    run_mode,
     select_device,
 )
 from lottery_prior.masks import Mask
 from lottery_prior.metrics import psnr
+from lottery_prior.precision import device_name
 
 
 def _per_fit(name: str, values: Sequence | None, n: int) -> list:
@@ -120,6 +121,9 @@ def fit_batched(
             mask.check(model)
     cfg = config or FitConfig()
     device = select_device(cfg.device)
+    run = run_mode(cfg, device, models[0].to(device), zs[0].to(device))
+    if run.scaled:
+        raise LipError("a batched fit runs fp32 or bf16; fp16 needs loss scaling per network")
     for model, op in zip(models, operators, strict=True):
         model.to(device).train()
         op.to(device)
@@ -155,7 +159,7 @@ def fit_batched(
         for step in range(1, cfg.steps + 1):
             optimizer.zero_grad(set_to_none=True)
             net_input = _perturbed(z, eta, noise_gen, cfg.input_noise)
-            with _autocast(device, cfg.fast):
+            with run.autocast(device):
                 out = batched_forward(params, buffers, net_input)
             out = out.float()
             per_fit = zip(operators, out, ys, strict=True)
@@ -187,8 +191,8 @@ def fit_batched(
     for i, (clean, tracker) in enumerate(zip(cleans, trackers, strict=True)):
         result = FitResult(
             output=out[i].to("cpu", copy=True), averaged=averaged[i].to("cpu", copy=True),
-            steps=step, seconds=seconds,
-            history=tracker.history,
+            steps=step, seconds=seconds, history=tracker.history, precision=run.name,
+            device=device_name(device),
         )
         result.scores = _scores(result, clean, metric, tracker.peak, tracker.peak_avg, None)
         results.append(result)

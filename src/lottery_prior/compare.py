@@ -16,7 +16,7 @@ searching; a round fitted in full on the observation is reported as it was fitte
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -77,6 +77,8 @@ class MethodFit:
     sparsity: float
     parameters: int
     flops: int | None = None
+    precision: str = ""  # what ran
+    device: str = ""  # the CPU's or GPU's name
 
     @property
     def label(self) -> str:
@@ -100,12 +102,11 @@ class MethodFit:
         return out
 
     def settings(self) -> dict:
-        """The settings this fit actually ran with, and the identity of its network: the
-        model and options, the fit settings (not the device), the mask's content."""
+        """The network this fit actually ran: the model and its options, the mask's
+        content."""
         ticket = self.found.ticket
         return {"model": ticket.model_spec["name"],
                 "model_options": ticket.model_spec["options"],
-                "fit": asdict(self.config) | {"device": None},
                 "mask_sha256": mask_hash(ticket)}
 
 
@@ -166,13 +167,14 @@ def _fit(method: str, found: Found, config: FitConfig, problem: Problem, run: Im
         if output is not None:
             copy_file(run.round_dir(record["round"]) / AVERAGED_PNG, output)
         return MethodFit(method, found, config, record["scores"], record["seconds"],
-                         record["steps"], record["sparsity"], parameters, flops)
+                         record["steps"], record["sparsity"], parameters, flops,
+                         record.get("precision", config.precision), record.get("device", ""))
     result = evaluate_ticket(ticket, problem, config, stop=run.new_stop(),
                              callbacks=list(progress(found.label)) if progress else [])
     if output is not None:
         save_image(result.averaged, output)
     return MethodFit(method, found, config, result.scores, result.seconds, result.steps,
-                     ticket.sparsity, parameters, flops)
+                     ticket.sparsity, parameters, flops, result.precision, result.device)
 
 
 def mask_hash(ticket: Ticket) -> str:

@@ -15,7 +15,7 @@ image is known, every PSNR that is reported says which output it was measured on
 
 from __future__ import annotations
 
-import contextlib
+import copy
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -32,6 +32,7 @@ from lottery_prior.errors import LipError
 from lottery_prior.masks import masked_step
 from lottery_prior.metrics import psnr as rgb_psnr
 from lottery_prior.metrics import ssim
+from lottery_prior.precision import Mode, check_precision, device_name, mode, resolve
 
 
 @dataclass
@@ -42,7 +43,7 @@ class FitConfig:
     lr: float = 0.01
     input_noise: float = 1 / 30
     ema: float = 0.99
-    fast: bool = False
+    precision: str = "fp32"
     device: str | None = None
     seed: int = 0
 
@@ -52,11 +53,22 @@ class FitConfig:
         check_float("learning rate (lr)", self.lr, 0, low_open=True)
         check_float("input noise", self.input_noise, 0)
         check_float("ema weight", self.ema, 0, 1, high_open=True)
-        if not isinstance(self.fast, bool):
-            raise LipError(f"fast must be true or false, got {self.fast!r}")
+        check_precision(self.precision)
         if self.device is not None and not isinstance(self.device, str):
             raise LipError(f"device must be a name such as cpu or cuda, got {self.device!r}")
         check_seed("seed", self.seed)
+
+    def identity(self) -> dict:
+        """The settings as they name a run: never the device; the precision (concrete, once
+        ``auto`` is resolved: it changes the numbers) as runs of version 0.2 spelled fp32 and
+        bf16 (``fast`` false and true), so that their folders keep their names."""
+        out = asdict(self) | {"device": None}
+        precision = out.pop("precision")
+        if precision in ("fp32", "bf16"):
+            out["fast"] = precision == "bf16"
+        else:
+            out["precision"] = precision
+        return out
 
 
 @dataclass
@@ -107,6 +119,8 @@ class FitResult:
     scores: dict[str, dict[str, float | int | None]] = field(default_factory=dict)
     history: dict[str, list[float]] = field(default_factory=dict)
     stopped: Tensor | None = None
+    precision: str = "fp32"  # what ran (``auto`` resolved)
+    device: str = ""  # the CPU's or GPU's name
 
     @property
     def restored(self) -> Tensor:
@@ -114,8 +128,9 @@ class FitResult:
         return self.stopped if self.stopped is not None else self.averaged
 
     def summary(self) -> dict:
-        """JSON-ready scores and timing."""
-        return {"steps": self.steps, "seconds": round(self.seconds, 3), "scores": self.scores}
+        """JSON-ready scores, timing, and what the fit ran on."""
+        return {"steps": self.steps, "seconds": round(self.seconds, 3), "scores": self.scores,
+                "precision": self.precision, "device": self.device}
 
 
 def select_device(device: str | None = None) -> torch.device:
@@ -131,10 +146,13 @@ def select_device(device: str | None = None) -> torch.device:
     return dev
 
 
-def _autocast(device: torch.device, fast: bool) -> contextlib.AbstractContextManager:
-    if not fast:
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=torch.bfloat16)
+def run_mode(config: FitConfig, device: torch.device, model: nn.Module, z: Tensor) -> Mode:
+    """How a fit runs: the config's precision, ``auto`` resolved for this network and input
+    (measured on copies of them, once per machine)."""
+    spec = getattr(model, "spec", {"name": type(model).__name__, "options": {}})
+    name = resolve(config.precision, device, spec["name"], spec["options"],
+                   lambda: (copy.deepcopy(model), z.detach().clone()), tuple(z.shape[-2:]))
+    return mode(name, device)
 
 
 def perturbation_generator(seed: int, device: torch.device) -> torch.Generator:
@@ -176,9 +194,10 @@ def fit(
     """
     cfg = config or FitConfig()
     device = select_device(cfg.device)
-    fmt = torch.channels_last if cfg.fast else torch.contiguous_format
-    model.to(device=device, memory_format=fmt).train()
-    z = z.to(device=device, memory_format=fmt)
+    run = run_mode(cfg, device, model.to(device), z.to(device))
+    model.to(device=device, memory_format=run.memory_format).train()
+    z = z.to(device=device, memory_format=run.memory_format)
+    scaler = run.scaler(device)
     operator.to(device)
     y = observation.to(device)
     truth = clean.to(device) if clean is not None else None
@@ -197,14 +216,14 @@ def fit(
     for step in range(1, cfg.steps + 1):
         optimizer.zero_grad(set_to_none=True)
         net_input = _perturbed(z, eta, noise_gen, cfg.input_noise)
-        with _autocast(device, cfg.fast):
+        with run.autocast(device):
             out = model(net_input)
         out = out.float()
         loss = F.mse_loss(operator(out), y)
         if penalty is not None:
             loss = loss + penalty(model)
-        loss.backward()
-        masked_step(optimizer, model, mask)
+        (scaler.scale(loss) if scaler is not None else loss).backward()
+        masked_step(optimizer, model, mask, scaler)
 
         out = out.detach().contiguous()
         averaged = out if averaged is None else averaged * cfg.ema + out * (1 - cfg.ema)
@@ -222,7 +241,7 @@ def fit(
     assert averaged is not None
     result = FitResult(
         output=out.cpu(), averaged=averaged.cpu(), steps=step, seconds=seconds,
-        history=tracker.history,
+        history=tracker.history, precision=run.name, device=device_name(device),
     )
     if stop is not None and stop.best_output is not None:
         result.stopped = stop.best_output.detach().cpu()

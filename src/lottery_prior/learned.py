@@ -55,7 +55,7 @@ from lottery_prior.lottery import (
     ticket_input,
 )
 from lottery_prior.masks import Mask, weight_sparsity
-from lottery_prior.problem import Problem, build_prior
+from lottery_prior.problem import Problem, build_prior, resolved
 from lottery_prior.pruning import erk_counts, keep_counts, keep_highest
 from lottery_prior.runs import Run, digest, read_json
 from lottery_prior.scores import format_scores
@@ -265,6 +265,10 @@ class LearnedRun(Run):
     stop: str | None = None
     prefix: ClassVar[str] = "learned"
 
+    def __post_init__(self) -> None:
+        self.fit_config = resolved(self.fit_config, self.model_name, self.model_options,
+                                   self.problem)
+
     def identity(self) -> dict:
         """Everything that determines the run's results, every learning setting resolved."""
         return self._identity(replace(self.learn, steps=self.learn.n_steps))
@@ -281,7 +285,7 @@ class LearnedRun(Run):
             "finder": "learned",
             "problem": self.problem.describe(),
             "model": {"name": self.model_name, "options": self.model_options},
-            "fit": asdict(self.fit_config) | {"device": None},
+            "fit": self.fit_config.identity(),
             "learn": asdict(learn),
             "stop": self.stop,
         }

@@ -51,7 +51,7 @@ from lottery_prior.files import atomic_path, write_json
 from lottery_prior.fit import Callback, FitConfig, FitResult, StepInfo, StoppingRule, fit
 from lottery_prior.images import save_image
 from lottery_prior.masks import Mask, weight_sparsity
-from lottery_prior.problem import Problem, build_prior
+from lottery_prior.problem import Problem, build_prior, resolved
 from lottery_prior.pruning import magnitude_prune
 from lottery_prior.runs import Run, one_line, read_stage
 from lottery_prior.scores import format_scores
@@ -391,6 +391,8 @@ class ImpRun(ImpRounds):
         if self.imp.rewind_step > first:
             raise LipError(f"--rewind-step {self.imp.rewind_step} is past the end of round 0 "
                            f"(it can end at step {first}); rewind to a step <= {first}")
+        self.fit_config = resolved(self.fit_config, self.model_name, self.model_options,
+                                   self.problem)  # auto: what will run names the run
 
     def identity(self) -> dict:
         """Everything that determines the run's results: the problem's content, the model,
@@ -398,7 +400,7 @@ class ImpRun(ImpRounds):
         settings = {
             "problem": self.problem.describe(),
             "model": {"name": self.model_name, "options": self.model_options},
-            "fit": asdict(self.fit_config) | {"device": None},
+            "fit": self.fit_config.identity(),
             "imp": self.imp.hashed(),
             "stop": self.stop,
         }
@@ -573,6 +575,8 @@ def round_record(k: int, result: FitResult, mask: Mask, sparsity: float,
         "steps": result.steps,
         "seconds": round(result.seconds, 2),
         "scores": result.scores,
+        "precision": result.precision,
+        "device": result.device,
         "version": __version__,
     }
 

@@ -147,12 +147,18 @@ class Mask(Mapping[str, Tensor]):
             raise LipError(f"cannot read mask file {path}: {err}") from err
 
 
-def masked_step(optimizer: torch.optim.Optimizer, model: nn.Module, mask: Mask | None) -> None:
+def masked_step(optimizer: torch.optim.Optimizer, model: nn.Module, mask: Mask | None,
+                scaler: torch.amp.GradScaler | None = None) -> None:
     """One optimizer step that keeps pruned weights at exactly zero: their gradients are
-    zeroed first (so optimizer state never moves them), the weights masked after."""
+    zeroed first (so optimizer state never moves them), the weights masked after. With a
+    gradient scaler (fp16), the step goes through it (a step it skips changes nothing)."""
     if mask is not None:
         mask.apply_grad_(model)
-    optimizer.step()
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
     if mask is not None:
         mask.apply_(model)
 

@@ -9,17 +9,19 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor, nn
 
 from lottery_prior.checks import MAX_SIGMA, check_float, check_int, check_seed
 from lottery_prior.errors import LipError
+from lottery_prior.fit import FitConfig, select_device
 from lottery_prior.images import check_size_fits_memory, image_size, load_image
 from lottery_prior.metrics import psnr, psnr_y
 from lottery_prior.models import create_model
 from lottery_prior.operators import TASK_DEFAULTS, make_operator
+from lottery_prior.precision import resolve
 from lottery_prior.seeding import generator, seeded_global
 
 
@@ -134,6 +136,20 @@ def content_hash(t: Tensor) -> str:
     """A short hash of a tensor's values (its identity in run folders and random streams)."""
     data = t.detach().to("cpu", torch.float32).contiguous().numpy()
     return hashlib.sha256(str(data.shape).encode() + data.tobytes()).hexdigest()[:16]
+
+
+def resolved(config: FitConfig, model: str, options: dict | None,
+             problem: Problem) -> FitConfig:
+    """``config`` with its precision resolved for this network on this problem: ``auto``
+    becomes the precision measured fastest here (once per machine, then cached), so that a
+    run's identity holds what will run."""
+    if config.precision != "auto":
+        return config
+    device = select_device(config.device)
+    name = resolve("auto", device, model, dict(options or {}),
+                   lambda: build_prior(model, options, problem, seed=config.seed),
+                   problem.shape[1:])
+    return replace(config, precision=name)
 
 
 def build_prior(

@@ -2,7 +2,8 @@
 
 Each command group lives in its own module (:mod:`~lottery_prior.cli.restore`,
 :mod:`~lottery_prior.cli.tickets`, :mod:`~lottery_prior.cli.sweep`,
-:mod:`~lottery_prior.cli.gan`, :mod:`~lottery_prior.cli.classify`), which registers its
+:mod:`~lottery_prior.cli.gan`, :mod:`~lottery_prior.cli.classify`,
+:mod:`~lottery_prior.cli.doctor`), which registers its
 sub-commands and handles them; the options they share are in :mod:`~lottery_prior.cli.args`.
 
 Bad input (a ``LipError``) is reported on one line with exit status 2; Ctrl-C exits 130.
@@ -16,7 +17,7 @@ import sys
 from collections.abc import Sequence
 
 from lottery_prior import __version__
-from lottery_prior.cli import classify, gan, restore, sweep, tickets
+from lottery_prior.cli import classify, doctor, gan, restore, sweep, tickets
 from lottery_prior.errors import LipError
 
 
@@ -37,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     tickets.add_demo(sub)
     gan.add_gan(sub)
     classify.add_classify(sub)
+    doctor.add_doctor(sub)
     return parser
 
 

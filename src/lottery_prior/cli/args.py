@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from lottery_prior.errors import LipError
+from lottery_prior.precision import PRECISIONS
 from lottery_prior.stopping import KEEP, KEEP_DEFAULT, PATIENCE, WINDOW
 
 DEVICE_HELP = "cpu, cuda, cuda:N (default: CUDA if available)"
@@ -74,7 +75,13 @@ def add_optim_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, help="Adam steps (paper: 3000; 2000 for sr)")
     p.add_argument("--lr", type=float, default=0.01, help="Adam learning rate (0.01)")
     p.add_argument("--input-noise", type=float, help="std of the input perturbation (per task)")
-    p.add_argument("--fast", action="store_true", help="bf16 autocast + channels_last")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto",
+                   help="auto (default): the fastest precision on this machine, measured once "
+                   "per machine, network and size; fp32; fp32-cl (channels_last); bf16 "
+                   "(autocast: native on AMX, AVX-512 BF16 and Ampere+ GPUs, emulated and ~5x "
+                   "slower on AVX2-only CPUs); fp16 (CUDA, loss scaling)")
+    p.add_argument("--fast", dest="precision", action="store_const", const="auto",
+                   help="an alias of --precision auto (it meant bf16 before 0.3)")
     p.add_argument("--device", help=DEVICE_HELP)
     p.add_argument("--seed", type=int, default=0,
                    help="seed of the network: init, z, input perturbation (0)")
@@ -218,19 +225,23 @@ def named_problems_from_args(args: argparse.Namespace, images: Sequence[str]) ->
 def fit_config_from_args(args: argparse.Namespace, task: str, model: str = "dip"):
     """The fit settings: the task's defaults, then the model's own (the Deep Decoder has no
     input perturbation), then what the user set."""
-    from lottery_prior.fit import FitConfig
+    from lottery_prior.fit import FitConfig, select_device
     from lottery_prior.models import model_fit_defaults
     from lottery_prior.operators import TASK_DEFAULTS
+    from lottery_prior.precision import mode
 
     if task not in TASK_DEFAULTS:
         raise LipError(f"unknown task {task!r}; choose one of {', '.join(TASK_DEFAULTS)}")
     defaults = TASK_DEFAULTS[task] | model_fit_defaults(model)
     noise = getattr(args, "input_noise", None)
-    return FitConfig(
+    config = FitConfig(
         steps=defaults["steps"] if args.steps is None else args.steps, lr=args.lr,
         input_noise=defaults["input_noise"] if noise is None else noise,
-        fast=args.fast, device=args.device, seed=args.seed,
+        precision=args.precision, device=args.device, seed=args.seed,
     )
+    if config.precision != "auto":  # one this device cannot run is refused before any work
+        mode(config.precision, select_device(config.device))
+    return config
 
 
 def stop_from_args(args: argparse.Namespace):

@@ -63,7 +63,7 @@ def fit_and_report(args: argparse.Namespace, out: Path, problem, model, z, mask=
         "%s %s, %s: %s with %s parameters%s, %d steps%s", problem.image,
         "x".join(map(str, problem.shape[1:])), problem.task, model.spec["name"],
         f"{n_params:,}", f" (sparsity {mask.sparsity:.1%})" if mask is not None else "",
-        config.steps, " (fast mode)" if config.fast else "",
+        config.steps, f", precision {config.precision}",
     )
     bar = [] if args.quiet else [ProgressBar(desc=problem.task)]
     try:
@@ -83,6 +83,8 @@ def fit_and_report(args: argparse.Namespace, out: Path, problem, model, z, mask=
 
         print(f"{problem.metric_name}, {'observation:':<27} "
               f"{psnr(problem.observation, problem.clean):6.2f} dB")
+    ms = 1000 * result.seconds / result.steps
+    print(f"ran in {result.precision} on {result.device}: {ms:.0f} ms per step")
     print_scores(result.scores, problem.metric_name)
     if "stopped" in result.scores:
         s = result.scores["stopped"]

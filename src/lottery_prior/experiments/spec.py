@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import glob
 import json
+import logging
 import math
 import re
 from dataclasses import dataclass, field
@@ -77,6 +78,9 @@ from lottery_prior.images import (
 from lottery_prior.learned import MAX_PER_FILTER
 from lottery_prior.models import list_models
 from lottery_prior.operators import TASKS
+from lottery_prior.precision import PRECISIONS
+
+log = logging.getLogger("lottery_prior")
 
 TASK_KEYS = {"denoise": {"sigma"}, "inpaint": {"mask", "keep"}, "sr": {"factor"}}
 MAX_TASKS = 100  # [[task]] tables
@@ -242,7 +246,7 @@ def _parse(data: dict, name: str, source: Path | None) -> Spec:
     if not isinstance(options, dict):
         raise _SpecError("model.options", "must be a table, e.g. { width = 64 }")
 
-    fit = _settings(data, "fit", FIT_CHECKS)
+    fit = _precision(_settings(data, "fit", FIT_CHECKS))
     imp = _settings(data, "imp", IMP_CHECKS)
     learned = _settings(data, "learned", LEARNED_CHECKS)
     structure = imp.get("structure", "weights")
@@ -332,7 +336,8 @@ def _patterns(v: object) -> str | None:
 # Each settings table's keys and the check of each value (a function value -> problem).
 FIT_CHECKS = {
     "steps": _whole(1, MAX_STEPS), "lr": _real(0, low_open=True),
-    "input_noise": _real(0), "fast": _boolean, "stop": _choice("wmv", "none"),
+    "input_noise": _real(0), "precision": _choice(*PRECISIONS), "fast": _boolean,
+    "stop": _choice("wmv", "none"),
     "device": _device,
 }
 IMP_CHECKS = {
@@ -360,6 +365,19 @@ def _settings(data: dict, section: str, checks: dict) -> dict:
     for key, value in table.items():
         _check(checks[key](value), f"{section}.{key}")
     return table
+
+
+def _precision(fit: dict) -> dict:
+    """``fit.fast`` is an alias: true for ``precision = "auto"``, false for ``"fp32"``."""
+    if "fast" not in fit:
+        return fit
+    if "precision" in fit:
+        raise _SpecError("fit.fast", "give precision or fast (its old alias), not both")
+    fit = dict(fit)
+    fit["precision"] = "auto" if fit.pop("fast") else "fp32"
+    log.info("fit.fast is an alias of precision = %r (it meant bf16 before 0.3)",
+             fit["precision"])
+    return fit
 
 
 def _check_units(spec: Spec) -> None:

@@ -130,10 +130,11 @@ def _search_unit(plan: Plan, spec: Spec, problem_args: dict, seed: int, imp: Imp
     payload = {"problem": problem_args, "model": spec.model, "model_options": spec.model_options,
                "fit": _fit_settings(spec, problem_args["task"], seed), "imp": imp.hashed(),
                "stop": spec.fit.get("stop", "none")}
-    run = imp_run(payload, plan.root)
+    run = imp_run(payload, plan.root)  # its precision resolved here (auto: measured)
+    payload["fit"] = asdict(run.fit_config) | {"device": None}
     plan.runs[run.name] = run
     pixels = run.problem.shape[1] * run.problem.shape[2]
-    per_step = _seconds_per_step(spec, pixels)
+    per_step = _seconds_per_step(spec, pixels, run.fit_config.precision)
     payload["full_cost"] = run.fit_config.steps * per_step
     search_steps = sum(run.round_steps(k) for k in range(imp.n_rounds + 1))
     return Unit(run.name, "search", payload, cost=search_steps * per_step,
@@ -157,7 +158,7 @@ def _method_identity(spec: Spec, search: Unit, method: str, sparsity: float,
     finder = make_finder(method, _options(spec))
     config = finder.fit_config(FitConfig(**fit))
     return {"search": search.id, "method": method, "sparsity": sparsity,
-            "finder": finder.identity(sparsity), "fit": asdict(config) | {"device": None}}
+            "finder": finder.identity(sparsity), "fit": config.identity()}
 
 
 def _learn_units(spec: Spec, search: Unit) -> dict[float, Unit]:
@@ -227,11 +228,12 @@ def _fit_settings(spec: Spec, task: str, seed: int) -> dict:
     return asdict(config) | {"device": None}
 
 
-def _seconds_per_step(spec: Spec, pixels: int) -> float:
+def _seconds_per_step(spec: Spec, pixels: int, precision: str) -> float:
     """A rough cost model: the paper network (width 128) takes ~0.25 s per 128x128 step on
-    one CPU thread in fast mode, ~0.5 s in fp32; time grows with pixels and width squared."""
+    one CPU thread in bf16 (where it is native), ~0.5 s in fp32; time grows with pixels and
+    width squared."""
     width = spec.model_options.get("width", 128) if spec.model == "dip" else 64
-    base = 0.25 if spec.fit.get("fast") else 0.5
+    base = 0.25 if precision in ("bf16", "fp16") else 0.5
     return base * pixels / 128**2 * (width / 128) ** 2
 
 
@@ -313,7 +315,8 @@ def _row(unit: Unit, source: ImpRun, target: ImpRun, fit: MethodFit, output: Pat
         "model": used["model"], "model_options": json.dumps(used["model_options"],
                                                             sort_keys=True),
         "steps": fit.config.steps, "lr": fit.config.lr, "input_noise": fit.config.input_noise,
-        "fast": fit.config.fast, "imp": json.dumps(unit.payload["search"]["imp"], sort_keys=True),
+        "precision": fit.precision, "device": fit.device,
+        "imp": json.dumps(unit.payload["search"]["imp"], sort_keys=True),
         "imp_run": source.name, "target_run": target.name, "seed": fit.config.seed,
         "method": fit.method, "method_label": fit.label,
         "requested_sparsity": unit.payload["sparsity"], "sparsity": round(fit.sparsity, 4),

@@ -41,7 +41,7 @@ BASELINES = ("dense", "decoder", "random", "random-layerwise", "magnitude", "sni
              "synflow", "learned")
 # What a legacy transfer row (no target_run) shares with the target's own ticket.
 _TARGET_COLUMNS = (*PROBLEM_COLUMNS, "model", "model_options", "imp", "seed", "steps", "lr",
-                   "input_noise", "fast")
+                   "input_noise", "fast")  # the columns of version 0.2's tables
 
 
 @dataclass(frozen=True)
