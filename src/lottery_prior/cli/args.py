@@ -219,18 +219,10 @@ def fit_config_from_args(args: argparse.Namespace, task: str, model: str = "dip"
     """The fit settings: the task's defaults, then the model's own (the Deep Decoder has no
     input perturbation), then what the user set."""
     from lottery_prior.fit import FitConfig
-    from lottery_prior.models import model_fit_defaults
-    from lottery_prior.operators import TASK_DEFAULTS
 
-    if task not in TASK_DEFAULTS:
-        raise LipError(f"unknown task {task!r}; choose one of {', '.join(TASK_DEFAULTS)}")
-    defaults = TASK_DEFAULTS[task] | model_fit_defaults(model)
-    noise = getattr(args, "input_noise", None)
-    return FitConfig(
-        steps=defaults["steps"] if args.steps is None else args.steps, lr=args.lr,
-        input_noise=defaults["input_noise"] if noise is None else noise,
-        fast=args.fast, device=args.device, seed=args.seed,
-    )
+    return FitConfig.for_task(task, model, steps=args.steps, lr=args.lr,
+                              input_noise=getattr(args, "input_noise", None), fast=args.fast,
+                              device=args.device, seed=args.seed)
 
 
 def stop_from_args(args: argparse.Namespace):
