@@ -39,6 +39,7 @@ _PUBLIC: dict[str, str | tuple[str, str]] = {
     "FitConfig": "lottery_prior.fit",
     "FitResult": "lottery_prior.fit",
     "fit_prior": ("lottery_prior.fit", "fit"),
+    "make_stopping_rule": "lottery_prior.stopping",
     # tickets
     "ImpConfig": "lottery_prior.lottery",
     "ImpRun": "lottery_prior.lottery",
@@ -65,7 +66,8 @@ _PUBLIC: dict[str, str | tuple[str, str]] = {
 # the same names as _PUBLIC (a test checks), written out for tools that read __all__
 __all__ = [
     "__version__", "Problem", "make_problem", "build_prior", "load_image", "save_image", "psnr",
-    "create_model", "FitConfig", "FitResult", "fit_prior", "ImpConfig", "ImpRun", "find_ticket",
+    "create_model", "FitConfig", "FitResult", "fit_prior",
+    "make_stopping_rule", "ImpConfig", "ImpRun", "find_ticket",
     "Ticket", "load_ticket", "evaluate_ticket", "Mask", "LearnConfig", "compare_methods",
     "FinderOptions", "transfer", "MethodFit", "MaskFinder", "register_finder", "finder_names",
     "run_sweep", "write_report", "LipError",
@@ -86,6 +88,7 @@ if TYPE_CHECKING:  # what the lazy imports below resolve to, for type checkers a
     from lottery_prior.models import create_model
     from lottery_prior.problem import Problem, build_prior, make_problem
     from lottery_prior.report.html import write_report
+    from lottery_prior.stopping import make_stopping_rule
     from lottery_prior.tickets import Ticket
 
 
