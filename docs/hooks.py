@@ -98,6 +98,12 @@ def _command(parser: argparse.ArgumentParser, path: list[str], summary: str,
         _command(sub, [*path, name], helptext, lines)
 
 
+def _version() -> str:
+    from lottery_prior import __version__
+
+    return __version__
+
+
 def cli_reference() -> str:
     """Every command of ``lip`` with its usage and every option, from the parsers."""
     from lottery_prior.cli import build_parser
@@ -111,7 +117,8 @@ def cli_reference() -> str:
              "| command | what it does |", "|---|---|"]
     for name, helptext, _ in _subcommands(parser):
         lines.append(f"| [`lip {name}`](#lip-{name}) | {_cell(helptext)} |")
-    lines.append("")
+    lines += ["", "Options of `lip` itself: `-h`, `--help` (this list; `lip COMMAND --help` for "
+              "a command's) and `--version` (prints `lip " + _version() + "`).", ""]
     for name, helptext, sub in _subcommands(parser):
         _command(sub, [name], helptext, lines)
     return "\n".join(lines) + "\n"

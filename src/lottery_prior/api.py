@@ -72,7 +72,7 @@ def find_ticket(
     Returns:
         The finished run.
 
-    Example:
+    Examples:
         >>> import lottery_prior as lp
         >>> problem = lp.make_problem("builtin:astronaut", "denoise", size=32)
         >>> run = lp.find_ticket(problem, model_options={"width": 8, "scales": 2},
