@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import ast
 import os
-import re
 from pathlib import Path
 
 DOCS = Path(__file__).resolve().parent
@@ -27,8 +26,13 @@ FIGURES = "benchmarks/results"
 
 
 def _cell(text: object) -> str:
-    """Text for a Markdown table cell."""
-    return " ".join(str(text).split()).replace("|", "\\|")
+    """Text for a Markdown table cell: one line, pipes escaped, and ``<`` and ``>`` outside
+    code spans escaped (help texts say ``lip-out/fit/<image>-…``: raw, a browser reads
+    ``<image>`` as an image tag)."""
+    parts = " ".join(str(text).split()).replace("|", "\\|").split("`")
+    for i in range(0, len(parts), 2):
+        parts[i] = parts[i].replace("<", "&lt;").replace(">", "&gt;")
+    return "`".join(parts)
 
 
 # ---------------------------------------------------------------- CLI reference
