@@ -63,6 +63,19 @@ def _default(action: argparse.Action) -> str:
     return f"`{action.default}`"
 
 
+def _usage(parser: argparse.ArgumentParser) -> str:
+    """The usage line, wrapped at 88 columns whatever the terminal's width."""
+    saved = os.environ.get("COLUMNS")
+    os.environ["COLUMNS"] = "88"  # argparse's formatter reads the width from here
+    try:
+        return parser.format_usage().strip()
+    finally:
+        if saved is None:
+            del os.environ["COLUMNS"]
+        else:
+            os.environ["COLUMNS"] = saved
+
+
 def _subcommands(parser: argparse.ArgumentParser):
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
@@ -79,7 +92,7 @@ def _command(parser: argparse.ArgumentParser, path: list[str], summary: str,
         lines += [summary[0].upper() + summary[1:] + ".", ""]
     if parser.description:
         lines += [parser.description, ""]
-    usage = parser.format_usage().strip()
+    usage = _usage(parser)
     lines += ["```text", usage, "```", ""]
     subs = list(_subcommands(parser))
     for group in parser._action_groups:
@@ -112,7 +125,6 @@ def cli_reference() -> str:
     """Every command of ``lip`` with its usage and every option, from the parsers."""
     from lottery_prior.cli import build_parser
 
-    os.environ["COLUMNS"] = "100"  # argparse wraps usage lines at the terminal's width
     parser = build_parser()
     lines = ["# Command line", "",
              "Generated from the `lip` parsers (`lottery_prior.cli.build_parser`) when the "
