@@ -1,9 +1,10 @@
 """A tiny sweep and its report
 
 An experiment spec names a grid (images x tasks x methods x sparsities x seeds); a sweep
-runs every unit of it that is not done yet, and the report reads the results table:
-PSNR-vs-sparsity curves, image grids and the paper's claims with paired intervals. Run it
-again and nothing is recomputed.
+runs every unit of it that is not done yet, on one worker process per core, and the report
+reads the results table: the claims' verdicts, PSNR-vs-sparsity curves, image grids. Run it
+again and nothing is recomputed. (Worker processes import the script that started them, so
+a script that runs a sweep does it under `if __name__ == "__main__":`.)
 """
 
 import os
@@ -11,16 +12,14 @@ from pathlib import Path
 
 import lottery_prior as lp
 
-tiny = os.environ.get("LIP_EXAMPLE_TINY") == "1"
-out = Path(os.environ.get("LIP_EXAMPLE_OUT", "lip-out/examples/tiny_sweep"))
-out.mkdir(parents=True, exist_ok=True)
+TINY = os.environ.get("LIP_EXAMPLE_TINY") == "1"
+OUT = Path(os.environ.get("LIP_EXAMPLE_OUT", "lip-out/examples/tiny_sweep"))
 
-spec = out / "tiny.toml"
-spec.write_text(f"""
+SPEC = f"""
 name = "tiny"
 [grid]
 images = ["builtin:astronaut", "builtin:coffee"]
-size = {32 if tiny else 64}
+size = {32 if TINY else 64}
 seeds = [0, 1]
 sparsities = [0.5]
 methods = ["ticket", "random-layerwise", "decoder", "dense"]
@@ -28,16 +27,25 @@ methods = ["ticket", "random-layerwise", "decoder", "dense"]
 name = "denoise"
 sigma = 25
 [model]
-options = {{ width = {8 if tiny else 16}, scales = {2 if tiny else 4} }}
+options = {{ width = {8 if TINY else 16}, scales = {2 if TINY else 4} }}
 [fit]
-steps = {10 if tiny else 500}
+steps = {10 if TINY else 500}
 [imp]
-search_steps = {5 if tiny else 100}
+search_steps = {5 if TINY else 100}
 [transfer]
 sparsities = [0.5]
 across_images = true
-""")
+"""
 
-sweep = lp.run_sweep(spec, out / "results", workers=0 if tiny else None)
-paths = lp.write_report(sweep.out)
-print(f"{len(sweep.plan.units)} units; report: {paths['html']}")
+
+def main() -> None:
+    OUT.mkdir(parents=True, exist_ok=True)
+    spec = OUT / "tiny.toml"
+    spec.write_text(SPEC)
+    sweep = lp.run_sweep(spec, OUT / "results", workers=0 if TINY else None)
+    paths = lp.write_report(sweep.out)
+    print(f"{len(sweep.plan.units)} units; report: {paths['html']}")
+
+
+if __name__ == "__main__":
+    main()
