@@ -268,8 +268,57 @@ def test_report_from_a_minimal_table(tmp_path):
     paths = write_report(tmp_path / "results.parquet", tmp_path / "report")
     md = paths["markdown"].read_text()
     assert "lacks imp_run" in md and "No transfer fits" in md
-    assert "image missing" not in md  # (drawn inside the grid figure, not in the text)
-    assert any(k.startswith("figure:images-") for k in paths)
+    # no image files: one sentence, no grid of "image missing" boxes
+    assert not any(k.startswith("figure:images-") for k in paths)
+    assert "the image grids are left out" in md
+
+
+def test_report_starts_with_the_verdicts_and_one_figure(report):
+    """What a reader wants first: the claims' verdicts at a glance and one figure, before
+    the settings and the details."""
+    _, _, paths = report
+    html = paths["html"].read_text()
+    sections = re.findall(r'<section id="([^"]+)">', html)
+    assert sections[0] == "glance" and sections.index("settings") > 0
+    glance = html.split('<section id="glance">')[1].split("</section>")[0]
+    assert len(re.findall(r"<img ", glance)) == 1  # one figure: a PSNR-vs-sparsity curve
+    assert 'alt="baby' in glance
+    verdicts = re.findall(r'<td class="verdict-[^"]*">([^<]+)</td>', glance)
+    claims = {c for c in re.findall(r"<tr><td[^>]*>([^<]+)</td>", glance)}
+    assert len(claims) == 6 and "holds" in verdicts  # every claim of the paper, per task
+    assert len(verdicts) == len(re.findall(r"<tr><td", glance))
+    assert "units · images" not in glance  # the counts are in the details
+    md = paths["markdown"].read_text()
+    assert md.index("## At a glance") < md.index("## Settings") < md.index(
+        "## Claims of the paper")
+    # the first curve is not drawn twice: the curves section points to it
+    assert len(re.findall(r"curves-data-set5-baby-denoise", md)) == 1
+    assert "is at the top" in md
+
+
+def test_a_report_without_its_images_omits_the_grids_in_one_sentence(report, tmp_path):
+    """A report remade from a committed table (whose fit images are not in the repository)
+    says so once instead of drawing boxes that say "image missing"."""
+    folder, _, _ = report
+    table = tmp_path / "results.csv"
+    shutil.copy(folder / "results.csv", table)  # the table alone, as committed
+    paths = write_report(table, tmp_path / "report")
+    md, html = paths["markdown"].read_text(), paths["html"].read_text()
+    assert not any(k.startswith("figure:images-") for k in paths)
+    assert not list((tmp_path / "report" / "figures").glob("images-*"))
+    images = md.split("## Images")[1]
+    assert images.count("left out") == 1 and "![" not in images
+    assert "image missing" not in html + md
+    assert any(k.startswith("figure:curves-") for k in paths)  # the rest is all there
+    # one grid's images missing: that grid alone is left out, and named
+    (folder / "images" / "head-sr-clean.png").rename(tmp_path / "away.png")
+    try:
+        paths = write_report(folder, tmp_path / "partial")
+    finally:
+        (tmp_path / "away.png").rename(folder / "images" / "head-sr-clean.png")
+    grids = [k for k in paths if k.startswith("figure:images-")]
+    assert len(grids) == len(IMAGES) * len(TASKS) - 1
+    assert "Left out for want of their images: head · sr" in paths["markdown"].read_text()
 
 
 def test_decoder_k_from_the_label_or_options():

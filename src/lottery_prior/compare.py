@@ -113,8 +113,25 @@ class MethodFit:
 def compare_methods(run: ImpRun, sparsity: float, methods: Sequence[str], *,
                     options: FinderOptions | None = None,
                     progress: Progress | None = None) -> list[MethodFit]:
-    """Run (or resume) IMP far enough, then fit every method at the round nearest
-    ``sparsity``."""
+    """The ticket against other ways of choosing a network, at matched counted sparsity.
+
+    Runs (or resumes) IMP far enough, then fits every method at the run's round nearest
+    ``sparsity``: each is a name of the finder registry
+    (:data:`lottery_prior.finders.REGISTRY`: ``ticket``, ``dense``, ``random``,
+    ``random-layerwise``, ``snip``, ``decoder``, ...), fitted the same way on the run's own
+    observation.
+
+    Args:
+        run: an IMP run (:func:`lottery_prior.find_ticket`), finished or not.
+        sparsity: the sparsity to compare at, in (0, 1).
+        methods: the finders to fit, in order.
+        options: settings of the finders that take some (the ``learned`` method's).
+        progress: a factory of fit callbacks (``label -> [callback]``).
+
+    Returns:
+        One :class:`MethodFit` per method; ``fit.row()`` is its table row (method, counted
+        sparsity, parameters, labelled PSNRs, seconds).
+    """
     check_comparison(run.problem, sparsity, methods, run.imp.structure)
     run.run(progress)
     return [fit_method(run, method, sparsity, options=options, progress=progress)

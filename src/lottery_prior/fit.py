@@ -70,6 +70,29 @@ class FitConfig:
             out["precision"] = precision
         return out
 
+    @classmethod
+    def for_task(cls, task: str, model: str = "dip", **settings: object) -> FitConfig:
+        """The settings of a fit for ``task``: the task's defaults (3000 steps for denoising
+        and inpainting, 2000 for super-resolution, and its input perturbation), then the
+        model's own (the Deep Decoder fits without input perturbation), then ``settings``
+        (a ``None`` value keeps the default).
+
+        >>> FitConfig.for_task("sr", steps=500).input_noise
+        0.03
+        """
+        from lottery_prior.models import model_fit_defaults
+        from lottery_prior.operators import TASK_DEFAULTS
+
+        if not isinstance(task, str) or task not in TASK_DEFAULTS:
+            raise LipError(f"unknown task {task!r}; choose one of {', '.join(TASK_DEFAULTS)}")
+        defaults = TASK_DEFAULTS[task] | model_fit_defaults(model)
+        given = {k: v for k, v in settings.items() if v is not None}
+        fields = cls.__dataclass_fields__
+        unknown = sorted(set(given) - set(fields))
+        if unknown:
+            raise LipError(f"unknown fit setting {unknown[0]!r}; known: {', '.join(fields)}")
+        return cls(**({k: v for k, v in defaults.items() if k in fields} | given))
+
 
 @dataclass
 class StepInfo:

@@ -141,7 +141,16 @@ RULES = ("wmv", "fixed", "none")
 def make_stopping_rule(
     name: str | None, **options: int | str
 ) -> WindowedVariance | FixedStep | None:
-    """``"wmv"`` (options window, patience, keep), ``"fixed"`` (option step), or ``"none"``."""
+    """A stopping rule by name, for :func:`lottery_prior.fit_prior`'s ``stop``.
+
+    ``"wmv"`` is ES-WMV, the windowed-variance detector, which never sees the ground truth
+    (options ``window``, ``patience``, ``keep``: ``"mean"`` of the minimum-variance window,
+    or the ``"iterate"`` at its step); ``"fixed"`` stops at option ``step``; ``"none"``
+    (or None) never stops early and returns None.
+
+    >>> make_stopping_rule("wmv", patience=200).patience
+    200
+    """
     if name is None or name == "none":
         if options:
             raise LipError(f"stopping rule 'none' takes no options, got {sorted(options)}")

@@ -226,19 +226,11 @@ def fit_config_from_args(args: argparse.Namespace, task: str, model: str = "dip"
     """The fit settings: the task's defaults, then the model's own (the Deep Decoder has no
     input perturbation), then what the user set."""
     from lottery_prior.fit import FitConfig, select_device
-    from lottery_prior.models import model_fit_defaults
-    from lottery_prior.operators import TASK_DEFAULTS
     from lottery_prior.precision import mode
 
-    if task not in TASK_DEFAULTS:
-        raise LipError(f"unknown task {task!r}; choose one of {', '.join(TASK_DEFAULTS)}")
-    defaults = TASK_DEFAULTS[task] | model_fit_defaults(model)
-    noise = getattr(args, "input_noise", None)
-    config = FitConfig(
-        steps=defaults["steps"] if args.steps is None else args.steps, lr=args.lr,
-        input_noise=defaults["input_noise"] if noise is None else noise,
-        precision=args.precision, device=args.device, seed=args.seed,
-    )
+    config = FitConfig.for_task(task, model, steps=args.steps, lr=args.lr,
+                                input_noise=getattr(args, "input_noise", None),
+                                precision=args.precision, device=args.device, seed=args.seed)
     if config.precision != "auto":  # one this device cannot run is refused before any work
         mode(config.precision, select_device(config.device))
     return config

@@ -49,12 +49,14 @@ import json
 import logging
 import math
 import re
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import tomllib
 
+from lottery_prior.channels import CHANNEL_SCORES
 from lottery_prior.checks import (
     MAX_GRID,
     MAX_ROUNDS,
@@ -68,6 +70,7 @@ from lottery_prior.checks import (
 )
 from lottery_prior.errors import LipError
 from lottery_prior.finders import REGISTRY, finder_names
+from lottery_prior.fit import FitConfig
 from lottery_prior.images import (
     IMAGE_EXTENSIONS,
     check_size_fits_memory,
@@ -75,14 +78,14 @@ from lottery_prior.images import (
     inside_data_folder,
     memory_bytes,
 )
-from lottery_prior.learned import MAX_PER_FILTER
+from lottery_prior.learned import MAX_PER_FILTER, LearnConfig
+from lottery_prior.lottery import STRUCTURES, TARGETS, ImpConfig
 from lottery_prior.models import list_models
-from lottery_prior.operators import TASKS
+from lottery_prior.operators import TASK_DEFAULTS, TASKS
 from lottery_prior.precision import PRECISIONS
 
 log = logging.getLogger("lottery_prior")
 
-TASK_KEYS = {"denoise": {"sigma"}, "inpaint": {"mask", "keep"}, "sr": {"factor"}}
 MAX_TASKS = 100  # [[task]] tables
 MAX_SIZE = 65_536  # grid.size in pixels (and what memory allows)
 MAX_MODEL_WIDTH = 4096  # any whole-number model option (widths, channels)
@@ -206,16 +209,15 @@ def default_name(stem: str) -> str:
 
 
 def _parse(data: dict, name: str, source: Path | None) -> Spec:
-    _known("", data, {"name", "description", "grid", "task", "model", "fit", "imp", "learned",
-                      "transfer"})
+    _known("", data, set(TOP_KEYS) | {s for s in SECTIONS if s})
     spec_name = data.get("name", name)
     problem = name_problem(spec_name)
     if problem:
         raise _SpecError("name", problem)
-    if "description" in data and not isinstance(data["description"], str):
-        raise _SpecError("description", f"must be a string, got {show(data['description'])}")
+    if "description" in data:
+        _check(TOP_KEYS["description"](data["description"]), "description")
     grid = _table(data, "grid", required=True)
-    _known("grid", grid, {"images", "size", "seeds", "noise_seeds", "sparsities", "methods"})
+    _known("grid", grid, set(GRID_KEYS))
     images = _strings(grid, "grid.images", required=True)
     methods = _strings(grid, "grid.methods", required=True)
     sparsities = _sparsities(grid.get("sparsities"), "grid.sparsities", required=True)
@@ -223,7 +225,7 @@ def _parse(data: dict, name: str, source: Path | None) -> Spec:
     noise_seeds = _seeds(grid.get("noise_seeds", [0]), "grid.noise_seeds")
     size = grid.get("size")
     if size is not None:
-        _check(int_problem(size, 8, MAX_SIZE), "grid.size")
+        _check(GRID_KEYS["size"](size), "grid.size")
         try:
             check_size_fits_memory(size)
         except LipError as err:
@@ -237,11 +239,9 @@ def _parse(data: dict, name: str, source: Path | None) -> Spec:
     task_specs = [_task(t, f"task[{i}]") for i, t in enumerate(tasks)]
 
     model = _table(data, "model")
-    _known("model", model, {"name", "options"})
+    _known("model", model, set(MODEL_KEYS))
     model_name = model.get("name", "dip")
-    if not isinstance(model_name, str) or model_name not in list_models():
-        raise _SpecError("model.name", f"must be one of {', '.join(list_models())}, got "
-                         f"{show(model_name)}")
+    _check(MODEL_KEYS["name"](model_name), "model.name")
     options = model.get("options", {})
     if not isinstance(options, dict):
         raise _SpecError("model.options", "must be a table, e.g. { width = 64 }")
@@ -254,13 +254,12 @@ def _parse(data: dict, name: str, source: Path | None) -> Spec:
         _method(method, f"grid.methods[{i}]", structure)
 
     transfer = _table(data, "transfer")
-    _known("transfer", transfer, {"sparsities", "across_images", "across_tasks", "methods"})
+    _known("transfer", transfer, set(TRANSFER_KEYS))
     transfer_methods = _strings(transfer, "transfer.methods") or ["ticket"]
     for i, method in enumerate(transfer_methods):
         _method(method, f"transfer.methods[{i}]", structure, transfer=True)
     across_images = transfer.get("across_images", False)
-    if not isinstance(across_images, bool):
-        raise _SpecError("transfer.across_images", "must be true or false")
+    _check(TRANSFER_KEYS["across_images"](across_images), "transfer.across_images")
     pairs = transfer.get("across_tasks", [])
     names = [t.name for t in task_specs]
     if not isinstance(pairs, list):
@@ -294,24 +293,65 @@ def _check(problem: str | None, key: str) -> None:
         raise _SpecError(key, problem)
 
 
-def _whole(minimum: int, maximum: int | None = None):
-    return lambda v: int_problem(v, minimum, maximum)
+@dataclass(frozen=True)
+class Key:
+    """One key of a spec table: what it means, its type, bounds and default, and its check.
+
+    The validator checks values with it (``key(value)`` returns what is wrong, or None) and
+    the documentation's spec reference is generated from the same objects, so the two never
+    disagree. ``required`` keys have no default."""
+
+    type: str
+    doc: str
+    default: Any = None
+    bounds: str = ""
+    check: Callable[[object], str | None] | None = None
+    required: bool = False
+    tasks: tuple[str, ...] = ()  # task keys: the tasks that take it
+
+    def __call__(self, value: object) -> str | None:
+        return self.check(value) if self.check is not None else None
+
+    @property
+    def default_text(self) -> str:
+        """The default as the reference shows it."""
+        if self.required:
+            return "required"
+        if isinstance(self.default, str) and not self.default.startswith("="):
+            return self.default
+        value = self.default[1:] if isinstance(self.default, str) else self.default
+        return "`" + (json.dumps(value) if not isinstance(value, str) else value) + "`"
 
 
-def _real(low=None, high=None, **open_ends):
-    return lambda v: float_problem(v, low, high, **open_ends)
+def _whole(minimum: int, maximum: int | None, doc: str, default: Any = None) -> Key:
+    bounds = f"{minimum:,} to {maximum:,}" if maximum is not None else f">= {minimum:,}"
+    return Key("whole number", doc, default, bounds,
+               lambda v: int_problem(v, minimum, maximum))
 
 
-def _choice(*choices: str):
+def _real(low: float | None, high: float | None, doc: str, default: Any = None, *,
+          low_open: bool = False, high_open: bool = False) -> Key:
+    if high is None:
+        bounds = f"{'>' if low_open else '>='} {low:g}"
+    else:
+        bounds = (f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}")
+    return Key("number", doc, default, bounds,
+               lambda v: float_problem(v, low, high, low_open=low_open, high_open=high_open))
+
+
+def _choice(choices: Sequence[str], doc: str, default: Any = None) -> Key:
+    choices = tuple(choices)
+
     def problem(v: object) -> str | None:
         if not isinstance(v, str) or v not in choices:
             return f"must be {' or '.join(choices)}, got {show(v)}"
         return None
-    return problem
+    return Key("string", doc, default, " | ".join(choices), problem)
 
 
-def _boolean(v: object) -> str | None:
-    return None if isinstance(v, bool) else f"must be true or false, got {show(v)}"
+def _boolean(doc: str, default: bool = False) -> Key:
+    return Key("true or false", doc, f"={json.dumps(default)}", "",
+               lambda v: None if isinstance(v, bool) else f"must be true or false, got {show(v)}")
 
 
 def _device(v: object) -> str | None:
@@ -333,26 +373,137 @@ def _patterns(v: object) -> str | None:
     return None
 
 
-# Each settings table's keys and the check of each value (a function value -> problem).
+def _is_string(v: object) -> str | None:
+    return None if isinstance(v, str) else f"must be a string, got {show(v)}"
+
+
+def _field(cls: type, name: str) -> str:
+    """A dataclass field's default, as the reference shows it (read from the class)."""
+    return "=" + json.dumps(cls.__dataclass_fields__[name].default)
+
+
+_STEPS = ", ".join(f"{s['steps']} ({t})" for t, s in TASK_DEFAULTS.items())
+_NOISE = ", ".join(f"{s['input_noise']:.4g} ({t})" for t, s in TASK_DEFAULTS.items())
+
+# Each table's keys. The validator checks every value with its key, and the documentation
+# (the sweep-spec reference) is generated from these same tables.
+TOP_KEYS = {
+    "name": Key("string", "the sweep's name: it names the results folder "
+                "`lip-out/sweeps/<name>` (letters, digits, `-`, `_`, `.`, at most 100)",
+                "the file's stem", "a name", lambda v: name_problem(v)),
+    "description": Key("string", "free text, for people", "none", "", _is_string),
+}
+GRID_KEYS = {
+    "images": Key("list of strings", "image files, `builtin:NAME`, `data:REL`, or globs of "
+                  f"files or `data:` names (at most {MAX_GRID:,} images; `*_mask` files are "
+                  "left out)", required=True),
+    "size": _whole(8, MAX_SIZE, "centre-crop and resize every image to size x size first "
+                   "(and what memory allows)", "the image's own size"),
+    "seeds": Key("list of whole numbers", "network seeds (θ₀, z, input perturbation)",
+                 "=[0]", f"0 to 2**63 - 1, at most {MAX_GRID:,}"),
+    "noise_seeds": Key("list of whole numbers", "observation seeds (noise, Bernoulli masks)",
+                       "=[0]", f"0 to 2**63 - 1, at most {MAX_GRID:,}"),
+    "sparsities": Key("list of numbers", "sparsities every method is compared at",
+                      bounds=f"each in (0, 1), at most {MAX_GRID:,}", required=True),
+    "methods": Key("list of strings", "methods: names of the finder registry (see the "
+                   "finders table)", bounds="registered finders that suit imp.structure",
+                   required=True),
+}
+TASK_KEYS_DOC = {
+    "name": _choice(TASKS, "the task", None),
+    "sigma": _real(0, MAX_SIGMA, "noise level in 0-255 units", "=25", low_open=True),
+    "mask": Key("string", "inpainting mask: a file, a `data:` name, `text`, or a template "
+                "with `{image}` (each image's own mask, e.g. `{image}_mask`)",
+                "a Bernoulli mask (keep)", "not with keep"),
+    "keep": _real(0, 1, "inpainting: the fraction of pixels kept by a Bernoulli mask",
+                  "=0.5", low_open=True),
+    "factor": Key("whole number", "super-resolution factor", "=4", "2 | 4 | 8",
+                  lambda v: None if (isinstance(v, int) and not isinstance(v, bool)
+                                     and v in (2, 4, 8)) else
+                  f"must be 2, 4 or 8, got {show(v)}"),
+}
+TASK_KEYS_DOC = {k: (replace(key, required=True) if k == "name" else replace(
+    key, tasks=tuple(t for t, keys in {"denoise": {"sigma"}, "inpaint": {"mask", "keep"},
+                                       "sr": {"factor"}}.items() if k in keys)))
+                 for k, key in TASK_KEYS_DOC.items()}
+TASK_KEYS = {task: {k for k, key in TASK_KEYS_DOC.items() if task in key.tasks}
+             for task in TASKS}
+MODEL_KEYS = {
+    "name": _choice(list_models(), "the network", '="dip"'),
+    "options": Key("table", "the model's options, e.g. `{ width = 32, scales = 4 }` (whole "
+                   f"numbers at most {MAX_MODEL_WIDTH:,}; scales and layers at most "
+                   f"{MAX_MODEL_DEPTH}); the network must fit this machine's memory", "={}"),
+}
 FIT_CHECKS = {
-    "steps": _whole(1, MAX_STEPS), "lr": _real(0, low_open=True),
-    "input_noise": _real(0), "precision": _choice(*PRECISIONS), "fast": _boolean,
-    "stop": _choice("wmv", "none"),
-    "device": _device,
+    "steps": _whole(1, MAX_STEPS, "Adam steps of every fit", f"the task's: {_STEPS}"),
+    "lr": _real(0, None, "Adam learning rate", _field(FitConfig, "lr"), low_open=True),
+    "input_noise": _real(0, None, "std of the input perturbation",
+                         f"the task's: {_NOISE}; 0 for the Deep Decoder"),
+    "precision": _choice(PRECISIONS, "the precision of every fit: auto (the fastest here, "
+                         "measured once per machine, network and size), fp32, fp32-cl, bf16 "
+                         "(native on AMX, AVX-512 BF16 and Ampere+ GPUs), fp16 (CUDA)",
+                         _field(FitConfig, "precision")),
+    "fast": _boolean("an alias: true for precision = \"auto\", false for \"fp32\" (it meant "
+                     "bf16 before 0.3); not with precision"),
+    "stop": _choice(("wmv", "none"), "also score every fit at the ES-WMV stop (no oracle)",
+                    '="none"'),
+    "device": Key("string", "where every fit runs (`lip sweep --device` overrides it)",
+                  "CUDA if available", "cpu, cuda, cuda:N", _device),
 }
 IMP_CHECKS = {
-    "rate": _real(0, 1, low_open=True, high_open=True), "layerwise": _boolean,
-    "rewind_step": _whole(0, MAX_STEPS), "keep_dense": _patterns,
-    "target": _choice("observation", "clean"), "search_steps": _whole(1, MAX_STEPS),
-    "early_bird": _real(0, 1, low_open=True, high_open=True),
-    "early_bird_every": _whole(1, MAX_STEPS),
-    "structure": _choice("weights", "channels"), "channel_score": _choice("l1", "l2", "bn"),
+    "rate": _real(0, 1, "fraction of the remaining weights (or channels) pruned a round",
+                  _field(ImpConfig, "rate"), low_open=True, high_open=True),
+    "layerwise": _boolean("prune each layer by the rate instead of one global threshold",
+                          ImpConfig.layerwise),
+    "rewind_step": _whole(0, MAX_STEPS, "rewind to the dense fit's weights at this step "
+                          "(0: θ₀)", _field(ImpConfig, "rewind_step")),
+    "keep_dense": Key("list of strings", "glob patterns of weight names never pruned",
+                      "=[]", "at most 1000", _patterns),
+    "target": _choice(TARGETS, "what the search fits: the observation, or the clean image "
+                      "(the reference code's oracle; scores are still fits on the "
+                      "observation)", _field(ImpConfig, "target")),
+    "search_steps": _whole(1, MAX_STEPS, "steps of a searching round (the last round runs "
+                           "fit.steps)", "fit.steps"),
+    "early_bird": _real(0, 1, "end a searching round once its next mask changes by less than "
+                        "this fraction", "none", low_open=True, high_open=True),
+    "early_bird_every": _whole(1, MAX_STEPS, "steps between early-bird checks",
+                               _field(ImpConfig, "early_bird_every")),
+    "structure": _choice(STRUCTURES, "prune single weights or whole output channels",
+                         _field(ImpConfig, "structure")),
+    "channel_score": _choice(CHANNEL_SCORES, "how channels are ranked (structure = "
+                             "\"channels\")", _field(ImpConfig, "channel_score")),
 }
 LEARNED_CHECKS = {
-    "steps": _whole(1, MAX_STEPS), "lr": _real(0, low_open=True),
-    "temperature": _real(0, low_open=True), "kl": _real(0),
-    "allocation": _choice("global", "erk"), "per_filter": _whole(0, MAX_PER_FILTER),
+    "steps": _whole(1, MAX_STEPS, "mask-learning steps", "those of an IMP search with "
+                    "100-step rounds to the same sparsity"),
+    "lr": _real(0, None, "Adam learning rate of the mask logits", _field(LearnConfig, "lr"),
+                low_open=True),
+    "temperature": _real(0, None, "temperature of the binary concrete relaxation",
+                         _field(LearnConfig, "temperature"), low_open=True),
+    "kl": _real(0, None, "weight of the KL to Bernoulli(target density)",
+                _field(LearnConfig, "kl")),
+    "allocation": _choice(("global", "erk"), "rank logits over all layers, or within each "
+                          "layer with Erdős–Rényi-kernel budgets",
+                          _field(LearnConfig, "allocation")),
+    "per_filter": _whole(0, MAX_PER_FILTER, "weights every output filter keeps first",
+                         _field(LearnConfig, "per_filter")),
 }
+TRANSFER_KEYS = {
+    "sparsities": Key("list of numbers", "sparsities whose masks are transferred (required "
+                      "when anything is transferred)", "none",
+                      f"each in (0, 1), at most {MAX_GRID:,}"),
+    "across_images": _boolean("each image's mask retrained on every other image, same task"),
+    "across_tasks": Key("list of [from, to] pairs", "a mask found for one task retrained "
+                        "for another", "=[]", "tasks of the spec"),
+    "methods": Key("list of strings", "the masks transferred", "=[\"ticket\"]",
+                   "transferable finders"),
+}
+SECTIONS = {
+    "": TOP_KEYS, "grid": GRID_KEYS, "task": TASK_KEYS_DOC, "model": MODEL_KEYS,
+    "fit": FIT_CHECKS, "imp": IMP_CHECKS, "learned": LEARNED_CHECKS,
+    "transfer": TRANSFER_KEYS,
+}
+"""Every table of a spec and its keys (``task`` is the array of ``[[task]]`` tables)."""
 FIT_KEYS = set(FIT_CHECKS)
 IMP_KEYS = set(IMP_CHECKS)
 LEARNED_KEYS = set(LEARNED_CHECKS)
@@ -486,18 +637,11 @@ def _task(table: Any, key: str) -> TaskSpec:
     if not isinstance(table, dict):
         raise _SpecError(key, "must be a table with name = denoise|inpaint|sr")
     name = table.get("name")
-    if not isinstance(name, str) or name not in TASKS:
-        raise _SpecError(f"{key}.name", f"must be one of {', '.join(TASKS)}, got {show(name)}")
+    _check(TASK_KEYS_DOC["name"](name), f"{key}.name")
     _known(key, table, {"name"} | TASK_KEYS[name])
     settings = {k: v for k, v in table.items() if k != "name"}
-    if "sigma" in settings:
-        _check(float_problem(settings["sigma"], 0, MAX_SIGMA, low_open=True), f"{key}.sigma")
-    if "factor" in settings and (not isinstance(settings["factor"], int)
-                                 or isinstance(settings["factor"], bool)
-                                 or settings["factor"] not in (2, 4, 8)):
-        raise _SpecError(f"{key}.factor", f"must be 2, 4 or 8, got {show(settings['factor'])}")
-    if "keep" in settings:
-        _check(float_problem(settings["keep"], 0, 1, low_open=True), f"{key}.keep")
+    for k, value in settings.items():
+        _check(TASK_KEYS_DOC[k](value), f"{key}.{k}")
     if "mask" in settings and (not isinstance(settings["mask"], str) or not settings["mask"]):
         raise _SpecError(f"{key}.mask", "must be a mask file, data: name or \"text\" (a "
                          "string; {image} stands for each image), got "

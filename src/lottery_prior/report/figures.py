@@ -253,13 +253,15 @@ def _load(results_dir: Path, rel: object):
 
 
 def image_grids(rows: Sequence[dict], results_dir: str | Path, out_dir: str | Path, *,
-                sparsities: Sequence[float] | None = None, most: int = 4) -> list[Figure]:
+                sparsities: Sequence[float] | None = None, most: int = 4,
+                missing: list[str] | None = None) -> list[Figure]:
     """Per image and task, one row of images like the paper's Fig. 2: clean, observation,
     dense, tickets at ``sparsities`` (default: up to ``most`` spread over those run), the
     Deep Decoder (the one sized like the sparsest ticket shown), each titled with the PSNR
     of the image shown (the averaged output after the last step: the ``output`` PNG); for the
-    lowest network and noise seed. Images that cannot be read are drawn
-    as a labelled blank."""
+    lowest network and noise seed. A grid with an image that cannot be read (a report
+    remade from a results table without its ``images/`` folder) is left out, never drawn
+    with a blank: its image and task are appended to ``missing``, if given."""
     results_dir, out_dir = Path(results_dir), Path(out_dir)
     label = scope_labeller(rows)
     figures = []
@@ -307,16 +309,16 @@ def image_grids(rows: Sequence[dict], results_dir: str | Path, out_dir: str | Pa
             k = decoder_k(r)
             name = f"Deep Decoder k={k}" if k is not None else "Deep Decoder"
             panels.append((f"{name}\n{_weights(r)}\n{psnr(r)}", r.get("output")))
+        loaded = [_load(results_dir, rel) for _, rel in panels]
+        if any(pixels is None for pixels in loaded):
+            if missing is not None:
+                missing.append(f"{image_name(image)} · {scope}")
+            continue
         fig, axes = plt.subplots(1, len(panels), figsize=(1.55 * len(panels), 2.3), dpi=DPI,
                                  squeeze=False)
-        for ax, (title, rel) in zip(axes[0], panels, strict=True):
-            pixels = _load(results_dir, rel)
-            if pixels is None:
-                ax.text(0.5, 0.5, f"image missing:\n{rel}", ha="center", va="center",
-                        fontsize=7, wrap=True, transform=ax.transAxes)
-            else:
-                ax.imshow(pixels, cmap="gray" if pixels.ndim == 2 else None,
-                          vmin=0, vmax=255, interpolation="nearest")
+        for ax, (title, _), pixels in zip(axes[0], panels, loaded, strict=True):
+            ax.imshow(pixels, cmap="gray" if pixels.ndim == 2 else None,
+                      vmin=0, vmax=255, interpolation="nearest")
             ax.set_title(title, fontsize=7)
             ax.set_xticks([])
             ax.set_yticks([])

@@ -92,13 +92,18 @@ def build_context(rows: Sequence[dict], results_dir: Path, figure_dir: Path, *,
     scopes = list(dict.fromkeys(label(r) for r in rows))
     seeds = sorted({r.get("seed") for r in rows if r.get("seed") is not None})
     metric = metric_label(rows)
+    curves = _embed(sparsity_curves(rows, figure_dir))
+    missing: list[str] = []
+    grids = _embed(image_grids(rows, results_dir, figure_dir, missing=missing))
+    by_score, unpaired = _paired(claims_by_score, rows, delta)
     sections = [
+        _glance_section(by_score, unpaired, curves[:1]),
         {"id": "settings", "title": "Settings",
          "notes": [f"{len(rows)} fits ({sum(r.get('kind') == 'transfer' for r in rows)} "
                    f"transfers) on {len(images)} image(s), {len(scopes)} task setting(s), "
                    f"{len(seeds)} network seed(s). Every value each setting takes:"],
          "tables": [_table(settings_rows(rows))], "figures": []},
-        _claims_section(rows, delta),
+        _claims_section(by_score, unpaired, delta),
         {"id": "by-sparsity", "title": "Ticket against each baseline, per sparsity",
          "notes": [f"Paired difference ticket − baseline ({score_words('psnr_averaged')}) at "
                    "each requested sparsity, over image × seed × noise seed; threshold "
@@ -113,16 +118,19 @@ def build_context(rows: Sequence[dict], results_dir: Path, figure_dir: Path, *,
          "notes": ["Mean ± std over network and noise seeds; dense as a dashed line with its "
                    "band; the Deep Decoder as stars at 1 − its parameters / the dense "
                    "network's, labelled with its width k."],
-         "tables": [], "figures": _embed(sparsity_curves(rows, figure_dir))},
+         "tables": [], "figures": curves[1:]},
         {"id": "transfer", "title": "Transfer", "tables": [],
          "notes": [] if any(r.get("kind") == "transfer" for r in rows)
          else ["No transfer fits in these results."],
          "figures": _embed(transfer_heatmaps(rows, figure_dir))},
         {"id": "images", "title": "Images (as in the paper's Fig. 2)", "tables": [],
-         "notes": ["Each output is the averaged output after the last step; titles give its "
-                   "PSNR. Oracle scores (peaks) are in the tables, not in these images."],
-         "figures": _embed(image_grids(rows, results_dir, figure_dir))},
+         "notes": _image_notes(grids, missing), "figures": grids},
     ]
+    if curves:
+        curve_notes = next(s for s in sections if s["id"] == "curves")["notes"]
+        curve_notes.append(f"The first figure ({curves[0]['title']}) is at the top, under "
+                           "\"At a glance\"." if len(curves) > 1 else
+                           "The figure is at the top, under \"At a glance\".")
     warnings = diverged_notes(rows, label)
     if warnings:
         summary = next(s for s in sections if s["id"] == "summary")
@@ -174,9 +182,41 @@ def _paired(claims_of, rows: Sequence[dict], delta: float) -> tuple[object, str]
         return [], str(err)
 
 
-def _claims_section(rows: Sequence[dict], delta: float) -> dict:
+GLANCE_COLUMNS = ("claim", "task", "S (shown up to)", "difference (dB)",
+                  f"{100 * CONFIDENCE:g}% CI", "verdict")
+
+
+def _glance_section(by_score: dict | None, unpaired: str, figures: list[dict]) -> dict:
+    """What a reader wants first: the claims' verdicts on the first score (the averaged
+    output after the last step), one line each, and one figure; the details follow."""
+    notes, tables = [], []
+    if by_score:
+        score, items = next(iter(by_score.items()))
+        rows = [{k: r[k] for k in GLANCE_COLUMNS if k in r} for r in claim_rows(items)]
+        tables.append(_table(rows, title=f"The paper's claims on the {score_words(score)}"))
+        notes.append("Verdicts on the interval over units (image × seed × noise seed): holds, "
+                     "contradicted or not shown; how they are made, the counts behind each "
+                     "interval and the claims on the other scores are under \"Claims of the "
+                     "paper\".")
+    else:
+        notes.append(f"No claims: {unpaired}." if unpaired else "No scores to compare.")
+    return {"id": "glance", "title": "At a glance", "notes": notes, "tables": tables,
+            "figures": figures}
+
+
+def _image_notes(grids: list[dict], missing: list[str]) -> list[str]:
+    if missing and not grids:
+        return ["The fits' images are not beside these results (a report remade from a "
+                "results table alone), so the image grids are left out."]
+    notes = ["Each output is the averaged output after the last step; titles give its PSNR. "
+             "Oracle scores (peaks) are in the tables, not in these images."]
+    if missing:
+        notes.append(f"Left out for want of their images: {'; '.join(missing)}.")
+    return notes
+
+
+def _claims_section(by_score: dict | None, missing: str, delta: float) -> dict:
     tables = []
-    by_score, missing = _paired(claims_by_score, rows, delta)
     for score, items in (by_score or {}).items():
         oracle = " — an oracle: it needs the ground truth" if "oracle" in score_words(score) \
             else ""
