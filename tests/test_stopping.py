@@ -96,7 +96,8 @@ def test_reset_forgets_the_previous_fit():
 def test_rules_never_take_the_truth():
     for cls in (WindowedVariance, FixedStep):
         assert list(inspect.signature(cls.update).parameters) == ["self", "step", "output"]
-    assert set(inspect.signature(WindowedVariance).parameters) == {"window", "patience", "keep"}
+    assert set(inspect.signature(WindowedVariance).parameters) == {
+        "window", "patience", "keep", "rise", "relative_patience"}
     assert set(inspect.signature(FixedStep).parameters) == {"step"}
 
 
@@ -155,3 +156,111 @@ def test_tiny_fit_stops_early_with_the_detector():
     assert stopped["step"] == rule.best_step and "psnr" in stopped
     assert torch.equal(result.stopped, rule.best_output.cpu())
     assert result.restored is result.stopped
+
+
+# --- where the stop fired is recorded wherever a stopped score is -----------------------------
+
+def test_a_fit_records_where_the_stop_fired_and_the_rules_settings():
+    problem = make_problem("builtin:chelsea", "denoise", sigma=50, size=64, noise_seed=0)
+
+    def run_with(rule, steps):
+        model, z = build_prior("dip", {"width": 8, "scales": 3}, problem, seed=0)
+        return fit(model, z, problem.operator, problem.observation, clean=problem.clean,
+                   config=FitConfig(steps=steps, device="cpu", seed=0), stop=rule,
+                   run_past_stop=True).scores["stopped"]
+
+    stopped = run_with(make_stopping_rule("wmv", window=5, patience=4), 60)
+    assert stopped["fired"] and stopped["stop_step"] == stopped["step"] + 4  # ES-WMV: P checks
+    assert stopped["rule"] == {"rule": "wmv", "window": 5, "patience": 4, "keep": "mean"}
+    stopped = run_with(make_stopping_rule("wmv", window=5, patience=1000), 20)
+    assert stopped["fired"] is False and stopped["stop_step"] is None
+    assert stopped["step"] is not None  # its best output so far is what is kept
+
+
+# --- the default rule: a plateau or a shallow dip is not a minimum ----------------------------
+
+def variance_curve() -> list[float]:
+    """A synthetic windowed-variance curve: a shallow early dip (step 300) with a small bump
+    after it, a deeper minimum at step 1200, then the rise of a fit that fits the noise."""
+    import math
+
+    curve = []
+    for step in range(1, 2401):
+        if step <= 300:
+            v = 1.0 + 4.0 * (300 - step) / 300  # falling fast from 5 to the dip
+        elif step <= 500:
+            v = 1.0 + 0.05 * math.sin(math.pi * (step - 300) / 200)  # a bump of 5%
+        elif step <= 1200:
+            v = 1.0 - 0.4 * (step - 500) / 700  # down to the deeper minimum, 0.6
+        else:
+            v = 0.6 + 0.4 * (step - 1200) / 1200  # the noise is being fitted
+        curve.append(v)
+    return curve
+
+
+def replay(rule, curve) -> int | None:
+    for step, v in enumerate(curve, 1):
+        if rule.check(step, v):
+            return step
+    return None
+
+
+def test_a_shallow_early_dip_does_not_stop_the_default_rule():
+    curve = variance_curve()
+    old = make_stopping_rule("wmv")
+    assert replay(old, curve) == 300 + 200 and old.best_step == 300  # today's rule: the dip
+    new = make_stopping_rule("auto")
+    fired = replay(new, curve)
+    assert new.minimum_step == 1200 and fired is not None and fired > 1200
+    # it kept the end of the minimum's plateau: where the variance rose past the margin
+    rise = new.rise
+    assert curve[new.best_step - 1] <= 0.6 * (1 + rise) < curve[new.best_step]
+
+
+def test_a_plateau_never_stops_the_default_rule_and_its_last_output_is_kept():
+    import random
+
+    rng = random.Random(0)
+    curve = [5.0 - 4.0 * min(step, 400) / 400 + 0.02 * rng.random() for step in range(1, 3001)]
+    old, new = make_stopping_rule("wmv"), make_stopping_rule("auto")
+    assert replay(old, curve) is not None  # a noisy plateau: today's rule fires on it
+    assert replay(new, curve) is None and new.best_step > 2900
+
+
+def reference_es_wmv(outputs, window=100, patience=200):
+    """ES-WMV as before version 0.4, written out: the step it fires at, the kept step and the
+    mean of the window ending there."""
+    best, best_step, wait, kept = float("inf"), None, 0, None
+    for step in range(window, len(outputs) + 1):
+        stack = torch.stack([o.double().reshape(-1) for o in outputs[step - window: step]])
+        variance = float((stack - stack.mean(0)).square().sum(1).mean()) / stack.shape[1]
+        if variance < best:
+            best, best_step, wait, kept = variance, step, 0, stack.mean(0)
+            continue
+        wait += 1
+        if wait >= patience:
+            return step, best_step, kept
+    return None, best_step, kept
+
+
+def test_the_old_rule_is_still_selectable_and_gives_todays_numbers():
+    outputs = trajectory(420, 150, slope=0.002)
+    fired, kept_step, kept = reference_es_wmv(outputs, window=20, patience=50)
+    rule = make_stopping_rule("wmv", window=20, patience=50)
+    assert rule.settings() == {"rule": "wmv", "window": 20, "patience": 50, "keep": "mean"}
+    assert run(rule, outputs) == fired and rule.best_step == kept_step
+    assert torch.allclose(rule.best_output.double().reshape(-1), kept, atol=1e-6)
+    default = make_stopping_rule("wmv")
+    assert (default.window, default.patience, default.keep, default.rise) == (100, 200, "mean", 0)
+
+
+def test_replaying_recorded_variances_stops_where_the_fit_stopped():
+    """benchmarks/stopping.py scores rules by replaying recorded variances through check():
+    the same stop and the same kept step as the rule watching the outputs."""
+    outputs = trajectory(600, 200, slope=0.003)
+    online = make_stopping_rule("auto", window=20, patience=30)
+    fired = run(online, outputs)
+    again = make_stopping_rule("auto", window=20, patience=30)
+    recorded = zip(online.variance_steps, online.variances, strict=True)
+    stop = next((step for step, v in recorded if again.check(step, v)), None)
+    assert fired is not None and stop == fired and again.best_step == online.best_step

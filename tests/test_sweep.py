@@ -2,6 +2,7 @@
 without recomputing what finished, and worker processes give the same table."""
 
 import copy
+import json
 import re
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from lottery_prior.experiments.executor import run_local
 from lottery_prior.experiments.spec import load_spec, parse_spec
 from lottery_prior.experiments.store import Store
 from lottery_prior.experiments.units import expand
+from lottery_prior.finders import method_title
 from lottery_prior.learned import LearnConfig
 from lottery_prior.report.rows import read_results
 
@@ -477,3 +479,32 @@ def test_an_expensive_sweep_asks_first(tmp_path, monkeypatch, capsys):
     assert not (tmp_path / "res" / "units").exists()
     assert main([*args, "--confirm-hours", "0", "--yes"]) == 0
     assert main(args) == 0  # under the threshold: no question
+
+
+def test_rows_and_reports_say_where_the_stop_fired(tmp_path):
+    """Each row holds the step the automatic stop fired at (or none), whether it fired, the
+    rule's settings; the IMP records hold them too; the report shows the median stop step
+    and the worst loss against the averaged output's oracle peak, per method."""
+    from lottery_prior.report.html import summary_rows
+
+    spec = spec_with(grid__images=["builtin:coffee"], grid__sparsities=[0.2],
+                     grid__methods=["ticket", "dense"], fit__stop="wmv", fit__steps=110)
+    spec["task"] = [TINY["task"][0]]  # 110 steps: one check of the window of 100
+    del spec["transfer"]
+    plan = expand(parse_spec(spec), tmp_path)
+    run_local(plan, Store(tmp_path), workers=0, show=False)
+    rows = read_results(tmp_path)
+    assert rows and all(r["stop_rule"] == "wmv(window=100, patience=200, keep=mean)"
+                        and r["stop_fired"] is False and r["stop_step"] is None
+                        and 100 <= r["step_stopped"] <= 110 for r in rows)
+    record = next((tmp_path / "runs").glob("imp-*/round-01/record.json"))
+    assert {"stop_step", "fired", "rule"} <= set(json.loads(record.read_text())
+                                                 ["scores"]["stopped"])
+    fired = [r | {"stop_fired": True, "stop_step": 300 + 100 * i,
+                  "psnr_peak_averaged": r["psnr_stopped"] + i} for i, r in enumerate(rows)]
+    table = {r["method"]: r for r in summary_rows(fired)}
+    for i, row in enumerate(fired):
+        cells = table[method_title(row["method"])]
+        assert cells["stop step, median (fired)"] == f"{300 + 100 * i} (1 of 1)"
+        worst = cells["loss at the stop vs peak, averaged (median / worst, dB)"]
+        assert worst == f"{i:.2f} / {i:.2f}"

@@ -8,9 +8,10 @@ image is known, every PSNR that is reported says which output it was measured on
 * ``final``: the last iterate ``G(z + eta)`` after the last step;
 * ``averaged``: the moving average after the last step;
 * ``peak`` / ``peak_averaged``: the best PSNR over all steps (an oracle: it needs the truth);
-* ``stopped``: the output chosen by an automatic stopping rule (no truth needed); ``fired``
-  says whether the rule triggered or the steps ran out first (its best output so far), and
-  ``kept`` which output it is (``iterate``, or ``mean`` of ES-WMV's window).
+* ``stopped``: the output chosen by an automatic stopping rule (no truth needed): ``step`` is
+  the step of the output it kept, ``fired`` whether the rule triggered (at ``stop_step``) or
+  the steps ran out first (its best output so far, ``stop_step`` None), ``kept`` which output
+  it is (``iterate``, or ``mean`` of ES-WMV's window) and ``rule`` the rule's settings.
 """
 
 from __future__ import annotations
@@ -233,7 +234,7 @@ def fit(
 
     tracker = _Tracker(truth, metric)
     averaged: Tensor | None = None
-    stopped = False
+    fired_at: int | None = None  # the step at which the rule fired
     start = time.perf_counter()
     step = 0
     for step in range(1, cfg.steps + 1):
@@ -254,8 +255,8 @@ def fit(
         p, p_avg = tracker.record(step, loss_value, out, averaged)
         info = StepInfo(step, cfg.steps, loss_value, p, p_avg, model, out)
         halt = any([bool(cb(info)) for cb in callbacks])
-        if stop is not None and not stopped and stop.update(step, out):
-            stopped = True
+        if stop is not None and fired_at is None and stop.update(step, out):
+            fired_at = step
             halt = halt or not run_past_stop
         if halt:
             break
@@ -270,8 +271,9 @@ def fit(
         result.stopped = stop.best_output.detach().cpu()
     result.scores = _scores(result, clean, metric, tracker.peak, tracker.peak_avg, stop)
     if "stopped" in result.scores:
-        result.scores["stopped"]["fired"] = stopped
-        result.scores["stopped"]["kept"] = getattr(stop, "keep", "iterate")
+        result.scores["stopped"] |= {
+            "fired": fired_at is not None, "stop_step": fired_at,
+            "kept": getattr(stop, "keep", "iterate"), "rule": rule_settings(stop)}
     return result
 
 
@@ -335,6 +337,12 @@ def _scores(
     if result.stopped is not None and stop is not None:
         scores["stopped"] = score(result.stopped, stop.best_step)
     return scores
+
+
+def rule_settings(stop: StoppingRule | None) -> dict | None:
+    """A stopping rule's name and settings, as recorded beside its score."""
+    settings = getattr(stop, "settings", None)
+    return settings() if callable(settings) else None
 
 
 def config_dict(config: FitConfig) -> dict:

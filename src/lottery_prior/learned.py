@@ -60,7 +60,7 @@ from lottery_prior.pruning import erk_counts, keep_counts, keep_highest
 from lottery_prior.runs import Run, digest, read_json
 from lottery_prior.scores import format_scores
 from lottery_prior.seeding import generator
-from lottery_prior.stopping import make_stopping_rule
+from lottery_prior.stopping import make_stopping_rule, resolve_rule
 from lottery_prior.tickets import Ticket, parameter_count
 
 log = logging.getLogger("lottery_prior")
@@ -268,6 +268,7 @@ class LearnedRun(Run):
     def __post_init__(self) -> None:
         self.fit_config = resolved(self.fit_config, self.model_name, self.model_options,
                                    self.problem)
+        self.stop = resolve_rule(self.stop)  # auto: the rule it stands for names the run
 
     def identity(self) -> dict:
         """Everything that determines the run's results, every learning setting resolved."""

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from lottery_prior.checks import MAX_STEPS, check_int
+from lottery_prior.checks import MAX_STEPS, check_float, check_int
 from lottery_prior.errors import LipError
 
 if TYPE_CHECKING:  # torch is imported on first use: the CLI reads the defaults below cheaply
@@ -43,20 +43,32 @@ class WindowedVariance:
     """
 
     def __init__(
-        self, window: int = WINDOW, patience: int = PATIENCE, keep: str = KEEP_DEFAULT
+        self, window: int = WINDOW, patience: int = PATIENCE, keep: str = KEEP_DEFAULT, *,
+        rise: float = 0.0, relative_patience: float = 0.0,
     ) -> None:
         check_int("window", window, 2, MAX_STEPS)  # W outputs are held in memory
         check_int("patience", patience, 1, MAX_STEPS)
+        check_float("rise", rise, 0, 10)
+        check_float("relative patience", relative_patience, 0, 100)
         if keep not in KEEP:
             raise LipError(f"keep must be one of {', '.join(KEEP)}, got {keep!r}")
         self.window, self.patience, self.keep = window, patience, keep
+        self.rise, self.relative_patience = rise, relative_patience
         self.reset()
+
+    def settings(self) -> dict:
+        """The rule's name and settings (recorded beside its score)."""
+        extra = {k: v for k, v in (("rise", self.rise),
+                                   ("relative_patience", self.relative_patience)) if v}
+        return {"rule": "wmv-rise" if self.rise else "wmv", "window": self.window,
+                "patience": self.patience, "keep": self.keep, **extra}
 
     def reset(self) -> None:
         """Forget everything seen (to reuse the rule for another fit)."""
         self.variances: list[float] = []
         self.variance_steps: list[int] = []
-        self.best_step: int | None = None
+        self.best_step: int | None = None  # the step of the output kept
+        self.minimum_step: int | None = None  # the step of the lowest variance
         self.best_iterate: Tensor | None = None  # the output at best_step (the paper's choice)
         self.best_mean: Tensor | None = None  # the mean of the window ending at best_step
         self.best_variance = float("inf")
@@ -105,15 +117,42 @@ class WindowedVariance:
 
         w, n = self.window, x.numel()
         variance = float((self._sq - self._sum.square().sum() / w).clamp_min(0)) / (w * n)
+        stop = self.check(step, variance)
+        if self.best_step == step:
+            self.best_iterate = output.detach().clone()
+            self.best_mean = self.window_mean.to(output.dtype).reshape(output.shape)
+        return stop
+
+    @property
+    def window_mean(self) -> Tensor:
+        """The mean of the last ``window`` outputs, flat (float64)."""
+        assert self._sum is not None
+        return self._sum / self.window
+
+    def check(self, step: int, variance: float) -> bool:
+        """The rule itself, on the windowed variance after ``step``: True once ``patience``
+        checks since the minimum found none as low. Sets ``minimum_step`` (where the variance
+        was lowest) and ``best_step`` (the step whose output is kept). Benchmarks replay
+        recorded variances through it.
+
+        With ``rise`` > 0 a check counts against the patience only if its variance lies more
+        than that fraction above the minimum: checks within it belong to the minimum's plateau
+        (a plateau is not a rise), and the output kept is the plateau's last (with ``rise``
+        0, the minimum's). With ``relative_patience`` r > 0 the patience is at least r times
+        the minimum's step.
+        """
         self.variances.append(variance)
         self.variance_steps.append(step)
         if variance < self.best_variance:
-            self.best_variance, self.best_step, self.wait = variance, step, 0
-            self.best_iterate = output.detach().clone()
-            self.best_mean = (self._sum / w).to(output.dtype).reshape(output.shape)
+            self.best_variance, self.minimum_step, self.best_step = variance, step, step
+            self.wait = 0
+            return False
+        if self.rise and variance <= self.best_variance * (1 + self.rise):
+            self.best_step = step
             return False
         self.wait += 1
-        return self.wait >= self.patience
+        assert self.minimum_step is not None
+        return self.wait >= max(self.patience, self.relative_patience * self.minimum_step)
 
 
 class FixedStep:
@@ -126,6 +165,10 @@ class FixedStep:
         self.best_step: int | None = None
         self.best_output: Tensor | None = None
 
+    def settings(self) -> dict:
+        """The rule's name and settings (recorded beside its score)."""
+        return {"rule": "fixed", "step": self.step}
+
     def update(self, step: int, output: Tensor) -> bool:
         """True at (or after) the fixed step, whose output is kept."""
         if step < self.step:
@@ -135,30 +178,49 @@ class FixedStep:
         return True
 
 
-RULES = ("wmv", "fixed", "none")
+# The windowed-variance rules by name: their settings beyond WindowedVariance's defaults.
+PRESETS: dict[str, dict] = {"wmv": {}, "wmv-rise": {"patience": 100, "rise": 0.1}}
+DEFAULT_RULE = "wmv-rise"  # what "auto" is (benchmarks/results/stopping.md)
+RULES = ("auto", *PRESETS, "fixed", "none")
+
+
+def resolve_rule(name: str | None) -> str | None:
+    """The rule a name stands for: ``auto`` is :data:`DEFAULT_RULE`, ``none`` is None."""
+    if name is None or name == "none":
+        return None
+    return DEFAULT_RULE if name == "auto" else name
 
 
 def make_stopping_rule(
-    name: str | None, **options: int | str
+    name: str | None, **options: int | float | str
 ) -> WindowedVariance | FixedStep | None:
     """A stopping rule by name, for :func:`lottery_prior.fit_prior`'s ``stop``.
 
-    ``"wmv"`` is ES-WMV, the windowed-variance detector, which never sees the ground truth
-    (options ``window``, ``patience``, ``keep``: ``"mean"`` of the minimum-variance window,
-    or the ``"iterate"`` at its step); ``"fixed"`` stops at option ``step``; ``"none"``
-    (or None) never stops early and returns None.
+    ``"wmv-rise"`` (the default, ``"auto"``) and ``"wmv"`` watch the windowed variance of
+    the outputs and never see the ground truth. ``"wmv"`` is ES-WMV as before version 0.4
+    (window 100, patience 200: it stops 200 checks after the variance's minimum);
+    ``"wmv-rise"`` stops only once the variance has *risen* above its minimum (by
+    ``rise``, for ``patience`` checks) and keeps the output where its plateau ended, so a
+    fit whose variance only drifts on a plateau runs on. Options: ``window``, ``patience``,
+    ``keep`` (``"mean"`` of the window, or the ``"iterate"``), ``rise``,
+    ``relative_patience``. ``"fixed"`` stops at option ``step``; ``"none"`` (or None) never
+    stops early and returns None.
 
-    >>> make_stopping_rule("wmv", patience=200).patience
-    200
+    >>> make_stopping_rule("wmv", patience=300).patience
+    300
+    >>> make_stopping_rule("auto").settings()["rule"]
+    'wmv-rise'
     """
-    if name is None or name == "none":
+    name = resolve_rule(name)
+    if name is None:
         if options:
             raise LipError(f"stopping rule 'none' takes no options, got {sorted(options)}")
         return None
-    classes = {"wmv": WindowedVariance, "fixed": FixedStep}
-    if name not in classes:
+    if name not in PRESETS and name != "fixed":
         raise LipError(f"unknown stopping rule {name!r}; choose one of {', '.join(RULES)}")
     try:
-        return classes[name](**options)  # type: ignore[arg-type]
+        if name == "fixed":
+            return FixedStep(**options)  # type: ignore[arg-type]
+        return WindowedVariance(**(PRESETS[name] | options))  # type: ignore[arg-type]
     except TypeError as err:
         raise LipError(f"bad option for stopping rule {name!r}: {err}") from err

@@ -14,7 +14,15 @@ from pathlib import Path
 
 from lottery_prior.errors import LipError
 from lottery_prior.precision import PRECISIONS
-from lottery_prior.stopping import KEEP, KEEP_DEFAULT, PATIENCE, WINDOW
+from lottery_prior.stopping import (
+    DEFAULT_RULE,
+    KEEP,
+    KEEP_DEFAULT,
+    PATIENCE,
+    PRESETS,
+    RULES,
+    WINDOW,
+)
 
 DEVICE_HELP = "cpu, cuda, cuda:N (default: CUDA if available)"
 
@@ -89,21 +97,25 @@ def add_optim_args(p: argparse.ArgumentParser) -> None:
 
 
 def add_stop_args(p: argparse.ArgumentParser) -> None:
-    """Automatic stopping (ES-WMV), which needs no ground truth."""
+    """Automatic stopping (windowed variance of the outputs), which needs no ground truth."""
     p.add_argument(
-        "--stop", choices=("auto", "wmv", "fixed", "none"), default="auto",
-        help="stopping rule: wmv (windowed variance, ES-WMV), fixed (--stop-step), none; "
-        "auto = wmv (default)",
+        "--stop", choices=RULES, default="auto",
+        help=f"stopping rule: wmv-rise (stops once the windowed variance of the outputs has "
+        f"risen above its minimum), wmv (ES-WMV as before 0.4: 200 checks after the minimum), "
+        f"fixed (--stop-step), none; auto = {DEFAULT_RULE} (default)",
     )
-    p.add_argument("--stop-window", type=int, default=WINDOW,
-                   help=f"ES-WMV window W ({WINDOW}, as in the paper)")
-    p.add_argument("--stop-patience", type=int, default=PATIENCE,
-                   help=f"ES-WMV patience P ({PATIENCE}; the paper's 1000 often missed the "
-                   "peak in runs of a few thousand steps)")
+    p.add_argument("--stop-window", type=int, help=f"window W ({WINDOW}, as in the paper)")
+    p.add_argument("--stop-patience", type=int,
+                   help="checks that must find no new minimum (wmv: "
+                   f"{PATIENCE}, the paper's 1000 often missed the peak; wmv-rise: "
+                   f"{PRESETS['wmv-rise']['patience']} checks above the minimum by the rise)")
+    p.add_argument("--stop-rise", type=float,
+                   help=f"wmv-rise: how far above its minimum the variance must be for a check "
+                   f"to count ({PRESETS['wmv-rise']['rise']:g} = 10%%)")
     p.add_argument("--stop-step", type=int, help="step of the fixed rule")
-    p.add_argument("--stop-keep", choices=KEEP, default=KEEP_DEFAULT,
-                   help="ES-WMV output: the mean of the minimum-variance window (default; "
-                   "~1.8 dB better in our runs) or the iterate at that step (the paper's)")
+    p.add_argument("--stop-keep", choices=KEEP,
+                   help=f"output kept: the mean of the window (default, {KEEP_DEFAULT}; ~1.8 dB "
+                   "better in our runs) or the iterate at that step (the paper's)")
 
 
 def add_imp_args(p: argparse.ArgumentParser) -> None:
@@ -237,24 +249,30 @@ def fit_config_from_args(args: argparse.Namespace, task: str, model: str = "dip"
 
 
 def stop_from_args(args: argparse.Namespace):
-    """The stopping rule asked for (``auto`` is ES-WMV)."""
+    """The stopping rule asked for (``auto`` is the default windowed-variance rule)."""
     from lottery_prior.stopping import make_stopping_rule
 
     if args.stop == "fixed":
         if args.stop_step is None:
             raise LipError("--stop fixed needs --stop-step N")
         return make_stopping_rule("fixed", step=args.stop_step)
-    if args.stop in ("wmv", "auto"):
-        return make_stopping_rule("wmv", window=args.stop_window, patience=args.stop_patience,
-                                  keep=args.stop_keep)
-    return None
+    options = {"window": args.stop_window, "patience": args.stop_patience,
+               "keep": args.stop_keep, "rise": args.stop_rise}
+    given = {k: v for k, v in options.items() if v is not None}
+    if args.stop == "none":
+        return None
+    return make_stopping_rule(args.stop, **given)
+
+
+SEARCH_STOPS = ("auto", *PRESETS, "none")
 
 
 def search_stop_from_args(args: argparse.Namespace) -> dict:
-    """The ``stop`` of a search run (IMP or learned mask): with ``--stop wmv`` every fit is
-    also scored at the ES-WMV stop."""
-    stop = getattr(args, "stop", "none")
-    return {"stop": None if stop == "none" else stop}
+    """The ``stop`` of a search run (IMP or learned mask): with ``--stop auto`` (or a rule's
+    name) every fit is also scored at that rule's automatic stop."""
+    from lottery_prior.stopping import resolve_rule
+
+    return {"stop": resolve_rule(getattr(args, "stop", "none"))}
 
 
 def progress_from_args(args: argparse.Namespace):

@@ -88,14 +88,15 @@ def fit_and_report(args: argparse.Namespace, out: Path, problem, model, z, mask=
     print_scores(result.scores, problem.metric_name)
     if "stopped" in result.scores:
         s = result.scores["stopped"]
-        state = "fired" if s["fired"] else "did not fire; its best output so far is kept"
+        state = (f"fired at step {s['stop_step']}" if s["fired"]
+                 else "did not fire; its best output so far is kept")
         gaps = ""
         if "peak" in result.scores:
             peaks = result.scores["peak"]["psnr"], result.scores["peak_averaged"]["psnr"]
             gaps = (f", {s['psnr']:.2f} dB: {s['psnr'] - peaks[0]:+.2f} dB from the iterate's "
                     f"peak, {s['psnr'] - peaks[1]:+.2f} from the averaged output's peak")
         print(f"automatic stop ({stop.__class__.__name__}, keeps the {s['kept']}; no ground "
-              f"truth) {state}: step {s['step']}{gaps}")
+              f"truth) {state}: kept step {s['step']}{gaps}")
     print(f"outputs in {out}/: " + ", ".join(p.name for p in paths.values()))
     return result.summary()
 

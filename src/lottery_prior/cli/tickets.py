@@ -9,6 +9,7 @@ import math
 from pathlib import Path
 
 from lottery_prior.cli.args import (
+    SEARCH_STOPS,
     add_fit_args,
     add_imp_args,
     add_learn_args,
@@ -50,8 +51,9 @@ def add_find(sub: argparse._SubParsersAction) -> None:
                    help="IMP with rewinding (default) or a mask learned at initialisation")
     add_imp_args(p)
     add_learn_args(p)
-    p.add_argument("--stop", choices=("wmv", "none"), default="none",
-                   help="report each round at the ES-WMV stop (no oracle) (default: none)")
+    p.add_argument("--stop", choices=SEARCH_STOPS, default="none",
+                   help="also report each round at the automatic stop (no oracle): auto, "
+                   "wmv-rise or wmv (default: none)")
     p.add_argument("--out", type=Path, default=Path("lip-out/runs"),
                    help="runs folder; the run gets a sub-folder named by its settings' hash")
     p.set_defaults(handler=cmd_find)
@@ -68,8 +70,9 @@ def add_compare(sub: argparse._SubParsersAction) -> None:
     add_imp_args(p)
     add_learn_args(p)
     p.add_argument("--sparsity", type=float, required=True, help="sparsity to compare at")
-    p.add_argument("--stop", choices=("wmv", "none"), default="none",
-                   help="also report every method at the ES-WMV stop (no oracle)")
+    p.add_argument("--stop", choices=SEARCH_STOPS, default="none",
+                   help="also report every method at the automatic stop (no oracle): auto, "
+                   "wmv-rise or wmv")
     p.add_argument("--methods", nargs="+", default=None, metavar="METHOD",
                    help=f"{' '.join(finder_names(structure='weights'))}, and with --structured "
                    f"channels {' '.join(channel_only())} (default: "

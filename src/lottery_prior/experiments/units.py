@@ -43,6 +43,7 @@ from lottery_prior.operators import TASK_DEFAULTS
 from lottery_prior.problem import content_hash, make_problem
 from lottery_prior.runs import identity_hash
 from lottery_prior.scores import SCORE_COLUMNS
+from lottery_prior.stopping import resolve_rule
 
 RUNS = "runs"  # IMP and learned-mask run folders, below the results folder
 IMAGES = "images"  # averaged outputs of fits, observations and clean images
@@ -129,7 +130,7 @@ def _imp_settings(spec: Spec) -> dict[str, Any]:
 def _search_unit(plan: Plan, spec: Spec, problem_args: dict, seed: int, imp: ImpConfig) -> Unit:
     payload = {"problem": problem_args, "model": spec.model, "model_options": spec.model_options,
                "fit": _fit_settings(spec, problem_args["task"], seed), "imp": imp.hashed(),
-               "stop": spec.fit.get("stop", "none")}
+               "stop": resolve_rule(spec.fit.get("stop")) or "none"}  # auto: named by its rule
     run = imp_run(payload, plan.root)  # its precision resolved here (auto: measured)
     payload["fit"] = asdict(run.fit_config) | {"device": None}
     plan.runs[run.name] = run
@@ -325,9 +326,18 @@ def _row(unit: Unit, source: ImpRun, target: ImpRun, fit: MethodFit, output: Pat
         **dict.fromkeys(SCORE_COLUMNS.values()),
         **{k: v for k, v in fit.row().items() if k not in ("method", "sparsity", "parameters")},
         "step_stopped": stopped.get("step"), "stop_fired": stopped.get("fired"),
+        "stop_step": stopped.get("stop_step"), "stop_rule": _rule_text(stopped.get("rule")),
         "metric": problem.metric_name, "machine": _machine(), "version": __version__,
         "output": str(output.relative_to(root)), "observation": observation, "clean": clean,
     }
+
+
+def _rule_text(rule: dict | None) -> str | None:
+    """A stopping rule's settings in one cell: ``wmv(window=100, patience=200, keep=mean)``."""
+    if not rule:
+        return None
+    options = ", ".join(f"{k}={v}" for k, v in rule.items() if k != "rule")
+    return f"{rule['rule']}({options})"
 
 
 def _machine() -> str:

@@ -6,6 +6,7 @@ PSNR-vs-sparsity curves, transfer heat maps and image grids."""
 from __future__ import annotations
 
 import base64
+import math
 import re
 import statistics
 from collections.abc import Sequence
@@ -302,6 +303,7 @@ def summary_rows(rows: Sequence[dict]) -> list[dict]:
                           "ssim_averaged") if any(value(r, c) is not None for r in rows)]
     order = {s: i for i, s in enumerate(dict.fromkeys(label(r) for r in rows))}
     any_diverged = bool(diverged(r for rs in groups.values() for r in rs))
+    stops = any(value(r, "psnr_stopped") is not None for r in rows)
     out = []
     for (scope, method, s), rs in sorted(groups.items(),
                                          key=lambda kv: (order[kv[0][0]],
@@ -316,10 +318,27 @@ def summary_rows(rows: Sequence[dict]) -> list[dict]:
             row["diverged"] = str(len(diverged(rs)))
         for c in scores:
             row[score_words(c)] = _mean_text([value(r, c) for r in rs], std=c != "ssim_averaged")
+        if stops:
+            row |= stop_cells(rs)
         seconds = [v for v in (value(r, "seconds") for r in rs) if v is not None]
         row["seconds per fit"] = f"{statistics.fmean(seconds):,.1f}" if seconds else "—"
         out.append(row)
     return out
+
+
+def stop_cells(rows: Sequence[dict]) -> dict[str, str]:
+    """Where the automatic stop fired (median step, how many fired) and what it cost: the
+    oracle peak of the averaged output minus the PSNR at the stop, median and worst."""
+    steps = [v for v in (value(r, "stop_step") for r in rows) if v is not None]
+    fired = [r for r in rows if r.get("stop_fired") is not None]
+    losses = [p - s for p, s in ((value(r, "psnr_peak_averaged"), value(r, "psnr_stopped"))
+                                 for r in rows) if p is not None and s is not None
+              and math.isfinite(p - s)]
+    count = sum(bool(r["stop_fired"]) for r in fired)
+    return {"stop step, median (fired)": (f"{statistics.median(steps):,.0f}" if steps else "—")
+            + (f" ({count} of {len(fired)})" if fired else ""),
+            "loss at the stop vs peak, averaged (median / worst, dB)":
+                f"{statistics.median(losses):.2f} / {max(losses):.2f}" if losses else "—"}
 
 
 def _mean_text(values: Sequence[float | None], *, pct: bool = False, integer: bool = False,

@@ -17,7 +17,8 @@ from lottery_prior.finders import method_title
 # The columns the report cannot do without.
 REQUIRED = ("kind", "image", "task", "method", "requested_sparsity", "sparsity", "parameters",
             "seed", "noise_seed", "psnr_averaged")
-INT_COLUMNS = {"factor", "size", "noise_seed", "steps", "seed", "parameters", "step_stopped"}
+INT_COLUMNS = {"factor", "size", "noise_seed", "steps", "seed", "parameters", "step_stopped",
+               "stop_step"}
 FLOAT_COLUMNS = {"sigma", "keep", "lr", "input_noise", "requested_sparsity", "sparsity",
                  "psnr_final", "psnr_averaged", "psnr_peak_iterate", "psnr_peak_averaged",
                  "psnr_stopped", "ssim_averaged", "seconds"}
