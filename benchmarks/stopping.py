@@ -281,7 +281,7 @@ def candidates() -> dict:
 
     rules = {}
     for patience in (100, 200, 500):
-        for rise in (0.0, 0.05, 0.1, 0.2, 0.3, 0.5):
+        for rise in (0.0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5):
             for relative in (0.0, 0.5, 1.0):
                 name = f"P={patience} rise={rise:g} rel={relative:g}"
                 rules[name] = (lambda p=patience, r=rise, q=relative:
@@ -340,6 +340,13 @@ def analyse(args: argparse.Namespace) -> None:
                     cells += [f"{o.median:.2f} / {o.worst:.2f}",
                               f"{statistics.median(o.steps):.0f} ({o.fired}/{len(o.losses)})"]
                 lines.append(f"| {kind} | {len(outcomes[0].losses)} | {' | '.join(cells)} |")
+            kept, minimum = (outcome(rules[chosen], halves[half], horizon, at)
+                             for at in ("kept", "minimum"))
+            if kept is not None:
+                lines += ["", f"All {len(kept.losses)} fits, chosen rule: median / worst loss "
+                          f"{kept.median:.2f} / {kept.worst:.2f} keeping the end of the "
+                          f"minimum's plateau; {minimum.median:.2f} / {minimum.worst:.2f} "
+                          "had it kept the minimum's window."]
             dense = [f for f in halves[half] if f["job"]["kind"] == "dense"
                      and f["setting"]["steps"] >= horizon]
             if len(dense) > 1:

@@ -178,10 +178,10 @@ def measure_speed(args: argparse.Namespace, rows: list[dict]) -> list[dict]:
     torch.set_num_threads(1)
     from lottery_prior.channels import compact, kept_channels
     from lottery_prior.cost import step_flops
-    from lottery_prior.precision import step_ms
     from lottery_prior.fit import FitConfig
     from lottery_prior.lottery import ImpConfig, ImpRun
     from lottery_prior.models import create_model
+    from lottery_prior.precision import step_ms
 
     nets = {}
     for image, seed in dict.fromkeys((r["image"], r["seed"]) for r in rows

@@ -95,7 +95,8 @@ def fit_and_report(args: argparse.Namespace, out: Path, problem, model, z, mask=
             peaks = result.scores["peak"]["psnr"], result.scores["peak_averaged"]["psnr"]
             gaps = (f", {s['psnr']:.2f} dB: {s['psnr'] - peaks[0]:+.2f} dB from the iterate's "
                     f"peak, {s['psnr'] - peaks[1]:+.2f} from the averaged output's peak")
-        print(f"automatic stop ({stop.__class__.__name__}, keeps the {s['kept']}; no ground "
+        rule = (s.get("rule") or {}).get("rule", stop.__class__.__name__)
+        print(f"automatic stop ({rule}, keeps the {s['kept']}; no ground "
               f"truth) {state}: kept step {s['step']}{gaps}")
     print(f"outputs in {out}/: " + ", ".join(p.name for p in paths.values()))
     return result.summary()
