@@ -228,18 +228,17 @@ def load_traces(out: Path) -> list[dict]:
     return fits
 
 
-def replay(rule, fit: dict, horizon: int, at: str = "kept") -> tuple[int | None, float]:
-    """Run ``rule`` through its own ``check`` on a fit's recorded variances, as if the fit
-    had ``horizon`` steps: the step it fired at (None: never) and the PSNR of the window mean
-    it keeps (``at="minimum"``: of the minimum's window instead, a what-if)."""
+def replay(rule, fit: dict, horizon: int) -> tuple[int | None, float]:
+    """Run ``rule`` through its own ``check`` on what it reads of a recorded fit (variances
+    or losses), as if the fit had ``horizon`` steps: the step it fired at (None: never) and
+    the PSNR of the window mean it keeps."""
     trace = fit["trace"]
     fired = None
-    for step, variance in enumerate(trace["variance"][:horizon], 1):
-        if variance is not None and rule.check(step, variance):
+    for step, value in enumerate(trace[rule.signal][:horizon], 1):
+        if value is not None and rule.check(step, value):
             fired = step
             break
-    step = rule.best_step if at == "kept" else rule.minimum_step
-    return fired, trace["psnr_window_mean"][step - 1]
+    return fired, trace["psnr_window_mean"][rule.best_step - 1]
 
 
 @dataclass(frozen=True)
@@ -259,15 +258,15 @@ class Outcome:
         return max(self.losses)
 
 
-def outcome(make, fits: list[dict], horizon: int, at: str = "kept") -> Outcome | None:
+def outcome(make, fits: list[dict], horizon: int) -> Outcome | None:
     """The rule on the fits that ran at least ``horizon`` steps (None if none did)."""
     losses, steps, fired = [], [], 0
     fits = [f for f in fits if f["setting"]["steps"] >= horizon]
     if not fits:
         return None
     for fit in fits:
-        rule = make()
-        step, psnr = replay(rule, fit, horizon, at)
+        rule = make(fit)
+        step, psnr = replay(rule, fit, horizon)
         losses.append(max(fit["trace"]["psnr_averaged"][:horizon]) - psnr)
         steps.append(step or horizon)
         fired += step is not None
@@ -275,21 +274,44 @@ def outcome(make, fits: list[dict], horizon: int, at: str = "kept") -> Outcome |
 
 
 def candidates() -> dict:
-    """The rules tried: ES-WMV as today, and with a required rise, other patiences and a
-    patience relative to the minimum's step."""
-    from lottery_prior.stopping import WindowedVariance
+    """The rules tried, each a function of the fit it stops (what it may know: the task and
+    its noise level): ES-WMV as today, with other patiences, a required rise above the
+    minimum and a required drop from the first variance; and ``auto`` with the discrepancy
+    rule at several factors for denoising (ES-WMV for the noise-free tasks)."""
+    from lottery_prior.stopping import Discrepancy, WindowedVariance
 
     rules = {}
     for patience in (100, 200, 500):
-        for rise in (0.0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5):
-            for relative in (0.0, 0.5, 1.0):
-                name = f"P={patience} rise={rise:g} rel={relative:g}"
-                rules[name] = (lambda p=patience, r=rise, q=relative:
-                               WindowedVariance(patience=p, rise=r, relative_patience=q))
+        for rise in (0.0, 0.05, 0.1, 0.2, 0.3, 0.5):
+            for drop in (0.0, 0.5, 0.8):
+                rules[f"wmv P={patience} rise={rise:g} drop={drop:g}"] = (
+                    lambda fit, p=patience, r=rise, d=drop:
+                    WindowedVariance(patience=p, rise=r, drop=d))
+    for factor in (0.8, 0.85, 0.9, 0.95, 1.0, 1.05):
+        rules[f"auto: discrepancy factor={factor:g}"] = (
+            lambda fit, f=factor: Discrepancy(noise_variance(fit), factor=f)
+            if fit["job"]["task"] == "denoise" else WindowedVariance())
+        rules[f"auto: discrepancy factor={factor:g}, nominal σ²"] = (
+            lambda fit, f=factor: Discrepancy((fit["setting"]["sigma"] / 255) ** 2, factor=f)
+            if fit["job"]["task"] == "denoise" else WindowedVariance())
     return rules
 
 
-TODAY = "P=200 rise=0 rel=0"
+_NOISE: dict[tuple, float] = {}
+
+
+def noise_variance(fit: dict) -> float:
+    """What the noise of the fit's observation adds to the loss, estimated from the
+    observation as the rule does (``Problem.noise_variance``)."""
+    job = Job(**{"width": fit["setting"]["width"], **fit["job"]})
+    key = (job.image, job.seed)
+    if key not in _NOISE:
+        setting = Setting(**fit["setting"])
+        _NOISE[key] = problem_of(job, setting).noise_variance
+    return _NOISE[key]
+
+
+TODAY = "wmv P=200 rise=0 drop=0"
 
 
 def analyse(args: argparse.Namespace) -> None:
@@ -340,13 +362,14 @@ def analyse(args: argparse.Namespace) -> None:
                     cells += [f"{o.median:.2f} / {o.worst:.2f}",
                               f"{statistics.median(o.steps):.0f} ({o.fired}/{len(o.losses)})"]
                 lines.append(f"| {kind} | {len(outcomes[0].losses)} | {' | '.join(cells)} |")
-            kept, minimum = (outcome(rules[chosen], halves[half], horizon, at)
-                             for at in ("kept", "minimum"))
-            if kept is not None:
-                lines += ["", f"All {len(kept.losses)} fits, chosen rule: median / worst loss "
-                          f"{kept.median:.2f} / {kept.worst:.2f} keeping the end of the "
-                          f"minimum's plateau; {minimum.median:.2f} / {minimum.worst:.2f} "
-                          "had it kept the minimum's window."]
+            members = [f for f in halves[half] if f["setting"]["steps"] >= horizon]
+            everything = outcome(rules[chosen], members, horizon)
+            if everything is not None:
+                worst = members[everything.losses.index(everything.worst)]
+                lines += ["", f"All {len(everything.losses)} fits, chosen rule: median / worst "
+                          f"loss {everything.median:.2f} / {everything.worst:.2f} dB (the worst: "
+                          f"{worst['kind']}, {worst['job']['task']} of {worst['job']['image']}, "
+                          f"seed {worst['job']['seed']})."]
             dense = [f for f in halves[half] if f["job"]["kind"] == "dense"
                      and f["setting"]["steps"] >= horizon]
             if len(dense) > 1:
@@ -384,7 +407,7 @@ def main() -> None:
     ap.add_argument("--sigma", type=float, default=25.0)
     ap.add_argument("--search-image", default="builtin:astronaut")
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--horizons", type=int, nargs="+", default=[1000, 3000],
+    ap.add_argument("--horizons", type=int, nargs="+", default=[1000, 1500, 3000],
                     help="fit lengths to score the rules at (each a prefix of every fit)")
     ap.add_argument("--rule", help="report this candidate instead of the best on the "
                     "choosing half")

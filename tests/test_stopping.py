@@ -8,7 +8,13 @@ import torch
 from lottery_prior.errors import LipError
 from lottery_prior.fit import FitConfig, fit
 from lottery_prior.problem import build_prior, make_problem
-from lottery_prior.stopping import FixedStep, WindowedVariance, make_stopping_rule
+from lottery_prior.stopping import (
+    FACTOR,
+    Discrepancy,
+    FixedStep,
+    WindowedVariance,
+    make_stopping_rule,
+)
 
 SHAPE = (1, 3, 32, 32)
 
@@ -94,10 +100,13 @@ def test_reset_forgets_the_previous_fit():
 
 
 def test_rules_never_take_the_truth():
-    for cls in (WindowedVariance, FixedStep):
-        assert list(inspect.signature(cls.update).parameters) == ["self", "step", "output"]
+    for cls in (WindowedVariance, Discrepancy, FixedStep):
+        assert list(inspect.signature(cls.update).parameters) == [
+            "self", "step", "output", "loss"]
     assert set(inspect.signature(WindowedVariance).parameters) == {
-        "window", "patience", "keep", "rise", "relative_patience"}
+        "window", "patience", "keep", "rise", "drop"}
+    assert set(inspect.signature(Discrepancy).parameters) == {
+        "noise_variance", "factor", "window", "keep"}
     assert set(inspect.signature(FixedStep).parameters) == {"step"}
 
 
@@ -177,54 +186,77 @@ def test_a_fit_records_where_the_stop_fired_and_the_rules_settings():
     assert stopped["step"] is not None  # its best output so far is what is kept
 
 
-# --- the default rule: a plateau or a shallow dip is not a minimum ----------------------------
+# --- the default rule: a shallow dip or a plateau of the variance does not stop it -----------
 
-def variance_curve() -> list[float]:
-    """A synthetic windowed-variance curve: a shallow early dip (step 300) with a small bump
-    after it, a deeper minimum at step 1200, then the rise of a fit that fits the noise."""
+SIGMA2 = (25 / 255) ** 2
+
+
+def fit_curves() -> tuple[list[float], list[float]]:
+    """A synthetic fit: the windowed variance has a shallow early dip (step 300) with a small
+    bump after it and a deeper minimum at step 1200, then rises as the noise is fitted; the
+    loss falls from 3 σ² and crosses FACTOR σ² at step 1100."""
     import math
 
-    curve = []
+    variance, loss = [], []
     for step in range(1, 2401):
         if step <= 300:
-            v = 1.0 + 4.0 * (300 - step) / 300  # falling fast from 5 to the dip
+            v = 1.0 + 4.0 * (300 - step) / 300
         elif step <= 500:
-            v = 1.0 + 0.05 * math.sin(math.pi * (step - 300) / 200)  # a bump of 5%
+            v = 1.0 + 0.05 * math.sin(math.pi * (step - 300) / 200)
         elif step <= 1200:
-            v = 1.0 - 0.4 * (step - 500) / 700  # down to the deeper minimum, 0.6
+            v = 1.0 - 0.4 * (step - 500) / 700
         else:
-            v = 0.6 + 0.4 * (step - 1200) / 1200  # the noise is being fitted
-        curve.append(v)
-    return curve
+            v = 0.6 + 0.4 * (step - 1200) / 1200
+        variance.append(v)
+        loss.append(SIGMA2 * (FACTOR + (3 - FACTOR) * (1100 - step) / 1100) if step <= 1100
+                    else SIGMA2 * (FACTOR - 0.1 * (step - 1100) / 1300))
+    return variance, loss
 
 
-def replay(rule, curve) -> int | None:
-    for step, v in enumerate(curve, 1):
-        if rule.check(step, v):
+def replay(rule, series) -> int | None:
+    for step, value in enumerate(series, 1):
+        if rule.check(step, value):
             return step
     return None
 
 
 def test_a_shallow_early_dip_does_not_stop_the_default_rule():
-    curve = variance_curve()
+    variance, loss = fit_curves()
     old = make_stopping_rule("wmv")
-    assert replay(old, curve) == 300 + 200 and old.best_step == 300  # today's rule: the dip
-    new = make_stopping_rule("auto")
-    fired = replay(new, curve)
-    assert new.minimum_step == 1200 and fired is not None and fired > 1200
-    # it kept the end of the minimum's plateau: where the variance rose past the margin
-    rise = new.rise
-    assert curve[new.best_step - 1] <= 0.6 * (1 + rise) < curve[new.best_step]
+    assert replay(old, variance) == 500 and old.best_step == 300  # ES-WMV: at the dip
+    default = make_stopping_rule("auto", noise_variance=SIGMA2)
+    fired = replay(default, loss)
+    assert default.settings()["rule"] == "discrepancy"
+    assert fired is not None and 1100 < fired <= 1200 and default.best_step == fired
+    assert make_stopping_rule("auto", task="inpaint").settings()["rule"] == "wmv"
 
 
-def test_a_plateau_never_stops_the_default_rule_and_its_last_output_is_kept():
+def test_the_discrepancy_rule_keeps_the_window_mean_where_the_loss_fell_below_the_noise():
+    outputs = trajectory(300, 150)
+    losses = [SIGMA2 * (2.0 - step / 100) for step in range(1, 301)]  # falling through FACTOR
+    rule = Discrepancy(SIGMA2, window=20)
+    fired = next(step for step, (out, loss) in enumerate(zip(outputs, losses), 1)
+                 if rule.update(step, out, loss))
+    mean_loss = [sum(losses[s - 20:s]) / 20 for s in range(20, 301)]
+    assert fired == 20 + next(i for i, m in enumerate(mean_loss) if m < FACTOR * SIGMA2)
+    window = torch.stack(outputs[fired - 20: fired]).double().mean(0)
+    assert rule.best_step == fired
+    assert torch.allclose(rule.best_output.double(), window, atol=1e-6)
+    quiet = Discrepancy(0.0, window=20)  # without noise it never fires: the last window kept
+    assert not any(quiet.update(step, out, 0.0) for step, out in enumerate(outputs, 1))
+    assert quiet.best_step == 300
+    with pytest.raises(LipError, match="noise level"):
+        make_stopping_rule("discrepancy")
+
+
+def test_wmv_with_a_rise_ignores_a_plateau_and_keeps_its_last_output():
     import random
 
     rng = random.Random(0)
     curve = [5.0 - 4.0 * min(step, 400) / 400 + 0.02 * rng.random() for step in range(1, 3001)]
-    old, new = make_stopping_rule("wmv"), make_stopping_rule("auto")
-    assert replay(old, curve) is not None  # a noisy plateau: today's rule fires on it
-    assert replay(new, curve) is None and new.best_step > 2900
+    old, rising = make_stopping_rule("wmv"), make_stopping_rule("wmv", rise=0.1)
+    assert replay(old, curve) is not None  # a noisy plateau: ES-WMV fires on it
+    assert replay(rising, curve) is None and rising.best_step > 2900
 
 
 def reference_es_wmv(outputs, window=100, patience=200):
@@ -254,13 +286,18 @@ def test_the_old_rule_is_still_selectable_and_gives_todays_numbers():
     assert (default.window, default.patience, default.keep, default.rise) == (100, 200, "mean", 0)
 
 
-def test_replaying_recorded_variances_stops_where_the_fit_stopped():
-    """benchmarks/stopping.py scores rules by replaying recorded variances through check():
-    the same stop and the same kept step as the rule watching the outputs."""
+def test_replaying_recorded_signals_stops_where_the_fit_stopped():
+    """benchmarks/stopping.py scores rules by replaying recorded variances or losses through
+    check(): the same stop and the same kept step as the rule watching the fit."""
     outputs = trajectory(600, 200, slope=0.003)
-    online = make_stopping_rule("auto", window=20, patience=30)
-    fired = run(online, outputs)
-    again = make_stopping_rule("auto", window=20, patience=30)
-    recorded = zip(online.variance_steps, online.variances, strict=True)
-    stop = next((step for step, v in recorded if again.check(step, v)), None)
-    assert fired is not None and stop == fired and again.best_step == online.best_step
+    losses = [SIGMA2 * (1.5 - step / 600) for step in range(1, 601)]
+    for make in (lambda: make_stopping_rule("wmv", window=20, patience=30),
+                 lambda: Discrepancy(SIGMA2, window=20)):
+        online = make()
+        fired = next((step for step, (out, loss) in enumerate(zip(outputs, losses), 1)
+                      if online.update(step, out, loss)), None)
+        again = make()
+        series = losses if again.signal == "loss" else [None] * 19 + online.variances
+        stop = next((step for step, v in enumerate(series, 1)
+                     if v is not None and again.check(step, v)), None)
+        assert fired is not None and stop == fired and again.best_step == online.best_step

@@ -111,8 +111,9 @@ class StepInfo:
 class StoppingRule(Protocol):
     """Decides from the outputs alone when to stop, and which output to keep."""
 
-    def update(self, step: int, output: Tensor) -> bool:
-        """Sees the output after ``step``; returns True to stop now."""
+    def update(self, step: int, output: Tensor, loss: float | None = None) -> bool:
+        """Sees the output after ``step`` and the data term it gave (never the truth);
+        returns True to stop now."""
 
     @property
     def best_step(self) -> int | None: ...
@@ -243,9 +244,9 @@ def fit(
         with run.autocast(device):
             out = model(net_input)
         out = out.float()
-        loss = F.mse_loss(operator(out), y)
+        data = loss = F.mse_loss(operator(out), y)
         if penalty is not None:
-            loss = loss + penalty(model)
+            loss = data + penalty(model)
         (scaler.scale(loss) if scaler is not None else loss).backward()
         masked_step(optimizer, model, mask, scaler)
 
@@ -255,7 +256,8 @@ def fit(
         p, p_avg = tracker.record(step, loss_value, out, averaged)
         info = StepInfo(step, cfg.steps, loss_value, p, p_avg, model, out)
         halt = any([bool(cb(info)) for cb in callbacks])
-        if stop is not None and fired_at is None and stop.update(step, out):
+        data_value = loss_value if penalty is None else data.item()
+        if stop is not None and fired_at is None and stop.update(step, out, data_value):
             fired_at = step
             halt = halt or not run_past_stop
         if halt:

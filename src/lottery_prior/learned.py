@@ -268,7 +268,7 @@ class LearnedRun(Run):
     def __post_init__(self) -> None:
         self.fit_config = resolved(self.fit_config, self.model_name, self.model_options,
                                    self.problem)
-        self.stop = resolve_rule(self.stop)  # auto: the rule it stands for names the run
+        self.stop = resolve_rule(self.stop, self.problem.task)  # auto: named by its rule
 
     def identity(self) -> dict:
         """Everything that determines the run's results, every learning setting resolved."""
@@ -323,7 +323,8 @@ class LearnedRun(Run):
             model, _, z, _ = ticket_input(ticket, self.problem, self.fit_config.seed)
             result = fit(model, z, self.problem.operator, self.problem.observation,
                          clean=self.problem.clean, config=self.fit_config, mask=ticket.mask,
-                         stop=make_stopping_rule(self.stop) if self.stop else None,
+                         stop=make_stopping_rule(self.stop,
+                                                 noise_variance=self.problem.noise_variance),
                          callbacks=list(progress("fit the learned ticket")) if progress else [],
                          metric=self.problem.metric,
                          run_past_stop=self.problem.clean is not None)

@@ -56,7 +56,7 @@ from lottery_prior.pruning import magnitude_prune
 from lottery_prior.runs import Run, one_line, read_stage
 from lottery_prior.scores import format_scores
 from lottery_prior.seeding import generator
-from lottery_prior.stopping import PRESETS, make_stopping_rule, resolve_rule
+from lottery_prior.stopping import SEARCH_RULES, make_stopping_rule, resolve_rule
 from lottery_prior.tickets import Ticket, parameter_count
 
 log = logging.getLogger("lottery_prior")
@@ -376,10 +376,10 @@ class ImpRun(ImpRounds):
     prefix: ClassVar[str] = "imp"
 
     def __post_init__(self) -> None:
-        self.stop = resolve_rule(self.stop)  # auto: the rule it stands for names the run
-        if self.stop is not None and self.stop not in PRESETS:
-            raise LipError(f"an IMP run records the stop of {', '.join(PRESETS)} or none, "
-                           f"got {self.stop!r}")
+        self.stop = resolve_rule(self.stop, self.problem.task)  # auto: named by its rule
+        if self.stop not in (None, *SEARCH_RULES):
+            raise LipError(f"an IMP run records the stop of {', '.join(SEARCH_RULES)} or "
+                           f"none, got {self.stop!r}")
         for other in self.others:
             if other.shape != self.problem.shape or other.task != self.problem.task:
                 raise LipError(f"images searched together must share size and task: "
@@ -414,7 +414,7 @@ class ImpRun(ImpRounds):
         """A fresh stopping rule of the run's kind (baselines are stopped as the ticket)."""
         if self.stop_factory is not None:
             return self.stop_factory()
-        return make_stopping_rule(self.stop) if self.stop else None
+        return make_stopping_rule(self.stop, noise_variance=self.problem.noise_variance)
 
     def round_steps(self, k: int) -> int:
         """The fewest steps round ``k`` can run (a searching round may end at its early-bird

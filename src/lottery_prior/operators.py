@@ -66,6 +66,24 @@ class Denoise(Operator):
     def describe(self) -> dict:
         return {"task": self.task, "sigma": self.sigma}
 
+    def noise_variance(self, y: Tensor) -> float:
+        """The mean squared difference between an observation and its image that the noise
+        alone explains, estimated from the observation ``y`` (no truth): σ², less where
+        clipping to [0, 1] cut the noise short. Per pixel, ``E[(clip(x + n) - x)^2]`` for
+        ``n ~ N(0, σ²)`` in closed form, with ``x`` a 5x5 local mean of ``y``."""
+        s = self.sigma / 255.0
+        padded = torch.nn.functional.pad(y.double(), (2, 2, 2, 2), mode="reflect")
+        x = torch.nn.functional.avg_pool2d(padded, 5, stride=1).clamp(0, 1)
+        low, high = -x / s, (1 - x) / s  # where the noise is clipped, in units of σ
+
+        def pdf(t: Tensor) -> Tensor:
+            return torch.exp(-t.square() / 2) / math.sqrt(2 * math.pi)
+
+        cdf_low, cdf_high = torch.special.ndtr(low), torch.special.ndtr(high)
+        inside = s * s * (cdf_high - cdf_low - (high * pdf(high) - low * pdf(low)))
+        clipped = x.square() * cdf_low + (1 - x).square() * (1 - cdf_high)
+        return float((inside + clipped).mean())
+
 
 class Inpaint(Operator):
     """Pixels where mask = 0 are missing (set to 0); A multiplies by the mask."""

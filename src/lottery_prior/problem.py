@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from functools import cached_property
 
 import torch
 from torch import Tensor, nn
@@ -41,6 +42,14 @@ class Problem:
     def metric(self) -> Callable[[Tensor, Tensor], float]:
         """PSNR on RGB; for super-resolution on the Y channel with a 4-pixel border crop."""
         return psnr_y if self.task == "sr" else psnr
+
+    @cached_property
+    def noise_variance(self) -> float:
+        """What the observation's noise alone adds to the loss, in [0, 1] units, estimated
+        from the observation (σ² of denoising, less where clipping cut the noise; 0 for the
+        noise-free tasks): what the discrepancy stopping rule compares the loss with."""
+        estimate = getattr(self.operator, "noise_variance", None)
+        return estimate(self.observation) if estimate is not None else 0.0
 
     @property
     def metric_name(self) -> str:

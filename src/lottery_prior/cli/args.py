@@ -15,13 +15,14 @@ from pathlib import Path
 from lottery_prior.errors import LipError
 from lottery_prior.precision import PRECISIONS
 from lottery_prior.stopping import (
-    DEFAULT_RULE,
+    FACTOR,
     KEEP,
     KEEP_DEFAULT,
     PATIENCE,
-    PRESETS,
     RULES,
+    SEARCH_RULES,
     WINDOW,
+    resolve_rule,
 )
 
 DEVICE_HELP = "cpu, cuda, cuda:N (default: CUDA if available)"
@@ -97,24 +98,24 @@ def add_optim_args(p: argparse.ArgumentParser) -> None:
 
 
 def add_stop_args(p: argparse.ArgumentParser) -> None:
-    """Automatic stopping (windowed variance of the outputs), which needs no ground truth."""
+    """Automatic stopping, which needs no ground truth."""
     p.add_argument(
         "--stop", choices=RULES, default="auto",
-        help=f"stopping rule: wmv-rise (stops once the windowed variance of the outputs has "
-        f"risen above its minimum), wmv (ES-WMV as before 0.4: 200 checks after the minimum), "
-        f"fixed (--stop-step), none; auto = {DEFAULT_RULE} (default)",
+        help="stopping rule: discrepancy (the loss falls below what the noise explains: "
+        "denoising), wmv "
+        "(ES-WMV, the windowed variance of the outputs), fixed (--stop-step), none; auto "
+        "(default) = discrepancy for denoising, wmv for the other tasks",
     )
-    p.add_argument("--stop-window", type=int, help=f"window W ({WINDOW}, as in the paper)")
+    p.add_argument("--stop-window", type=int, help=f"window W of the rule ({WINDOW})")
     p.add_argument("--stop-patience", type=int,
-                   help="checks that must find no new minimum (wmv: "
-                   f"{PATIENCE}, the paper's 1000 often missed the peak; wmv-rise: "
-                   f"{PRESETS['wmv-rise']['patience']} checks above the minimum by the rise)")
-    p.add_argument("--stop-rise", type=float,
-                   help=f"wmv-rise: how far above its minimum the variance must be for a check "
-                   f"to count ({PRESETS['wmv-rise']['rise']:g} = 10%%)")
+                   help=f"wmv: checks without a new minimum before it stops ({PATIENCE}; the "
+                   "paper's 1000 often missed the peak)")
+    p.add_argument("--stop-factor", type=float,
+                   help=f"discrepancy: the share of the noise variance the loss must fall "
+                   f"below ({FACTOR})")
     p.add_argument("--stop-step", type=int, help="step of the fixed rule")
     p.add_argument("--stop-keep", choices=KEEP,
-                   help=f"output kept: the mean of the window (default, {KEEP_DEFAULT}; ~1.8 dB "
+                   help=f"output kept: the mean of the window ({KEEP_DEFAULT}, default; ~1.8 dB "
                    "better in our runs) or the iterate at that step (the paper's)")
 
 
@@ -248,8 +249,9 @@ def fit_config_from_args(args: argparse.Namespace, task: str, model: str = "dip"
     return config
 
 
-def stop_from_args(args: argparse.Namespace):
-    """The stopping rule asked for (``auto`` is the default windowed-variance rule)."""
+def stop_from_args(args: argparse.Namespace, problem):
+    """The stopping rule asked for, on ``problem`` (``auto``: the discrepancy rule for
+    denoising, ES-WMV elsewhere)."""
     from lottery_prior.stopping import make_stopping_rule
 
     if args.stop == "fixed":
@@ -257,22 +259,25 @@ def stop_from_args(args: argparse.Namespace):
             raise LipError("--stop fixed needs --stop-step N")
         return make_stopping_rule("fixed", step=args.stop_step)
     options = {"window": args.stop_window, "patience": args.stop_patience,
-               "keep": args.stop_keep, "rise": args.stop_rise}
+               "factor": args.stop_factor, "keep": args.stop_keep}
     given = {k: v for k, v in options.items() if v is not None}
-    if args.stop == "none":
-        return None
-    return make_stopping_rule(args.stop, **given)
+    rule = resolve_rule(args.stop, problem.task)
+    if rule is not None:
+        wrong = {"wmv": "factor", "discrepancy": "patience"}[rule]
+        if wrong in given:
+            raise LipError(f"--stop-{wrong} is not a setting of the {rule} rule")
+    return make_stopping_rule(rule, noise_variance=problem.noise_variance, **given)
 
 
-SEARCH_STOPS = ("auto", *PRESETS, "none")
+SEARCH_STOPS = ("auto", *SEARCH_RULES, "none")
 
 
 def search_stop_from_args(args: argparse.Namespace) -> dict:
     """The ``stop`` of a search run (IMP or learned mask): with ``--stop auto`` (or a rule's
-    name) every fit is also scored at that rule's automatic stop."""
-    from lottery_prior.stopping import resolve_rule
-
-    return {"stop": resolve_rule(getattr(args, "stop", "none"))}
+    name) every fit is also scored at that rule's automatic stop (the run resolves auto for
+    its task)."""
+    stop = getattr(args, "stop", "none")
+    return {"stop": None if stop == "none" else stop}
 
 
 def progress_from_args(args: argparse.Namespace):

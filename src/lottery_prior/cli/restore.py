@@ -57,7 +57,7 @@ def fit_and_report(args: argparse.Namespace, out: Path, problem, model, z, mask=
     from lottery_prior.tickets import parameter_count
 
     config = config or fit_config_from_args(args, problem.task)
-    stop = stop_from_args(args)
+    stop = stop_from_args(args, problem)
     n_params = parameter_count(model, mask)
     log.info(
         "%s %s, %s: %s with %s parameters%s, %d steps%s", problem.image,

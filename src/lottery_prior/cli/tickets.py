@@ -53,7 +53,7 @@ def add_find(sub: argparse._SubParsersAction) -> None:
     add_learn_args(p)
     p.add_argument("--stop", choices=SEARCH_STOPS, default="none",
                    help="also report each round at the automatic stop (no oracle): auto, "
-                   "wmv-rise or wmv (default: none)")
+                   "discrepancy or wmv (default: none)")
     p.add_argument("--out", type=Path, default=Path("lip-out/runs"),
                    help="runs folder; the run gets a sub-folder named by its settings' hash")
     p.set_defaults(handler=cmd_find)
@@ -72,7 +72,7 @@ def add_compare(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sparsity", type=float, required=True, help="sparsity to compare at")
     p.add_argument("--stop", choices=SEARCH_STOPS, default="none",
                    help="also report every method at the automatic stop (no oracle): auto, "
-                   "wmv-rise or wmv")
+                   "discrepancy or wmv")
     p.add_argument("--methods", nargs="+", default=None, metavar="METHOD",
                    help=f"{' '.join(finder_names(structure='weights'))}, and with --structured "
                    f"channels {' '.join(channel_only())} (default: "

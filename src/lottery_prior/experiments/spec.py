@@ -83,7 +83,7 @@ from lottery_prior.lottery import STRUCTURES, TARGETS, ImpConfig
 from lottery_prior.models import list_models
 from lottery_prior.operators import TASK_DEFAULTS, TASKS
 from lottery_prior.precision import PRECISIONS
-from lottery_prior.stopping import DEFAULT_RULE, PRESETS
+from lottery_prior.stopping import SEARCH_RULES
 
 log = logging.getLogger("lottery_prior")
 
@@ -446,9 +446,9 @@ FIT_CHECKS = {
                          _field(FitConfig, "precision")),
     "fast": _boolean("an alias: true for precision = \"auto\", false for \"fp32\" (it meant "
                      "bf16 before 0.3); not with precision"),
-    "stop": _choice(("auto", *PRESETS, "none"), "also score every fit at the automatic stop "
-                    f"(no oracle): auto (= {DEFAULT_RULE}), wmv-rise, wmv (ES-WMV as before "
-                    "0.4) or none", '="none"'),
+    "stop": _choice(("auto", *SEARCH_RULES, "none"), "also score every fit at the automatic "
+                    "stop (no oracle): auto (discrepancy for denoising, wmv elsewhere), "
+                    "discrepancy, wmv (ES-WMV) or none", '="none"'),
     "device": Key("string", "where every fit runs (`lip sweep --device` overrides it)",
                   "CUDA if available", "cpu, cuda, cuda:N", _device),
 }
