@@ -35,7 +35,7 @@ def run(argv, capsys):
 def test_fit_writes_images_metrics_and_plot(png, tmp_path, capsys):
     out = tmp_path / "out"
     code, stdout, _ = run(["fit", png, "--steps", 12, "--quiet", "--out", out, *TINY,
-                           "--stop-window", 4, "--stop-patience", 3], capsys)
+                           "--stop-window", 4], capsys)
     assert code == 0
     for name in ("restored.png", "observation.png", "clean.png", "final.png", "psnr.png",
                  "metrics.json"):
@@ -43,7 +43,11 @@ def test_fit_writes_images_metrics_and_plot(png, tmp_path, capsys):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["problem"]["shape"] == [3, 32, 32]  # cropped to a multiple of 32
     assert {"final", "averaged", "peak", "stopped"} <= set(metrics["scores"])
+    assert metrics["scores"]["stopped"]["rule"]["rule"] == "discrepancy"  # auto, denoising
     assert "PSNR" in stdout and "averaged" in stdout
+    code, _, err = run(["fit", png, "--steps", 12, "--quiet", "--out", tmp_path / "o2", *TINY,
+                        "--stop-patience", 3], capsys)
+    assert code == 2 and "--stop-patience is not a setting of the discrepancy rule" in err
 
 
 def test_observed_image_has_no_ground_truth(png, tmp_path, capsys):

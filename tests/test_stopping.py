@@ -235,7 +235,7 @@ def test_the_discrepancy_rule_keeps_the_window_mean_where_the_loss_fell_below_th
     outputs = trajectory(300, 150)
     losses = [SIGMA2 * (2.0 - step / 100) for step in range(1, 301)]  # falling through FACTOR
     rule = Discrepancy(SIGMA2, window=20)
-    fired = next(step for step, (out, loss) in enumerate(zip(outputs, losses), 1)
+    fired = next(step for step, (out, loss) in enumerate(zip(outputs, losses, strict=True), 1)
                  if rule.update(step, out, loss))
     mean_loss = [sum(losses[s - 20:s]) / 20 for s in range(20, 301)]
     assert fired == 20 + next(i for i, m in enumerate(mean_loss) if m < FACTOR * SIGMA2)
@@ -294,7 +294,7 @@ def test_replaying_recorded_signals_stops_where_the_fit_stopped():
     for make in (lambda: make_stopping_rule("wmv", window=20, patience=30),
                  lambda: Discrepancy(SIGMA2, window=20)):
         online = make()
-        fired = next((step for step, (out, loss) in enumerate(zip(outputs, losses), 1)
+        fired = next((step for step, (out, loss) in enumerate(zip(outputs, losses, strict=True), 1)
                       if online.update(step, out, loss)), None)
         again = make()
         series = losses if again.signal == "loss" else [None] * 19 + online.variances
