@@ -277,8 +277,8 @@ def candidates() -> dict:
     """The rules tried, each a function of the fit it stops (what it may know: the task and
     its noise level): ES-WMV as today, with other patiences, a required rise above the
     minimum and a required drop from the first variance; and the discrepancy rule at several
-    factors for denoising (on the noise estimated from the observation, or on the nominal
-    σ²), with ES-WMV or no stop for the noise-free tasks."""
+    factors (on the noise estimated from the observation as the library does, or on the
+    nominal σ²; or with ES-WMV for the noise-free tasks)."""
     from lottery_prior.stopping import Discrepancy, WindowedVariance
 
     rules = {}
@@ -289,16 +289,17 @@ def candidates() -> dict:
                     lambda fit, p=patience, r=rise, d=drop:
                     WindowedVariance(patience=p, rise=r, drop=d))
     for factor in (0.8, 0.85, 0.9, 0.95, 1.0, 1.05):
-        for elsewhere in ("wmv", "none"):  # the noise-free tasks: ES-WMV, or run to the end
-            def make(fit, f=factor, e=elsewhere):
-                if fit["job"]["task"] == "denoise":
-                    return Discrepancy(noise_variance(fit), factor=f)
-                return WindowedVariance() if e == "wmv" else Discrepancy(0.0)
-
-            rules[f"discrepancy factor={factor:g} (noise-free tasks: {elsewhere})"] = make
-        rules[f"discrepancy factor={factor:g} on nominal σ²"] = (
-            lambda fit, f=factor: Discrepancy((fit["setting"]["sigma"] / 255) ** 2, factor=f)
+        # as the library builds it: on the noise estimated from the observation (none in
+        # inpainting and SR, where it never fires)
+        rules[f"discrepancy factor={factor:g}"] = (
+            lambda fit, f=factor: Discrepancy(noise_variance(fit), factor=f))
+        rules[f"discrepancy factor={factor:g}, ES-WMV without noise"] = (
+            lambda fit, f=factor: Discrepancy(noise_variance(fit), factor=f)
             if fit["job"]["task"] == "denoise" else WindowedVariance())
+        rules[f"discrepancy factor={factor:g} on the nominal σ²"] = (
+            lambda fit, f=factor: Discrepancy((fit["setting"]["sigma"] / 255) ** 2
+                                              if fit["job"]["task"] == "denoise" else 0.0,
+                                              factor=f))
     return rules
 
 

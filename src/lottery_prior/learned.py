@@ -268,7 +268,7 @@ class LearnedRun(Run):
     def __post_init__(self) -> None:
         self.fit_config = resolved(self.fit_config, self.model_name, self.model_options,
                                    self.problem)
-        self.stop = resolve_rule(self.stop, self.problem.task)  # auto: named by its rule
+        self.stop = resolve_rule(self.stop)  # auto: named by its rule
 
     def identity(self) -> dict:
         """Everything that determines the run's results, every learning setting resolved."""

@@ -376,7 +376,7 @@ class ImpRun(ImpRounds):
     prefix: ClassVar[str] = "imp"
 
     def __post_init__(self) -> None:
-        self.stop = resolve_rule(self.stop, self.problem.task)  # auto: named by its rule
+        self.stop = resolve_rule(self.stop)  # auto: named by its rule
         if self.stop not in (None, *SEARCH_RULES):
             raise LipError(f"an IMP run records the stop of {', '.join(SEARCH_RULES)} or "
                            f"none, got {self.stop!r}")

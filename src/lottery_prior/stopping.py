@@ -3,11 +3,11 @@ image.
 
 ``fit(..., stop=rule)`` calls ``rule.update(step, output, loss)`` after every step; when it
 returns True the fit ends and ``rule.best_step`` / ``rule.best_output`` give the output to
-return. The default (``auto``) is :class:`Discrepancy` for denoising and ES-WMV elsewhere:
-ES-WMV, tuned on dense networks, stopped far too early for many others (sparse, narrow and
-Deep Decoder networks whose windowed variance drifts on a plateau, or rises while a sparse
-network starts to learn), while the discrepancy principle held for every network in
-``benchmarks/stopping.py`` (``benchmarks/results/stopping.md``).
+return. The default (``auto``) is :class:`Discrepancy`: ES-WMV, tuned on dense networks,
+stopped far too early for many others (sparse, narrow and Deep Decoder networks whose
+windowed variance drifts on a plateau, or rises while a sparse network starts to learn; and
+inpainting fits, which have no noise to overfit), while the discrepancy principle held for
+every network in ``benchmarks/stopping.py`` (``benchmarks/results/stopping.md``).
 
 ``WindowedVariance`` is ES-WMV of Wang, Li, Zhuang, Chen, Liang & Sun, "Early Stopping for Deep
 Image Prior" (TMLR 2023, arXiv:2112.06074). As in the authors' code (``ES_WMV.ipynb`` of
@@ -257,41 +257,36 @@ class FixedStep:
 
 RULES = ("auto", "discrepancy", "wmv", "fixed", "none")
 SEARCH_RULES = ("discrepancy", "wmv")  # what searches and sweeps score fits at
-NOISY_TASKS = ("denoise",)  # tasks whose observation carries noise of a known level
 
 
-def resolve_rule(name: str | None, task: str) -> str | None:
-    """The rule a name stands for on ``task``: ``auto`` is the discrepancy rule where the
-    observation is noisy (denoising) and ES-WMV elsewhere; ``none`` is None."""
+def resolve_rule(name: str | None) -> str | None:
+    """The rule a name stands for: ``auto`` is the discrepancy rule, ``none`` is None."""
     if name is None or name == "none":
         return None
-    if name == "auto":
-        return "discrepancy" if task in NOISY_TASKS else "wmv"
-    return name
+    return "discrepancy" if name == "auto" else name
 
 
 def make_stopping_rule(
-    name: str | None, *, noise_variance: float | None = None, task: str = "denoise",
-    **options: int | float | str,
+    name: str | None, *, noise_variance: float | None = None, **options: int | float | str,
 ) -> WindowedVariance | Discrepancy | FixedStep | None:
     """A stopping rule by name, for :func:`lottery_prior.fit_prior`'s ``stop``; none of them
     sees the ground truth.
 
-    ``"discrepancy"`` stops once the fit's loss (averaged over a window) has fallen below
-    ``factor`` (0.95) times what the noise adds to it, and needs ``noise_variance`` (σ² of
-    denoising, in [0, 1] units: ``problem.noise_variance``). ``"wmv"`` is ES-WMV, the
-    windowed-variance detector (options ``window``, ``patience``, ``keep``: ``"mean"`` of
-    the minimum-variance window, or the ``"iterate"``; ``rise`` and ``drop`` as in
-    :class:`WindowedVariance`). ``"auto"`` is the discrepancy rule for ``task`` denoising
-    and ES-WMV elsewhere. ``"fixed"`` stops at option ``step``; ``"none"`` (or None) never
-    stops early and returns None.
+    ``"discrepancy"`` (``"auto"``) stops once the fit's loss (averaged over a window) has
+    fallen below ``factor`` (0.95) times what the noise adds to it, and needs
+    ``noise_variance`` (``problem.noise_variance``: σ² of denoising less the clipped share,
+    in [0, 1] units; 0 for noise-free observations, where it never fires and keeps the last
+    window's mean). ``"wmv"`` is ES-WMV, the windowed-variance detector (options ``window``,
+    ``patience``, ``keep``: ``"mean"`` of the minimum-variance window, or the ``"iterate"``;
+    ``rise`` and ``drop`` as in :class:`WindowedVariance`). ``"fixed"`` stops at option
+    ``step``; ``"none"`` (or None) never stops early and returns None.
 
     >>> make_stopping_rule("wmv", patience=300).patience
     300
     >>> make_stopping_rule("auto", noise_variance=(25 / 255) ** 2).settings()["rule"]
     'discrepancy'
     """
-    name = resolve_rule(name, task)
+    name = resolve_rule(name)
     if name is None:
         if options:
             raise LipError(f"stopping rule 'none' takes no options, got {sorted(options)}")
@@ -303,9 +298,9 @@ def make_stopping_rule(
             return FixedStep(**options)  # type: ignore[arg-type]
         if name == "wmv":
             return WindowedVariance(**options)  # type: ignore[arg-type]
-        if not noise_variance:
-            raise LipError("the discrepancy rule needs the noise level of the observation "
-                           "(denoising with --sigma); use --stop wmv for other tasks")
+        if noise_variance is None:
+            raise LipError("the discrepancy rule needs the noise variance of the observation "
+                           "(problem.noise_variance)")
         return Discrepancy(noise_variance, **options)  # type: ignore[arg-type]
     except TypeError as err:
         raise LipError(f"bad option for stopping rule {name!r}: {err}") from err

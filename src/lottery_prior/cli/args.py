@@ -101,10 +101,10 @@ def add_stop_args(p: argparse.ArgumentParser) -> None:
     """Automatic stopping, which needs no ground truth."""
     p.add_argument(
         "--stop", choices=RULES, default="auto",
-        help="stopping rule: discrepancy (the loss falls below what the noise explains: "
-        "denoising), wmv "
-        "(ES-WMV, the windowed variance of the outputs), fixed (--stop-step), none; auto "
-        "(default) = discrepancy for denoising, wmv for the other tasks",
+        help="stopping rule: auto (default) = discrepancy (stops once the loss falls below "
+        "what the noise explains; without noise, as in inpainting and super-resolution, it "
+        "runs every step), wmv (ES-WMV, the windowed variance of the outputs), fixed "
+        "(--stop-step), none",
     )
     p.add_argument("--stop-window", type=int, help=f"window W of the rule ({WINDOW})")
     p.add_argument("--stop-patience", type=int,
@@ -250,8 +250,7 @@ def fit_config_from_args(args: argparse.Namespace, task: str, model: str = "dip"
 
 
 def stop_from_args(args: argparse.Namespace, problem):
-    """The stopping rule asked for, on ``problem`` (``auto``: the discrepancy rule for
-    denoising, ES-WMV elsewhere)."""
+    """The stopping rule asked for, on ``problem`` (``auto``: the discrepancy rule)."""
     from lottery_prior.stopping import make_stopping_rule
 
     if args.stop == "fixed":
@@ -261,7 +260,7 @@ def stop_from_args(args: argparse.Namespace, problem):
     options = {"window": args.stop_window, "patience": args.stop_patience,
                "factor": args.stop_factor, "keep": args.stop_keep}
     given = {k: v for k, v in options.items() if v is not None}
-    rule = resolve_rule(args.stop, problem.task)
+    rule = resolve_rule(args.stop)
     if rule is not None:
         wrong = {"wmv": "factor", "discrepancy": "patience"}[rule]
         if wrong in given:

@@ -447,8 +447,8 @@ FIT_CHECKS = {
     "fast": _boolean("an alias: true for precision = \"auto\", false for \"fp32\" (it meant "
                      "bf16 before 0.3); not with precision"),
     "stop": _choice(("auto", *SEARCH_RULES, "none"), "also score every fit at the automatic "
-                    "stop (no oracle): auto (discrepancy for denoising, wmv elsewhere), "
-                    "discrepancy, wmv (ES-WMV) or none", '="none"'),
+                    "stop (no oracle): auto (= discrepancy), discrepancy, wmv (ES-WMV) "
+                    "or none", '="none"'),
     "device": Key("string", "where every fit runs (`lip sweep --device` overrides it)",
                   "CUDA if available", "cpu, cuda, cuda:N", _device),
 }

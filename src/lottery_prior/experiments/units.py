@@ -130,7 +130,7 @@ def _imp_settings(spec: Spec) -> dict[str, Any]:
 def _search_unit(plan: Plan, spec: Spec, problem_args: dict, seed: int, imp: ImpConfig) -> Unit:
     payload = {"problem": problem_args, "model": spec.model, "model_options": spec.model_options,
                "fit": _fit_settings(spec, problem_args["task"], seed), "imp": imp.hashed(),
-               "stop": resolve_rule(spec.fit.get("stop"), problem_args["task"]) or "none"}
+               "stop": resolve_rule(spec.fit.get("stop")) or "none"}
     run = imp_run(payload, plan.root)  # its precision resolved here (auto: measured)
     payload["fit"] = asdict(run.fit_config) | {"device": None}
     plan.runs[run.name] = run
