@@ -310,7 +310,7 @@ def noise_variance(fit: dict) -> float:
     """What the noise of the fit's observation adds to the loss, estimated from the
     observation as the rule does (``Problem.noise_variance``)."""
     job = Job(**{"width": fit["setting"]["width"], **fit["job"]})
-    key = (job.image, job.seed)
+    key = (job.task, job.image, job.seed)
     if key not in _NOISE:
         setting = Setting(**fit["setting"])
         _NOISE[key] = problem_of(job, setting).noise_variance
