@@ -220,8 +220,9 @@ def load_traces(out: Path) -> list[dict]:
         images = lists[job["task"]]
         index = images.index(job["image"]) if job["image"] in images else len(fits)
         fit["half"] = ("choose", "report")[index % 2]
-        width = fit["setting"]["width"]
-        fit["kind"] = job["kind"] if width == 32 else f"{job['kind']} (width {width})"
+        width, task = fit["setting"]["width"], job["task"]
+        fit["kind"] = (job["kind"] + ("" if width == 32 else f", width {width}")
+                       + ("" if task == "denoise" else f", {task}"))
         trace = fit["trace"]
         fit["peak_averaged"] = max(trace["psnr_averaged"])
         fits.append(fit)
@@ -329,8 +330,11 @@ def analyse(args: argparse.Namespace) -> None:
              f"({', '.join(sorted({f['job']['task'] for f in fits}))}); loss = oracle peak of "
              "the averaged output within the horizon minus the PSNR of the output kept (dB)", ""]
     halves = {h: [f for f in fits if f["half"] == h] for h in ("choose", "report")}
-    kinds = sorted({f["kind"] for f in fits},
-                   key=lambda k: (list(KINDS).index(k.split(" (width")[0]), k))
+    def order(label: str) -> tuple:
+        task = next((t for t in ("inpaint", "sr") if label.endswith(f", {t}")), "")
+        return task, next(i for i, k in enumerate(KINDS) if label.startswith(k)), label
+
+    kinds = sorted({f["kind"] for f in fits}, key=order)
 
     def score(name: str, group: list[dict]) -> tuple[float, float]:
         """Worst and median loss over kinds and horizons (the choice's criteria)."""
