@@ -256,10 +256,11 @@ def fit(
         p, p_avg = tracker.record(step, loss_value, out, averaged)
         info = StepInfo(step, cfg.steps, loss_value, p, p_avg, model, out)
         halt = any([bool(cb(info)) for cb in callbacks])
-        data_value = loss_value if penalty is None else data.item()
-        if stop is not None and fired_at is None and stop.update(step, out, data_value):
-            fired_at = step
-            halt = halt or not run_past_stop
+        if stop is not None and fired_at is None:
+            data_value = loss_value if penalty is None else data.item()  # the data term
+            if stop.update(step, out, data_value):
+                fired_at = step
+                halt = halt or not run_past_stop
         if halt:
             break
     seconds = time.perf_counter() - start

@@ -25,6 +25,7 @@ outputs and scored ~1.8 dB above the iterate at the same step.
 
 from __future__ import annotations
 
+from collections import deque
 from typing import TYPE_CHECKING
 
 from lottery_prior.checks import MAX_STEPS, check_float, check_int
@@ -193,9 +194,9 @@ class Discrepancy:
             raise LipError(f"keep must be one of {', '.join(KEEP)}, got {keep!r}")
         self.noise_variance, self.factor, self.window, self.keep = (
             noise_variance, factor, window, keep)
-        self._outputs = WindowedVariance(window=window, patience=MAX_STEPS)  # the window
+        self._window: Tensor | None = None  # ring of the last W outputs, (W, n)
         self._last: Tensor | None = None
-        self._losses: list[float] = []
+        self._losses: deque[float] = deque(maxlen=window)
         self.best_step: int | None = None
 
     def settings(self) -> dict:
@@ -206,10 +207,15 @@ class Discrepancy:
     def update(self, step: int, output: Tensor, loss: float | None = None) -> bool:
         """Add the output after ``step`` and the loss it gave; True once the window's mean
         loss is below the noise's share."""
+        import torch
+
         if loss is None:
             raise LipError("the discrepancy rule needs the fit's loss at every step")
-        self._outputs.update(step, output)
-        self._last = output.detach()
+        x = output.detach()
+        if self._window is None:
+            self._window = torch.empty((self.window, x.numel()), device=x.device)
+        self._window[(step - 1) % self.window] = x.reshape(-1)  # a copy, no sums per step
+        self._last = x
         return self.check(step, loss)
 
     @property
@@ -219,7 +225,9 @@ class Discrepancy:
             return None
         if self.keep == "iterate":
             return self._last
-        return self._outputs.window_mean.to(self._last.dtype).reshape(self._last.shape)
+        assert self._window is not None
+        mean = self._window.double().mean(0)  # computed once, when the output is asked for
+        return mean.to(self._last.dtype).reshape(self._last.shape)
 
     def check(self, step: int, loss: float) -> bool:
         """The rule itself, on the loss after ``step``: the kept step follows the fit until
@@ -228,8 +236,7 @@ class Discrepancy:
         if len(self._losses) < self.window:
             return False
         self.best_step = step
-        recent = self._losses[-self.window:]
-        return sum(recent) / self.window < self.factor * self.noise_variance
+        return sum(self._losses) / self.window < self.factor * self.noise_variance
 
 
 class FixedStep:
