@@ -227,7 +227,8 @@ def test_the_committed_small_denoise_results_are_found_again(shared_data, monkey
     assert {r["target_run"] for r in rows} <= ids
 
 
-SPECS = sorted((Path(__file__).parent.parent / "experiments").rglob("*.toml"))
+EXPERIMENTS = Path(__file__).parent.parent / "experiments"
+SPECS = sorted(EXPERIMENTS.rglob("*.toml"))
 
 
 @pytest.mark.parametrize("path", SPECS, ids=[p.stem for p in SPECS])
@@ -242,7 +243,7 @@ def test_the_shipped_specs_are_valid(path, shared_data, monkeypatch):
 
 
 def test_the_paper_specs_exist():
-    names = {p.relative_to(SPECS[0].parents[1]).as_posix() for p in SPECS}
+    names = {p.relative_to(EXPERIMENTS).as_posix() for p in SPECS}
     for task in ("denoise", "inpaint", "sr"):
         assert f"paper/{task}.toml" in names and f"paper/small/{task}.toml" in names
 

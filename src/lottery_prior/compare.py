@@ -5,7 +5,9 @@ requested sparsity; its ticket is then fitted like every other one: the same ste
 rate, input perturbation and seed (a network of another model with that model's own fit
 defaults, e.g. the Deep Decoder without input perturbation), **on the observation**, scored
 with the same metric, with the stopping rule of the run recorded beside the other scores.
-Sparsity is counted from the masks.
+Sparsity is counted from the masks. A classical method (``bm3d``, ``biharmonic``,
+``bicubic``, ...: :mod:`lottery_prior.finders.classical`) has no network: it restores the
+same observation once and is scored with the same metric.
 
 The target of a search only decides what IMP (or a learned mask) fits while *searching*:
 a ticket found on the clean image (``target="clean"``, the reference code's oracle) is
@@ -15,6 +17,7 @@ searching; a round fitted in full on the observation is reported as it was fitte
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +35,7 @@ from lottery_prior.finders import (
     finder_class,
     make_finder,
 )
+from lottery_prior.finders.classical import Restored, classical_names
 from lottery_prior.fit import Callback, FitConfig
 from lottery_prior.images import save_image
 from lottery_prior.lottery import AVERAGED_PNG, ImpRun, evaluate_ticket, ticket_input
@@ -43,6 +47,7 @@ DEFAULT_METHODS = ("ticket", "random", "random-layerwise", "decoder", "dense")
 DEFAULT_CHANNEL_METHODS = ("ticket", "random-channels", "narrow", "unstructured", "dense")
 
 Progress = Callable[[str], Sequence[Callback]]
+log = logging.getLogger("lottery_prior")
 
 
 def check_comparison(problem: Problem, sparsity: float, methods: Sequence[str],
@@ -51,7 +56,11 @@ def check_comparison(problem: Problem, sparsity: float, methods: Sequence[str],
     that cannot be matched to a ticket of this structure, a sparsity outside (0, 1), or no
     ground truth to score the methods against."""
     for method in methods:
-        if not finder_class(method).fits(structure):
+        cls = finder_class(method)
+        if cls.classical and cls.task != problem.task:
+            raise LipError(f"method {method!r} restores {cls.task}, not {problem.task}; choose "
+                           f"from {', '.join(classical_names(problem.task))}")
+        if not cls.fits(structure):
             other = "channels" if structure == "weights" else "weights"
             raise LipError(f"method {method!r} is matched to {other} tickets, not to {structure} "
                            f"tickets; " + ("add --structured channels" if other == "channels"
@@ -112,14 +121,15 @@ class MethodFit:
 
 def compare_methods(run: ImpRun, sparsity: float, methods: Sequence[str], *,
                     options: FinderOptions | None = None,
-                    progress: Progress | None = None) -> list[MethodFit]:
+                    progress: Progress | None = None) -> list[MethodFit | Restored]:
     """The ticket against other ways of choosing a network, at matched counted sparsity.
 
     Runs (or resumes) IMP far enough, then fits every method at the run's round nearest
     ``sparsity``: each is a name of the finder registry
     (:data:`lottery_prior.finders.REGISTRY`: ``ticket``, ``dense``, ``random``,
     ``random-layerwise``, ``snip``, ``decoder``, ...), fitted the same way on the run's own
-    observation.
+    observation; a classical method (``bm3d``, ...) restores that observation once (one
+    whose optional library is missing here is left out with a one-line warning).
 
     Args:
         run: an IMP run (:func:`lottery_prior.find_ticket`), finished or not.
@@ -129,13 +139,25 @@ def compare_methods(run: ImpRun, sparsity: float, methods: Sequence[str], *,
         progress: a factory of fit callbacks (``label -> [callback]``).
 
     Returns:
-        One :class:`MethodFit` per method; ``fit.row()`` is its table row (method, counted
-        sparsity, parameters, labelled PSNRs, seconds).
+        One :class:`MethodFit` per method (a :class:`~lottery_prior.finders.classical.Restored`
+        for a classical one); ``fit.row()`` is its table row (method, counted sparsity,
+        parameters, labelled PSNRs, seconds).
     """
     check_comparison(run.problem, sparsity, methods, run.imp.structure)
-    run.run(progress)
-    return [fit_method(run, method, sparsity, options=options, progress=progress)
-            for method in methods]
+    if any(not finder_class(m).classical for m in methods):
+        run.run(progress)
+    out: list[MethodFit | Restored] = []
+    for method in methods:
+        if not finder_class(method).classical:
+            out.append(fit_method(run, method, sparsity, options=options, progress=progress))
+            continue
+        classical = make_finder(method)
+        why = classical.available()
+        if why:
+            log.warning("%s left out: %s", method, why)
+            continue
+        out.append(classical.restore(run.problem))
+    return out
 
 
 def fit_method(run: ImpRun, method: str, sparsity: float, *,

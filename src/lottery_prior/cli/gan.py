@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from lottery_prior.cli.args import add_run_args, image_stem, output_folder, setup_device
 from lottery_prior.errors import LipError
+from lottery_prior.gan.sparsity import CS_BASELINES
 
 if TYPE_CHECKING:  # torch and the GAN code load when a command runs, not for --help
     import torch
@@ -50,8 +51,9 @@ def _prior(p: argparse.ArgumentParser, *, weight_mask: bool = True) -> None:
     p.add_argument("--images", nargs="+", metavar="IMAGE",
                    help="images to recover (files, builtin:NAME, data:REL), centre-cropped and "
                    "resized to the generator's; default: the held-out faces")
-    p.add_argument("--faces", type=int, default=4,
-                   help="how many of the 20 held-out faces to recover (4)")
+    p.add_argument("--held-out", "--faces", dest="held_out", type=int, default=4,
+                   help="how many held-out images of the checkpoint's training data to "
+                   "recover: of the 20 faces, or of the 300 digits (4)")
     p.add_argument("--steps", type=int, default=500, help="Adam steps on z (500; paper 1500)")
     p.add_argument("--restarts", type=int, default=3, help="random restarts (3; paper 5)")
     p.add_argument("--lr", type=float, default=0.01, help="Adam learning rate on z (0.01)")
@@ -74,6 +76,9 @@ def add_gan(sub: argparse._SubParsersAction) -> None:
         "Train a progressive GAN on the 80 training faces (LFW crops bundled with "
         "scikit-image; the 20 others stay held out); write gan.pth (zoo format), samples.png, "
         "a table of losses per scale and losses.png. Default: about 15 min on 2 CPU cores."))
+    p.add_argument("--data", choices=("faces", "digits"), default="faces",
+                   help="training data: the 80 faces, or scikit-learn's 1,497 training digits "
+                   "(8x8, the MNIST-like setting; give --size 8)")
     p.add_argument("--size", type=int, default=32, help="image side: 8, 16, 32 or 64 (32)")
     p.add_argument("--steps-per-scale", type=int, default=800, help="iterations per scale (800)")
     p.add_argument("--fade-steps", type=int, help="fade-in iterations (half a scale)")
@@ -96,8 +101,12 @@ def add_gan(sub: argparse._SubParsersAction) -> None:
                    "--robust)")
     p.add_argument("--robust", action="store_true", help="median-of-means objective")
     p.add_argument("--batches", type=int, default=50, help="median-of-means groups (50)")
-    p.add_argument("--least-norm", action="store_true",
-                   help="also the prior-free least-norm estimate A^+y (needs A in memory)")
+    p.add_argument("--baselines", nargs="+", default=[], choices=CS_BASELINES,
+                   metavar="BASELINE", help="also recover with these on the same A and y: "
+                   "least-norm (A^+y, no prior), lasso-dct, lasso-wavelet (the CSGM paper's "
+                   "sparsity priors: α by cross-validation, and -oracle rows with α chosen by "
+                   "the truth); each needs A in memory")
+    p.add_argument("--least-norm", action="store_true", help="same as --baselines least-norm")
     _common(p, "cs")
     p.set_defaults(handler=cmd_cs)
 
@@ -179,13 +188,13 @@ def _output_folder(args: argparse.Namespace):
     return output_folder(args, args.gan_command, files=("checkpoint", "weight_mask"))
 
 
-def _images(args: argparse.Namespace, generator: Generator) -> NamedImages:
+def _images(args: argparse.Namespace, generator: Generator, config: dict) -> NamedImages:
     from lottery_prior.gan import experiments
 
     if args.images:
         names = [image_stem(s) for s in args.images]
         return experiments.load_images(args.images, generator, names)
-    return experiments.held_out_faces(generator, args.faces)
+    return experiments.held_out_images(generator, config, args.held_out)
 
 
 def _solver(args: argparse.Namespace) -> Solver:
@@ -194,18 +203,18 @@ def _solver(args: argparse.Namespace) -> Solver:
     return Solver(steps=args.steps, restarts=args.restarts, lr=args.lr)
 
 
-def _recovery(args: argparse.Namespace) -> tuple[Generator, Solver, Mask | None]:
-    """The generator on ``--device``, the solver, and the ``--weight-mask`` (None without one)
-    checked against the generator."""
+def _recovery(args: argparse.Namespace) -> tuple[Generator, Solver, Mask | None, dict]:
+    """The generator on ``--device``, the solver, the ``--weight-mask`` (None without one)
+    checked against the generator, and the checkpoint's config."""
     from lottery_prior.masks import Mask
 
     device = setup_device(args)
     solver = _solver(args)
     mask = None if args.weight_mask is None else Mask.load(args.weight_mask)
-    generator, _, _ = _load(args, device)
+    generator, _, config = _load(args, device)
     if mask is not None:
         mask.check(generator)
-    return generator, solver, mask
+    return generator, solver, mask, config
 
 
 def _report(args: argparse.Namespace, results: Results) -> None:
@@ -230,19 +239,21 @@ def cmd_train(args: argparse.Namespace) -> None:
                                  steps_per_scale=args.steps_per_scale,
                                  fade_steps=args.fade_steps, batch_size=args.batch_size,
                                  lr=args.lr, seed=args.seed, device=device,
-                                 progress=not args.quiet)
+                                 progress=not args.quiet, data=args.data)
         _report(args, results)
 
 
 def cmd_cs(args: argparse.Namespace) -> None:
     from lottery_prior.gan.experiments import cs_experiment
 
-    generator, solver, mask = _recovery(args)
-    images = _images(args, generator)
+    generator, solver, mask, config = _recovery(args)
+    images = _images(args, generator, config)
     with _output_folder(args):
         results = cs_experiment(generator, images, args.measurements, noise=args.noise,
                                 outliers=args.outliers, robust=args.robust,
-                                batches=args.batches, least_norm=args.least_norm,
+                                batches=args.batches,
+                                baselines=[*args.baselines,
+                                           *(["least-norm"] if args.least_norm else [])],
                                 solver=solver, mask=mask, seed=args.seed, out=args.out,
                                 progress=not args.quiet)
         _report(args, results)
@@ -251,12 +262,12 @@ def cmd_cs(args: argparse.Namespace) -> None:
 def cmd_inpaint(args: argparse.Namespace) -> None:
     from lottery_prior.gan.experiments import inpaint_experiment, pixel_mask
 
-    generator, solver, mask = _recovery(args)
+    generator, solver, mask, config = _recovery(args)
     keep = args.keep if args.keep is not None else [] if args.mask else [0.2, 0.5, 0.8]
     side = generator.resolution
     masks = {spec if spec in ("block", "text") else image_stem(spec): pixel_mask(spec, side)
              for spec in args.mask}
-    images = _images(args, generator)
+    images = _images(args, generator, config)
     with _output_folder(args):
         results = inpaint_experiment(generator, images, keep=keep, pixel_masks=masks,
                                      solver=solver, mask=mask, seed=args.seed, out=args.out,
@@ -285,7 +296,7 @@ def cmd_prune(args: argparse.Namespace) -> None:
         raise LipError(f"{args.checkpoint} does not record training on the bundled faces (a "
                        "`lip gan train` checkpoint does); give --train-images DIR, a folder of "
                        "images like those it was trained on, to fine-tune with")
-    images = _images(args, generator)
+    images = _images(args, generator, config)
     with _output_folder(args):
         results = prune_experiment(
             generator, discriminator, train_images, images,

@@ -175,6 +175,7 @@ def find_learned(args: argparse.Namespace) -> None:
 def cmd_compare(args: argparse.Namespace) -> None:
     from lottery_prior.compare import check_comparison, compare_methods
     from lottery_prior.finders import FinderOptions
+    from lottery_prior.finders.classical import Restored
     from lottery_prior.report.outputs import write_comparison, write_imp_report
 
     channels = args.structured == "channels"
@@ -190,13 +191,17 @@ def cmd_compare(args: argparse.Namespace) -> None:
         runs = [imp_run_from_args(args, problem, seed, out / "runs")
                 for seed in args.seeds or [args.seed]]
         rows = []
-        for run in runs:
+        for i, run in enumerate(runs):
             seed = run.fit_config.seed
             log.info("seed %d: IMP run folder %s", seed, run.folder)
             options = FinderOptions(learn=learn_config_from_args(args, args.sparsity))
-            for fitted in compare_methods(run, args.sparsity, methods, options=options,
+            # a classical method has no network seed: it restores the observation once
+            wanted = [m for m in methods if i == 0 or not REGISTRY[m].classical]
+            for fitted in compare_methods(run, args.sparsity, wanted, options=options,
                                           progress=progress_from_args(args)):
-                rows.append({"seed": seed, "noise_seed": args.noise_seed, **fitted.row()})
+                classical = isinstance(fitted, Restored)
+                rows.append({"seed": None if classical else seed,
+                             "noise_seed": args.noise_seed, **fitted.row()})
             write_imp_report(run)
         print(write_comparison(rows, out, title=f"{problem.image} · {problem.task}"))
     print(f"table and plot in {out}/")

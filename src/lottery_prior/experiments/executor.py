@@ -73,7 +73,7 @@ class Book:
         self.ran = 0
 
     def record(self, unit: Unit, rows: list[dict]) -> None:
-        if unit.kind in ("fit", "transfer"):
+        if unit.kind in ("fit", "transfer", "classical"):
             self.store.add(unit.id, rows)
         self.done.add(unit.id)
         self.ran += 1

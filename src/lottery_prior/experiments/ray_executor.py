@@ -196,7 +196,8 @@ def task_gpus(unit: Unit, cluster_gpus: float, gpu_per_fit: float | None = None,
     """The GPUs a unit's task asks for: none on a cluster without GPUs or for a unit whose
     fits are set to a device other than CUDA; else ``gpu_per_fit``, or by default a fraction
     for images up to 256x256 pixels (their fits cannot fill a GPU) and a whole GPU above."""
-    if cluster_gpus <= 0 or (device is not None and not str(device).startswith("cuda")):
+    if cluster_gpus <= 0 or unit.kind == "classical" or (
+            device is not None and not str(device).startswith("cuda")):
         return 0.0
     if gpu_per_fit is not None:
         return float(gpu_per_fit)

@@ -11,7 +11,8 @@ file (``grid.sparsities[2]: must be in (0, 1), got 1.5``). Example::
     seeds = [0, 1]                  # network seeds (init, z, input perturbation)
     noise_seeds = [0]               # observation seeds
     sparsities = [0.2, 0.5, 0.8, 0.95]
-    methods = ["ticket", "random", "random-layerwise", "decoder", "dense"]
+    methods = ["ticket", "random", "random-layerwise", "decoder", "dense", "classical"]
+                                    # classical: the classical methods of each task (bm3d, ...)
 
     [[task]]
     name = "denoise"                # denoise | inpaint | sr
@@ -19,6 +20,7 @@ file (``grid.sparsities[2]: must be in (0, 1), got 1.5``). Example::
     [[task]]
     name = "inpaint"
     mask = "{image}_mask"           # a file per image ({image}: the image spec), text, or keep
+    images = ["data:inpainting/*"]  # this task's own images (default: grid.images)
 
     [model]
     name = "dip"
@@ -70,6 +72,7 @@ from lottery_prior.checks import (
 )
 from lottery_prior.errors import LipError
 from lottery_prior.finders import REGISTRY, finder_names
+from lottery_prior.finders.classical import CLASSICAL, classical_names
 from lottery_prior.fit import FitConfig
 from lottery_prior.images import (
     IMAGE_EXTENSIONS,
@@ -100,6 +103,7 @@ class TaskSpec:
 
     name: str
     settings: tuple[tuple[str, Any], ...] = ()
+    images: tuple[str, ...] = ()  # its own images (none: the grid's)
 
     def for_image(self, image: str) -> dict[str, Any]:
         """``make_problem`` keyword arguments for an image (a mask template filled in)."""
@@ -151,6 +155,20 @@ class Spec:
     @property
     def max_sparsity(self) -> float:
         return max([*self.sparsities, *self.transfer_sparsities])
+
+    def images_of(self, task: TaskSpec) -> list[str]:
+        """The images of a task: its own, else the grid's."""
+        return list(task.images) or self.images
+
+    def network_methods(self) -> list[str]:
+        """The methods that fit a network (matched to an IMP search)."""
+        return [m for m in self.methods if m != CLASSICAL and not REGISTRY[m].classical]
+
+    def classical_methods(self, task: str) -> list[str]:
+        """The classical methods of a task: those named, and all of them for "classical"."""
+        named = [m for m in self.methods if m != CLASSICAL and REGISTRY[m].classical]
+        wanted = classical_names(task) if CLASSICAL in self.methods else []
+        return [m for m in dict.fromkeys([*wanted, *named]) if REGISTRY[m].task == task]
 
 
 def load_spec(path: str | Path) -> Spec:
@@ -219,7 +237,10 @@ def _parse(data: dict, name: str, source: Path | None) -> Spec:
         _check(TOP_KEYS["description"](data["description"]), "description")
     grid = _table(data, "grid", required=True)
     _known("grid", grid, set(GRID_KEYS))
-    images = _strings(grid, "grid.images", required=True)
+    tasks = data.get("task")
+    images = _strings(grid, "grid.images", required=not (
+        isinstance(tasks, list) and tasks and all(isinstance(t, dict) and "images" in t
+                                                  for t in tasks)))
     methods = _strings(grid, "grid.methods", required=True)
     sparsities = _sparsities(grid.get("sparsities"), "grid.sparsities", required=True)
     seeds = _seeds(grid.get("seeds", [0]), "grid.seeds")
@@ -232,7 +253,6 @@ def _parse(data: dict, name: str, source: Path | None) -> Spec:
         except LipError as err:
             raise _SpecError("grid.size", str(err).replace("--size", "size")) from None
 
-    tasks = data.get("task")
     if not isinstance(tasks, list) or not tasks:
         raise _SpecError("task", "give at least one [[task]] table (name = denoise|inpaint|sr)")
     if len(tasks) > MAX_TASKS:
@@ -253,6 +273,10 @@ def _parse(data: dict, name: str, source: Path | None) -> Spec:
     structure = imp.get("structure", "weights")
     for i, method in enumerate(methods):
         _method(method, f"grid.methods[{i}]", structure)
+        if method in REGISTRY and REGISTRY[method].classical and not any(
+                t.name == REGISTRY[method].task for t in task_specs):
+            raise _SpecError(f"grid.methods[{i}]", f"{method!r} restores "
+                             f"{REGISTRY[method].task}, which no [[task]] of the spec is")
 
     transfer = _table(data, "transfer")
     _known("transfer", transfer, set(TRANSFER_KEYS))
@@ -270,6 +294,10 @@ def _parse(data: dict, name: str, source: Path | None) -> Spec:
                 or any(not isinstance(p, str) or p not in names for p in pair)):
             raise _SpecError(f"transfer.across_tasks[{i}]", f"must be two different tasks of "
                              f"the spec ({', '.join(names)}), got {show(pair)}")
+        own = {t.name: t.images for t in task_specs}
+        if own[pair[0]] != own[pair[1]]:
+            raise _SpecError(f"transfer.across_tasks[{i}]", "a ticket is transferred to the "
+                             "same image's other task: give both tasks the same images")
     has_transfer = across_images or bool(pairs)
     transfer_sparsities = _sparsities(transfer.get("sparsities"), "transfer.sparsities",
                                       required=has_transfer)
@@ -397,7 +425,8 @@ TOP_KEYS = {
 GRID_KEYS = {
     "images": Key("list of strings", "image files, `builtin:NAME`, `data:REL`, or globs of "
                   f"files or `data:` names (at most {MAX_GRID:,} images; `*_mask` files are "
-                  "left out)", required=True),
+                  "left out); needed unless every [[task]] names its own images",
+                  required=True),
     "size": _whole(8, MAX_SIZE, "centre-crop and resize every image to size x size first "
                    "(and what memory allows)", "the image's own size"),
     "seeds": Key("list of whole numbers", "network seeds (θ₀, z, input perturbation)",
@@ -407,7 +436,9 @@ GRID_KEYS = {
     "sparsities": Key("list of numbers", "sparsities every method is compared at",
                       bounds=f"each in (0, 1), at most {MAX_GRID:,}", required=True),
     "methods": Key("list of strings", "methods: names of the finder registry (see the "
-                   "finders table)", bounds="registered finders that suit imp.structure",
+                   "finders table); `classical` adds each task's classical methods (bm3d, "
+                   "biharmonic, bicubic, ...)",
+                   bounds="registered finders that suit imp.structure, classical methods",
                    required=True),
 }
 TASK_KEYS_DOC = {
@@ -422,10 +453,14 @@ TASK_KEYS_DOC = {
                   lambda v: None if (isinstance(v, int) and not isinstance(v, bool)
                                      and v in (2, 4, 8)) else
                   f"must be 2, 4 or 8, got {show(v)}"),
+    "images": Key("list of strings", "this task's own images, as in grid.images (e.g. the "
+                  "inpainting images with their masks beside Set5 for the other tasks)",
+                  "grid.images"),
 }
 TASK_KEYS_DOC = {k: (replace(key, required=True) if k == "name" else replace(
-    key, tasks=tuple(t for t, keys in {"denoise": {"sigma"}, "inpaint": {"mask", "keep"},
-                                       "sr": {"factor"}}.items() if k in keys)))
+    key, tasks=tuple(t for t, keys in {"denoise": {"sigma", "images"},
+                                       "inpaint": {"mask", "keep", "images"},
+                                       "sr": {"factor", "images"}}.items() if k in keys)))
                  for k, key in TASK_KEYS_DOC.items()}
 TASK_KEYS = {task: {k for k, key in TASK_KEYS_DOC.items() if task in key.tasks}
              for task in TASKS}
@@ -546,7 +581,8 @@ def _check_units(spec: Spec) -> None:
         raise _SpecError(key, f"pruning {show(rate)} a round to {show(spec.max_sparsity)} "
                          f"sparsity takes {count}, more than {MAX_ROUNDS}; raise imp.rate or "
                          "lower the largest sparsity")
-    searches = len(spec.images) * len(spec.tasks) * len(spec.noise_seeds) * len(spec.seeds)
+    searches = (sum(len(spec.images_of(t)) for t in spec.tasks) * len(spec.noise_seeds)
+                * len(spec.seeds))
     per_search = len(spec.methods) * len(spec.sparsities)
     targets = (len(spec.images) - 1 if spec.across_images else 0) + len(spec.across_tasks)
     per_search += targets * len(spec.transfer_sparsities) * len(spec.transfer_methods)
@@ -626,6 +662,8 @@ def _method(method: str, key: str, structure: str, transfer: bool = False) -> No
     """A method of the finder registry that fits the search's structure (and, to be
     transferred, whose ticket is a mask of the searched network)."""
     wanted = finder_names(structure=structure, transferable=True if transfer else None)
+    if not transfer:
+        wanted.append(CLASSICAL)
     if method not in wanted:
         why = ("unknown method" if method not in REGISTRY else
                "not a mask method that can be transferred" if transfer and
@@ -641,7 +679,8 @@ def _task(table: Any, key: str) -> TaskSpec:
     name = table.get("name")
     _check(TASK_KEYS_DOC["name"](name), f"{key}.name")
     _known(key, table, {"name"} | TASK_KEYS[name])
-    settings = {k: v for k, v in table.items() if k != "name"}
+    images = _expand_images(_strings(table, f"{key}.images"), f"{key}.images")
+    settings = {k: v for k, v in table.items() if k not in ("name", "images")}
     for k, value in settings.items():
         _check(TASK_KEYS_DOC[k](value), f"{key}.{k}")
     if "mask" in settings and (not isinstance(settings["mask"], str) or not settings["mask"]):
@@ -650,10 +689,10 @@ def _task(table: Any, key: str) -> TaskSpec:
                          f"{show(settings['mask'])}")
     if "mask" in settings and "keep" in settings:
         raise _SpecError(key, "give mask or keep, not both")
-    return TaskSpec(name, tuple(sorted(settings.items())))
+    return TaskSpec(name, tuple(sorted(settings.items())), tuple(images))
 
 
-def _expand_images(specs: list[str]) -> list[str]:
+def _expand_images(specs: list[str], key: str = "grid.images") -> list[str]:
     """Globs of files and of ``data:`` paths become the matching image specs, sorted."""
     images: list[str] = []
     for i, spec in enumerate(specs):
@@ -661,15 +700,15 @@ def _expand_images(specs: list[str]) -> list[str]:
             images.append(spec)
             continue
         if spec.startswith("data:"):
-            found = _expand_data_glob(spec, f"grid.images[{i}]")
+            found = _expand_data_glob(spec, f"{key}[{i}]")
         else:
             try:
                 found = sorted(glob.glob(spec))
             except (OSError, ValueError) as err:
-                raise _SpecError(f"grid.images[{i}]", f"{spec!r} is not a usable pattern "
+                raise _SpecError(f"{key}[{i}]", f"{spec!r} is not a usable pattern "
                                  f"({_first_line(err)})") from None
         if not found:
-            raise _SpecError(f"grid.images[{i}]", f"{spec!r} matches no image")
+            raise _SpecError(f"{key}[{i}]", f"{spec!r} matches no image")
         images += [f for f in found if not is_mask(f)]
     return list(dict.fromkeys(images))
 

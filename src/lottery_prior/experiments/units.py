@@ -8,7 +8,10 @@
 * ``fit``: one method at one sparsity on the search's own observation (needs the search, and
   for ``learned`` the learn unit); the dense network and the Deep Decoder are fits too;
 * ``transfer``: a method's mask found on one search, retrained on another image or task
-  (needs what the mask needs, and the target's search, whose ticket it is compared with).
+  (needs what the mask needs, and the target's search, whose ticket it is compared with);
+* ``classical``: a classical method (BM3D, biharmonic, bicubic, ...) on one observation,
+  once for every network seed (it needs nothing; its rows pair with the fits of the same
+  observation).
 
 A fit, learn or transfer unit is named ``<kind>-<hash>`` of its identity: the search it is
 matched to (content-addressed), the method and its settings with every default resolved,
@@ -20,6 +23,7 @@ process from its JSON-ready payload and returns its result rows.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import platform
 from dataclasses import asdict, dataclass, field
@@ -34,6 +38,7 @@ from lottery_prior.errors import LipError
 from lottery_prior.experiments.spec import Spec
 from lottery_prior.experiments.store import Store
 from lottery_prior.finders import FinderOptions, Match, make_finder
+from lottery_prior.finders.classical import library_version
 from lottery_prior.finders.learned import LearnedMask
 from lottery_prior.fit import FitConfig
 from lottery_prior.images import save_image
@@ -45,6 +50,7 @@ from lottery_prior.runs import identity_hash
 from lottery_prior.scores import SCORE_COLUMNS
 from lottery_prior.stopping import resolve_rule
 
+log = logging.getLogger("lottery_prior")
 RUNS = "runs"  # IMP and learned-mask run folders, below the results folder
 IMAGES = "images"  # averaged outputs of fits, observations and clean images
 
@@ -98,8 +104,8 @@ def expand(spec: Spec, root: Path) -> Plan:
     searches: dict[tuple, Unit] = {}
     learned: dict[str, dict[float, Unit]] = {}  # search id -> its learn units by sparsity
     imp = ImpConfig(**{**_imp_settings(spec), "target_sparsity": spec.max_sparsity})
-    for image in spec.images:
-        for task in spec.tasks:
+    for task in spec.tasks:
+        for image in spec.images_of(task):
             for noise_seed in spec.noise_seeds:
                 problem_args = {"image": image, "task": task.name, "size": spec.size,
                                 "noise_seed": noise_seed, **task.for_image(image)}
@@ -110,6 +116,8 @@ def expand(spec: Spec, root: Path) -> Plan:
                     learns = learned[search.id] = _learn_units(spec, search)
                     plan.units += learns.values()
                     plan.units += _fit_units(spec, search, learns)
+                plan.units += _classical_units(spec, problem_args,
+                                               plan.runs[search.id].problem)
     for (image, task, noise_seed, seed), search in searches.items():
         for t_image, t_task in _transfer_targets(spec, image, task):
             target = searches[(t_image, t_task, noise_seed, seed)]
@@ -185,7 +193,7 @@ def _needs(search: Unit, learns: dict[float, Unit], method: str, sparsity: float
 
 def _fit_units(spec: Spec, search: Unit, learns: dict[float, Unit]) -> list[Unit]:
     units = []
-    for method in spec.methods:
+    for method in spec.network_methods():
         for s in [0.0] if method == "dense" else spec.sparsities:
             identity = _method_identity(spec, search, method, s, search.payload["fit"])
             payload = {"search": search.payload, "method": method, "sparsity": s,
@@ -194,6 +202,25 @@ def _fit_units(spec: Spec, search: Unit, learns: dict[float, Unit]) -> list[Unit
                               _needs(search, learns, method, s),
                               cost=search.payload["full_cost"],
                               label=f"{method} at {s:.0%}, {_where(search)}"))
+    return units
+
+
+def _classical_units(spec: Spec, problem_args: dict, problem) -> list[Unit]:
+    """One unit per classical method of the task on this observation (a method whose optional
+    library is missing here is left out, with a one-line note)."""
+    units = []
+    for method in spec.classical_methods(problem_args["task"]):
+        finder = make_finder(method)
+        why = finder.available()
+        if why:
+            log.warning("%s left out: %s", method, why)
+            continue
+        identity = {"problem": problem.describe(), "method": method,
+                    "library": library_version(finder.library)}
+        units.append(Unit(f"classical-{identity_hash(identity)}", "classical",
+                          {"problem": problem_args, "method": method}, cost=5.0,
+                          label=f"{method} on {problem_args['image']}:{problem_args['task']}"
+                          f" (noise {problem_args['noise_seed']})"))
     return units
 
 
@@ -215,7 +242,8 @@ def _transfer_unit(plan: Plan, spec: Spec, search: Unit, target: Unit, method: s
 def _transfer_targets(spec: Spec, image: str, task: str) -> list[tuple[str, str]]:
     targets = []
     if spec.across_images:
-        targets += [(other, task) for other in spec.images if other != image]
+        own = next(t for t in spec.tasks if t.name == task)
+        targets += [(other, task) for other in spec.images_of(own) if other != image]
     targets += [(image, to) for src, to in spec.across_tasks if src == task]
     return targets
 
@@ -262,6 +290,8 @@ def run_unit(unit: Unit, root: str | Path, device: str | None = None) -> list[di
     """Do a unit's work (resuming what exists) and return its rows; any process can.
     ``device``: where its fits run (default: CUDA if available)."""
     root = Path(root)
+    if unit.kind == "classical":
+        return [_classical_row(unit, root)]
     run = imp_run(unit.payload, root, device)
     if unit.kind == "search":
         run.run()
@@ -332,6 +362,36 @@ def _row(unit: Unit, source: ImpRun, target: ImpRun, fit: MethodFit, output: Pat
     }
 
 
+def _classical_row(unit: Unit, root: Path) -> dict:
+    """A classical method's row: the columns of a fit's row, its one output in ``final`` and
+    ``averaged``, the oracle peaks, the stop and every network setting empty (not
+    applicable), its library and version, and its resolved settings."""
+    problem = make_problem(**unit.payload["problem"])
+    restored = make_finder(unit.payload["method"]).restore(problem)
+    output = root / IMAGES / f"{unit.id}.png"
+    output.parent.mkdir(parents=True, exist_ok=True)
+    save_image(restored.output, output)
+    settings = unit.payload["problem"]
+    observation, clean = _problem_images(problem, root)
+    return {
+        "unit": unit.id, "kind": "classical", "image": problem.image, "task": problem.task,
+        **{k: settings.get(k) for k in ("sigma", "mask", "keep", "factor", "size",
+                                        "noise_seed")},
+        "model": None, "model_options": json.dumps(restored.settings, sort_keys=True),
+        **dict.fromkeys(("steps", "lr", "input_noise", "precision", "imp", "imp_run",
+                         "target_run", "seed")),
+        "device": "cpu", "method": restored.method, "method_label": restored.label,
+        **dict.fromkeys(("requested_sparsity", "sparsity", "parameters", "mask_sha256")),
+        "source_image": problem.image, "source_task": problem.task,
+        **dict.fromkeys(SCORE_COLUMNS.values()),
+        **{k: v for k, v in restored.row().items() if k not in ("method", "sparsity",
+                                                                "parameters")},
+        **dict.fromkeys(("step_stopped", "stop_fired", "stop_step", "stop_rule")),
+        "metric": problem.metric_name, "machine": _machine(), "version": __version__,
+        "output": str(output.relative_to(root)), "observation": observation, "clean": clean,
+    }
+
+
 def _rule_text(rule: dict | None) -> str | None:
     """A stopping rule's settings in one cell: ``wmv(window=100, patience=200, keep=mean)``."""
     if not rule:
@@ -350,11 +410,12 @@ def describe_cost(plan: Plan, done: set[str]) -> str:
     """The units left and a rough estimate of their cost on one CPU thread."""
     left = [u for u in plan.units if u.id not in done]
     kinds = {k: sum(1 for u in left if u.kind == k)
-             for k in ("search", "learn", "fit", "transfer")}
+             for k in ("search", "learn", "fit", "transfer", "classical")}
     seconds = cost_seconds(plan, done)
     learned = f"{kinds['learn']} learned masks, " if kinds["learn"] else ""
+    classical = f", {kinds['classical']} classical" if kinds["classical"] else ""
     return (f"{len(left)} of {len(plan.units)} units left ({kinds['search']} searches, "
-            f"{learned}{kinds['fit']} fits, {kinds['transfer']} transfers): about "
+            f"{learned}{kinds['fit']} fits, {kinds['transfer']} transfers{classical}): about "
             f"{seconds / 3600:.1f} CPU-thread hours ({math.ceil(seconds / 60)} min) by a rough "
             "cost model (paper network: ~0.25 s per 128x128 step per thread in fast mode); a "
             "GPU is typically 20-50x faster")

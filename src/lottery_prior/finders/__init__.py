@@ -8,12 +8,14 @@
 ``magnitude`` ...         pruning at initialisation: magnitude, SNIP, GraSP, SynFlow
 ``decoder``               the Deep Decoder of equal size (:mod:`.decoder`)
 ``random-channels`` ...   baselines of channel tickets (:mod:`.channel_baselines`)
+``bm3d``, ``biharmonic``  classical methods, no network (:mod:`.classical`)
 ========================  ==================================================================
 """
 
 from lottery_prior.finders import (  # noqa: F401 - importing a module registers its finders
     at_init,
     channel_baselines,
+    classical,
     decoder,
     imp,
     learned,

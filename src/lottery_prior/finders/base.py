@@ -104,6 +104,7 @@ class MaskFinder:
     transferable: ClassVar[bool] = True  # its ticket is a mask of the run's network
     search_name: ClassVar[str | None] = None  # its name under `lip find --finder`, if any
     random: ClassVar[bool] = False  # its mask is a random draw (claims count the draws)
+    classical: ClassVar[bool] = False  # no network: restores the observation directly
     order: ClassVar[int] = 100  # its place in tables and legends
 
     @classmethod

@@ -34,10 +34,11 @@ from lottery_prior import seeding
 from lottery_prior.errors import LipError
 from lottery_prior.files import save_figure
 from lottery_prior.gan.checkpoint import save_checkpoint
-from lottery_prior.gan.data import N_TRAIN, load_faces
+from lottery_prior.gan.data import N_DIGITS_TRAIN, N_TRAIN, load_dataset, load_faces
 from lottery_prior.gan.networks import Discriminator, Generator
 from lottery_prior.gan.prune import PRUNE_METHODS, GanTicket, prune_gan
 from lottery_prior.gan.recovery import GaussianMeasurement, Recovery, recover_cs, recover_inpaint
+from lottery_prior.gan.sparsity import CS_BASELINES, lasso_cs
 from lottery_prior.gan.train import train_gan
 from lottery_prior.masks import Mask
 from lottery_prior.problem import content_hash
@@ -50,6 +51,8 @@ CHECKPOINT_NAME = "gan.pth"
 # What `lip gan train` records as the checkpoint's training data (config key "dataset"):
 # a checkpoint saying so can be fine-tuned on the bundled faces without --train-images.
 FACES_DATASET = f"skimage lfw_subset faces 0-{N_TRAIN - 1}"
+DIGITS_DATASET = f"sklearn digits 0-{N_DIGITS_TRAIN - 1}"
+DATASET_NAMES = {"faces": FACES_DATASET, "digits": DIGITS_DATASET}  # as checkpoints say
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".ppm", ".pgm")
 DEPTHS = (64, 64, 32, 16, 16)  # widths at 4, 8, 16, 32, 64 px: the small face GAN
 NamedImages = list[tuple[str, Tensor]]
@@ -114,6 +117,20 @@ def held_out_faces(generator: Generator, count: int = 4) -> NamedImages:
                        f"got {count}")
     faces = _to_channels(faces[:count], generator.out_channels, "the faces")
     return [(f"face{N_TRAIN + i}", x) for i, x in enumerate(faces)]
+
+
+def held_out_images(generator: Generator, config: Mapping[str, object],
+                    count: int = 4) -> NamedImages:
+    """The first ``count`` held-out images of the data the checkpoint was trained on (its
+    config's ``dataset``): digits for `lip gan train --data digits`, else faces."""
+    if config.get("dataset") != DIGITS_DATASET:
+        return held_out_faces(generator, count)
+    digits = load_dataset("digits", "eval", generator.resolution)
+    if not 1 <= count <= len(digits):
+        raise LipError(f"there are {len(digits)} held-out digits; ask for 1 to {len(digits)}, "
+                       f"got {count}")
+    digits = _to_channels(digits[:count], generator.out_channels, "the digits")
+    return [(f"digit{N_DIGITS_TRAIN + i}", x) for i, x in enumerate(digits)]
 
 
 def training_faces(generator: Generator) -> Tensor:
@@ -296,8 +313,9 @@ def depths_for(size: int) -> tuple[int, ...]:
 def train_and_save(out: Path, *, size: int = 32, steps_per_scale: int = 800,
                    fade_steps: int | None = None, batch_size: int = 16, lr: float = 1e-3,
                    seed: int = 0, device: str | torch.device = "cpu",
-                   progress: bool = False) -> Results:
-    """Train the small GAN on the 80 training faces; write ``gan.pth`` (zoo format, the
+                   progress: bool = False, data: str = "faces") -> Results:
+    """Train the small GAN on the 80 training faces (``data="digits"``: the 1,497 training
+    digits); write ``gan.pth`` (zoo format, the
     moving-average generator as ``avgG``), ``samples.png`` (64 samples), a table of the final
     losses per scale (``results``) and ``losses.png``. Rows: one per scale."""
     depths = depths_for(size)
@@ -321,7 +339,7 @@ def train_and_save(out: Path, *, size: int = 32, steps_per_scale: int = 800,
                 log.info("scale %d (%d px) trained in %.0f s", info["scale"],
                          info["resolution"], rows[-1]["seconds"])
 
-        models = train_gan(load_faces("train", size), depths=depths,
+        models = train_gan(load_dataset(data, "train", size), depths=depths,
                            steps_per_scale=steps_per_scale, fade_steps=fade,
                            batch_size=batch_size, lr=lr, seed=seed, device=device,
                            callback=record)
@@ -329,7 +347,7 @@ def train_and_save(out: Path, *, size: int = 32, steps_per_scale: int = 800,
     out.mkdir(parents=True, exist_ok=True)
     checkpoint = out / CHECKPOINT_NAME
     save_checkpoint(checkpoint, models.generator, models.discriminator, models.average,
-                    dataset=FACES_DATASET,
+                    dataset=DATASET_NAMES[data],
                     steps_per_scale=steps_per_scale, fade_steps=fade, seed=seed,
                     train_minutes=round(minutes, 2))
     net = models.average.eval()
@@ -382,21 +400,29 @@ def _least_norm(a: GaussianMeasurement, y: Tensor, x: Tensor) -> Recovery:
 
 def cs_experiment(generator: Generator, images: NamedImages, measurements: Sequence[int], *,
                   noise: float = 0.01, outliers: int = 0, robust: bool = False,
-                  batches: int = 50, least_norm: bool = False, solver: Solver = Solver(),
+                  batches: int = 50, baselines: Sequence[str] = (), solver: Solver = Solver(),
                   mask: Mask | None = None, seed: int = 0, out: Path | None = None,
                   progress: bool = False) -> Results:
     """Compressive sensing y = A x + e of each image for each m (CSGM; ``robust``: median of
     ``batches`` means). ``outliers`` corrupted rows are added to the m measurements (the
     paper's protocol: 20), so y has m + outliers values, its first m those without outliers.
 
-    Rows per image, m and method (``gan``; ``least-norm`` A^+ y with ``least_norm``): PSNR,
-    per-pixel MSE, mean squared measurement residual, seconds. ``mask`` prunes the generator.
-    With ``out``: ``images/<image>-truth.png``, ``images/<image>-m<m>[-least-norm].png``,
+    Rows per image, m and method: ``gan``, and each of ``baselines`` on the same A and y:
+    ``least-norm`` (A^+ y, no prior), ``lasso-dct`` and ``lasso-wavelet`` (a sparsity prior,
+    :mod:`lottery_prior.gan.sparsity`: α by cross-validation, and ``-oracle`` rows with α
+    chosen by the truth): PSNR, per-pixel MSE, mean squared measurement residual, seconds.
+    ``mask`` prunes the generator.
+    With ``out``: ``images/<image>-truth.png``, ``images/<image>-m<m>[-<baseline>].png``,
     ``montage.png`` (a row per image: truth, then each m), tables, ``psnr_vs_m.png`` and
     ``mse_vs_m.png``.
     """
     _check_cs(measurements, noise, outliers, robust, batches)
+    unknown = [b for b in baselines if b not in CS_BASELINES]
+    if unknown:
+        raise LipError(f"unknown CS baseline {unknown[0]!r}; choose from "
+                       f"{', '.join(CS_BASELINES)}")
     n = generator.out_channels * generator.resolution ** 2
+    shape = (generator.out_channels, generator.resolution, generator.resolution)
     rows: list[dict] = []
     tiles: list[Tensor] = []
     saved: dict[str, Tensor] = {}
@@ -417,12 +443,19 @@ def cs_experiment(generator: Generator, images: NamedImages, measurements: Seque
             log.info("cs %s m=%d: %.2f dB (%.1f s)", name, m, result.psnr, seconds)
             tiles.append(result.image)
             saved[f"{name}-m{m}"] = result.image
-            if least_norm:
+            for baseline in dict.fromkeys(baselines):
                 start = time.perf_counter()
-                reference = _least_norm(a, y, x)
-                rows.append(_row(name, reference, time.perf_counter() - start, m=m,
-                                 ratio=round(m / n, 4), method="least-norm"))
-                saved[f"{name}-m{m}-least-norm"] = reference.image
+                if baseline == "least-norm":
+                    found = {baseline: _least_norm(a, y, x)}
+                else:
+                    found = lasso_cs(a.dense(), y, shape, baseline.removeprefix("lasso-"),
+                                     truth=x, seed=seed)
+                seconds = (time.perf_counter() - start) / len(found)
+                for method, reference in found.items():
+                    rows.append(_row(name, reference, seconds, m=m, ratio=round(m / n, 4),
+                                     method=method))
+                    saved[f"{name}-m{m}-{method}"] = reference.image
+                    log.info("cs %s m=%d %s: %.2f dB", name, m, method, reference.psnr)
     summary = summarize(rows, ("m", "ratio", "method"))
     files: list[Path] = []
     if out is not None:

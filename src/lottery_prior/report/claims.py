@@ -10,11 +10,16 @@ concatenates sweeps of other networks never averages them together. A transfer i
 the own ticket of the comparison it was fitted in (``target_run``). A table with two fits of
 one method in one comparison is ambiguous and refused.
 
+A classical method (BM3D, biharmonic, bicubic, ...) has no search: its row pairs with the
+fits of the observation it restored (the ``observation`` column, named by the observation's
+content), each network seed's fit with the same classical output.
+
 Claims: ticket ≥ dense − δ up to sparsity S (S: the largest requested sparsity up to which
 every interval lies above −δ); ticket > Deep Decoder at equal size; ticket > random pruning
 (global, and with the ticket's layer-wise ratios); transfer across images and tasks ≥ the
-target's own ticket − δ. All functions are pure: rows in (dicts, as ``rows.read_results``
-gives them), claims out.
+target's own ticket − δ; ticket > the best classical method and dense DIP > the best
+classical method (per task: the classical method with the best mean score there). All
+functions are pure: rows in (dicts, as ``rows.read_results`` gives them), claims out.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 
 from lottery_prior.errors import LipError
-from lottery_prior.finders import REGISTRY, method_title
+from lottery_prior.finders import REGISTRY, method_rank, method_title
 from lottery_prior.report.rows import (
     PROBLEM_COLUMNS,
     scope_labeller,
@@ -72,11 +77,21 @@ class Comparisons:
 
     def __init__(self, rows: Sequence[dict]) -> None:
         rows = _unique(rows)
+        self.classical = [r for r in rows if r.get("kind") == "classical"]
+        rows = [r for r in rows if r.get("kind") != "classical"]
         if rows and not all(r.get("imp_run") for r in rows):
             raise LipError("the results table lacks imp_run (the IMP search each fit was "
                            "matched to): its fits cannot be paired; make it with lip sweep")
         self.fits = [r for r in rows if r.get("kind", "fit") != "transfer"]
         self.transfers = [r for r in rows if r.get("kind") == "transfer"]
+        self.restored: dict[tuple, dict] = {}  # (observation, method) -> classical row
+        for r in self.classical:
+            key = (r.get("observation"), r.get("method"))
+            if key in self.restored:
+                raise LipError(f"ambiguous pairs: two {r.get('method')} rows (units "
+                               f"{self.restored[key].get('unit')}, {r.get('unit')}) of one "
+                               "observation; report them separately")
+            self.restored[key] = r
         self.index: dict[tuple, dict] = {}
         for r in self.fits:
             key = (r["imp_run"], r.get("method"), sparsity_key(r.get("requested_sparsity")))
@@ -148,6 +163,51 @@ class Comparisons:
     def scopes(self) -> list[str]:
         return list(dict.fromkeys(self.scope(r) for r in self.fits))
 
+    def best_classical(self, score: str, scope: str | None) -> str | None:
+        """The classical method with the best mean ``score`` over the observations of the
+        fits in ``scope`` that it restored (None if no classical method restored one)."""
+        observations = {r.get("observation") for r in self.fits
+                        if scope is None or self.scope(r) == scope}
+        means: dict[str, list[float]] = {}
+        for (observation, method), r in self.restored.items():
+            v = value(r, score)
+            if observation in observations and v is not None:
+                means.setdefault(method, []).append(v)
+        if not means:
+            return None
+        return max(means, key=lambda m: (sum(means[m]) / len(means[m]), -method_rank(m)))
+
+    def classical_pairs(self, first: Sequence[dict], method: str, score: str,
+                        scope: str | None) -> Paired:
+        """Differences ``first − method`` (a classical method) on the same observation; the
+        classical side has one output, so its column is the averaged output's whatever the
+        score (a network's oracle peak against a classical output is the paper's view)."""
+        out, unpaired, broken, diverged = [], 0, 0, 0
+        for r in first:
+            if scope is not None and self.scope(r) != scope:
+                continue
+            other = self.restored.get((r.get("observation"), method))
+            if other is None:
+                unpaired += 1
+                continue
+            a, b = value(r, score), value(other, "psnr_averaged")
+            if a is None or b is None:
+                broken += 1
+                diverged += a is None and isinstance(r.get(score), float)
+                continue
+            unit = (self.scope(r), r.get("image"), r.get("seed"), r.get("noise_seed"))
+            out.append(Pair(unit, str(r.get("image")),
+                            sparsity_key(r.get("requested_sparsity")) or 0.0, a - b, None))
+        notes = []
+        if unpaired:
+            notes.append(f"{unpaired} fit(s) without a {method_title(method)} row")
+        if broken:
+            notes.append(f"{broken} pair(s) with a non-finite or missing score left out")
+        if diverged:
+            notes.append(f"{diverged} fit(s) of the first side diverged: the claim cannot "
+                         "hold")
+        return Paired(out, "; ".join(notes), diverged)
+
 
 def _unique(rows: Sequence[dict]) -> list[dict]:
     """The rows with a row repeated under the same unit id (a table concatenated twice)
@@ -187,6 +247,11 @@ def claims(rows: Sequence[dict], score: str = "psnr_averaged", *, delta: float =
             paired = table.pairs(tickets, method, score, scope)
             out.append(_claim(text, scope, score, paired, 0.0, confidence,
                               note=_pooled_note(paired.pairs)))
+    if table.classical:
+        for side, text in (("ticket", "ticket > best classical method"),
+                           ("dense", "dense DIP > best classical method")):
+            for scope in pooled:
+                out.append(_classical_claim(table, side, text, score, scope, confidence))
     for kind, text in (("images", "transfer across images"), ("tasks", "transfer across tasks")):
         text = f"{text} ≥ own ticket − {delta:g} dB"
         transfers = [r for r in table.transfers if _is_transfer(r, kind)
@@ -294,6 +359,32 @@ def _dense_claim(table: Comparisons, tickets: list[dict], score: str, scope: str
     return replace(at[shown], note=_join(
         f"S = {_pct(shown)}: the whole interval lies above −{delta:g} dB at every sparsity "
         f"up to S ({tested})", paired.note))
+
+
+def _classical_claim(table: Comparisons, side: str, text: str, score: str,
+                     scope: str | None, confidence: float) -> Claim:
+    """``side`` (ticket or dense) against the scope's best classical method; pooled over
+    tasks, each task against its own best."""
+    scopes = [scope] if scope is not None else table.scopes()
+    pairs, notes, diverged, best = [], [], 0, []
+    for s in scopes:
+        method = table.best_classical("psnr_averaged", s)
+        if method is None:
+            continue
+        paired = table.classical_pairs(_method(table.fits, side), method, score, s)
+        pairs += paired.pairs
+        diverged += paired.diverged
+        notes.append(paired.note)
+        best.append(method_title(method) + (f" ({s})" if scope is None else ""))
+    if not best:
+        return _claim(text, scope, score, Paired([], "", 0), 0.0, confidence,
+                      note="no classical method restored these observations")
+    levels = sorted({p.sparsity for p in pairs if p.sparsity})
+    at = f" at sparsity {', '.join(_pct(v) for v in levels)}" if levels else ""
+    note = (f"best classical (mean of its one output): {', '.join(best)}; "
+            f"{side}{at}, averaged per unit")
+    return _claim(text, scope, score, Paired(pairs, _join(*notes), diverged), 0.0, confidence,
+                  note=note)
 
 
 def _pct(s: float) -> str:

@@ -93,9 +93,10 @@ def build_context(rows: Sequence[dict], results_dir: Path, figure_dir: Path, *,
     scopes = list(dict.fromkeys(label(r) for r in rows))
     seeds = sorted({r.get("seed") for r in rows if r.get("seed") is not None})
     metric = metric_label(rows)
-    curves = _embed(sparsity_curves(rows, figure_dir))
+    networks = [r for r in rows if r.get("kind") != "classical"]
+    curves = _embed(sparsity_curves(networks, figure_dir))
     missing: list[str] = []
-    grids = _embed(image_grids(rows, results_dir, figure_dir, missing=missing))
+    grids = _embed(image_grids(networks, results_dir, figure_dir, missing=missing))
     by_score, unpaired = _paired(claims_by_score, rows, delta)
     sections = [
         _glance_section(by_score, unpaired, curves[:1]),
@@ -113,7 +114,10 @@ def build_context(rows: Sequence[dict], results_dir: Path, figure_dir: Path, *,
          "figures": []},
         {"id": "summary", "title": "Per-method summary",
          "notes": [f"Fits (not transfers) per task, method and requested sparsity, pooled "
-                   f"over images and seeds; {metric} in dB, mean ± std."],
+                   f"over images and seeds; {metric} in dB, mean ± std."] + (
+                   ["A classical method has one output (in the averaged column) and no "
+                    "network: its oracle peaks and automatic stop are n/a."]
+                   if len(networks) < len(rows) else []),
          "tables": [_table(summary_rows(rows))], "figures": []},
         {"id": "curves", "title": "PSNR against sparsity",
          "notes": ["Mean ± std over network and noise seeds; dense as a dashed line with its "
@@ -123,7 +127,7 @@ def build_context(rows: Sequence[dict], results_dir: Path, figure_dir: Path, *,
         {"id": "transfer", "title": "Transfer", "tables": [],
          "notes": [] if any(r.get("kind") == "transfer" for r in rows)
          else ["No transfer fits in these results."],
-         "figures": _embed(transfer_heatmaps(rows, figure_dir))},
+         "figures": _embed(transfer_heatmaps(networks, figure_dir))},
         {"id": "images", "title": "Images (as in the paper's Fig. 2)", "tables": [],
          "notes": _image_notes(grids, missing), "figures": grids},
     ]
@@ -308,8 +312,9 @@ def summary_rows(rows: Sequence[dict]) -> list[dict]:
     for (scope, method, s), rs in sorted(groups.items(),
                                          key=lambda kv: (order[kv[0][0]],
                                                          method_rank(kv[0][1]), kv[0][2])):
+        classical = all(r.get("kind") == "classical" for r in rs)
         row = {"task": scope, "method": method_title(method),
-               "requested sparsity": "—" if method == "dense" else f"{100 * s:g}%",
+               "requested sparsity": "—" if method == "dense" or classical else f"{100 * s:g}%",
                "counted sparsity": _mean_text([value(r, "sparsity") for r in rs], pct=True),
                "parameters": _mean_text([value(r, "parameters") for r in rs], integer=True),
                "fits": str(len(rs)),
@@ -317,13 +322,19 @@ def summary_rows(rows: Sequence[dict]) -> list[dict]:
         if any_diverged:
             row["diverged"] = str(len(diverged(rs)))
         for c in scores:
-            row[score_words(c)] = _mean_text([value(r, c) for r in rs], std=c != "ssim_averaged")
+            row[score_words(c)] = NOT_APPLICABLE if classical and c in ORACLE_OR_STOP else (
+                _mean_text([value(r, c) for r in rs], std=c != "ssim_averaged"))
         if stops:
-            row |= stop_cells(rs)
+            row |= ({k: NOT_APPLICABLE for k in stop_cells([])} if classical
+                    else stop_cells(rs))
         seconds = [v for v in (value(r, "seconds") for r in rs) if v is not None]
         row["seconds per fit"] = f"{statistics.fmean(seconds):,.1f}" if seconds else "—"
         out.append(row)
     return out
+
+
+NOT_APPLICABLE = "n/a"  # a classical method's oracle peaks and stop
+ORACLE_OR_STOP = ("psnr_peak_iterate", "psnr_peak_averaged", "psnr_stopped")
 
 
 def stop_cells(rows: Sequence[dict]) -> dict[str, str]:

@@ -130,6 +130,10 @@ def write_comparison(rows: list[dict], out_dir: str | Path, title: str = "") -> 
             if other in first and other != key:
                 entry[f"{other}_mean"] = round(
                     statistics.fmean(r[other] for r in rows if r["method"] == m), 3)
+            elif "library" in first and any(other in r for r in rows):
+                entry[f"{other}_mean"] = "n/a"  # a classical method: one output, no oracle
+        if "library" in first:
+            entry["library"] = first["library"]
         summary.append(entry)
     write_table(summary, out / "summary")
     plot_method_bars(summary, f"{key}_mean", f"{key}_std", out / "comparison.png", title=title,

@@ -33,10 +33,12 @@ SETTING_COLUMNS = ("image", "task", "sigma", "mask", "keep", "factor", "size", "
                    "model", "model_options", "steps", "lr", "input_noise", "precision",
                    "fast", "imp", "seed", "method", "requested_sparsity", "metric", "device",
                    "machine", "version")
-KINDS = ("fit", "transfer")
+KINDS = ("fit", "transfer", "classical")
 # Required columns that may be empty (a count the table does not know is shown as "—");
 # every other required column must hold a value of its type in every row.
 NULLABLE = {"sparsity", "parameters"}
+# ... and those a classical method's row leaves empty: it has no network, seed or sparsity.
+NOT_NETWORK = {"seed", "requested_sparsity"}
 # Scores: a NaN or infinite value is a fit that diverged, kept as such (never as missing).
 SCORE_FIELDS = ("psnr_final", "psnr_averaged", "psnr_peak_iterate", "psnr_peak_averaged",
                  "psnr_stopped", "ssim_averaged")
@@ -73,16 +75,17 @@ def read_results(path: str | Path) -> list[dict]:
         raise LipError(f"{path}: missing column(s) {', '.join(missing)}")
     for i, row in enumerate(rows, 1):
         for column, v in row.items():
-            problem = _value_problem(column, v)
+            problem = _value_problem(column, v, row.get("kind"))
             if problem:
                 raise LipError(f"{path}: row {i}: {column} {problem}; fix or remove that row")
     return rows
 
 
-def _value_problem(column: str, v: object) -> str | None:
-    """What is wrong with a cell of a results table, or None."""
+def _value_problem(column: str, v: object, kind: object = None) -> str | None:
+    """What is wrong with a cell of a results table (of a row of ``kind``), or None."""
     if v is None:
-        return "is missing" if column in REQUIRED and column not in NULLABLE else None
+        optional = NULLABLE | (NOT_NETWORK if kind == "classical" else set())
+        return "is missing" if column in REQUIRED and column not in optional else None
     number = isinstance(v, int | float) and not isinstance(v, bool)
     if column == "kind":
         return None if v in KINDS else f"must be {' or '.join(KINDS)}, got {v!r}"
@@ -236,15 +239,20 @@ def scope_labeller(rows: Sequence[dict]):
     comparisons of that task (``denoise σ=25``, ``sr ×4``), so one label never mixes two
     settings; a setting that is each image's own (its mask file) is not one of them. A
     comparison's settings are those of its search (its ticket's row), so a Deep
-    Decoder fitted with its own settings is scoped with the ticket it was sized to."""
+    Decoder fitted with its own settings is scoped with the ticket it was sized to, and a
+    classical method with the fits of the observation it restored."""
     searches: dict[str, dict] = {}
+    fitted: dict[str, dict] = {}  # observation -> a fit on it
     for r in rows:
         key = comparison(r)
-        if key is not None and r.get("kind") != "transfer" and (
-                key not in searches or r.get("method") == "ticket"):
-            searches[key] = r
+        if key is not None and r.get("kind", "fit") == "fit":
+            if key not in searches or r.get("method") == "ticket":
+                searches[key] = r
+            fitted.setdefault(r.get("observation"), r)
 
     def search(row: dict) -> dict:
+        if row.get("kind") == "classical":
+            row = fitted.get(row.get("observation"), row)
         return searches.get(comparison(row), row)
 
     by_task: dict[str, list[dict]] = {}

@@ -36,14 +36,19 @@ def _cell(value: object) -> str:
     return "" if value is None else str(value)
 
 
+def _columns(rows: Sequence[dict]) -> list[str]:
+    """Every key of the rows, in the order they first appear."""
+    return list(dict.fromkeys(k for r in rows for k in r))
+
+
 def write_table(rows: Sequence[dict], path: str | Path) -> tuple[Path, Path]:
-    """Write ``rows`` (dicts with the same keys) to ``path.csv`` and ``path.md`` (each
-    atomically)."""
+    """Write ``rows`` (dicts; a key some rows lack is an empty cell there) to ``path.csv`` and
+    ``path.md`` (each atomically)."""
     path = Path(path)
-    columns = list(rows[0]) if rows else []
+    columns = _columns(rows)
     csv_path, md_path = path.with_suffix(".csv"), path.with_suffix(".md")
     text = io.StringIO(newline="")
-    writer = csv.DictWriter(text, fieldnames=columns)
+    writer = csv.DictWriter(text, fieldnames=columns, restval="")
     writer.writeheader()
     writer.writerows(rows)
     write_text(csv_path, text.getvalue())
@@ -55,7 +60,7 @@ def markdown_table(rows: Sequence[dict]) -> str:
     """A Markdown table of ``rows`` (also fine to print in a terminal)."""
     if not rows:
         return "(no rows)"
-    columns = list(rows[0])
+    columns = _columns(rows)
     lines = ["| " + " | ".join(map(heading, columns)) + " |",
              "|" + "|".join("---" for _ in columns) + "|"]
     lines += ["| " + " | ".join(_cell(r.get(c)) for c in columns) + " |" for r in rows]
