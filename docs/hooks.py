@@ -209,12 +209,26 @@ def finders_reference() -> str:
              "what it does |", "|---|---|---|---|---|---|---|"]
     for name in finder_names():
         cls = REGISTRY[name]
+        if cls.classical:
+            continue
         doc = (cls.__doc__ or "").strip().split("\n\n")[0]
         lines.append(f"| `{name}` | {_cell(cls.title)} | {cls.structure} | "
                      f"{'yes' if cls.transferable else 'no'} | "
                      f"{'yes' if cls.random else 'no'} | "
                      f"{'`' + cls.search_name + '`' if cls.search_name else ''} | "
                      f"{_cell(doc)} |")
+    lines += ["", "## Classical methods", "",
+              "No network: each restores the observation once through its library and is "
+              "scored with the same metric (`methods = [\"classical\"]` in a spec adds every "
+              "one of the task; see [Compare with baselines]"
+              "(../how-to/baselines.md#classical-methods)).", "",
+              "| name | title | task | library | what it does |", "|---|---|---|---|---|"]
+    for name in finder_names():
+        cls = REGISTRY[name]
+        if cls.classical:
+            doc = (cls.__doc__ or "").strip().split("\n\n")[0]
+            lines.append(f"| `{name}` | {_cell(cls.title)} | {cls.task} | {cls.library} | "
+                         f"{_cell(doc)} |")
     lines += ["", "A new finder is one class: see "
               "[Concepts: the finders](../concepts.md#the-finders).", ""]
     return "\n".join(lines)

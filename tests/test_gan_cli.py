@@ -93,6 +93,26 @@ def test_cs_writes_images_tables_and_plots(checkpoint, tmp_path, capsys):
     assert "| m | ratio | method |" in stdout and str(out) in stdout
 
 
+def test_cs_baselines_recover_from_the_same_measurements(checkpoint, tmp_path, capsys):
+    out = tmp_path / "cs-lasso"
+    code, _, err = lip(["cs", "-c", checkpoint, "-m", 30, "--baselines", "lasso-dct",
+                        "lasso-wavelet", "--out", out, *FAST], capsys)
+    assert code == 0, err
+    rows = read_rows(out / "results.csv")
+    methods = {r["method"] for r in rows}
+    assert methods == {"gan", "lasso-dct", "lasso-dct-oracle", "lasso-wavelet",
+                       "lasso-wavelet-oracle"}
+    for face in ("face80", "face81"):
+        by = {r["method"]: float(r["psnr"]) for r in rows if r["image"] == face}
+        # α chosen by the truth is at least as good as α chosen without it
+        assert by["lasso-dct-oracle"] >= by["lasso-dct"] - 1e-9
+        assert by["lasso-wavelet-oracle"] >= by["lasso-wavelet"] - 1e-9
+    assert (out / "images" / "face81-m30-lasso-wavelet-oracle.png").is_file()
+    with pytest.raises(SystemExit) as exit_:
+        lip(["cs", "-c", checkpoint, "-m", 30, "--baselines", "lasso", *FAST], capsys)
+    assert exit_.value.code == 2 and "invalid choice: 'lasso'" in capsys.readouterr().err
+
+
 def test_inpaint_with_keep_ratios_and_a_block(checkpoint, tmp_path, capsys):
     out = tmp_path / "inpaint"
     code, stdout, err = lip(["inpaint", "-c", checkpoint, "--keep", 0.5, 1, "--mask", "block",

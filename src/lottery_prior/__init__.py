@@ -57,6 +57,8 @@ _PUBLIC: dict[str, str | tuple[str, str]] = {
     "MaskFinder": "lottery_prior.finders",
     "register_finder": "lottery_prior.finders",
     "finder_names": "lottery_prior.finders",
+    "restore_classical": "lottery_prior.finders.classical",
+    "Restored": "lottery_prior.finders.classical",
     # experiments
     "run_sweep": "lottery_prior.api",
     "write_report": "lottery_prior.report.html",
@@ -70,7 +72,7 @@ __all__ = [
     "make_stopping_rule", "ImpConfig", "ImpRun", "find_ticket",
     "Ticket", "load_ticket", "evaluate_ticket", "Mask", "LearnConfig", "compare_methods",
     "FinderOptions", "transfer", "MethodFit", "MaskFinder", "register_finder", "finder_names",
-    "run_sweep", "write_report", "LipError",
+    "restore_classical", "Restored", "run_sweep", "write_report", "LipError",
 ]
 
 if TYPE_CHECKING:  # what the lazy imports below resolve to, for type checkers and docs
@@ -78,6 +80,7 @@ if TYPE_CHECKING:  # what the lazy imports below resolve to, for type checkers a
     from lottery_prior.compare import MethodFit, compare_methods
     from lottery_prior.errors import LipError
     from lottery_prior.finders import FinderOptions, MaskFinder, finder_names, register_finder
+    from lottery_prior.finders.classical import Restored, restore_classical
     from lottery_prior.fit import FitConfig, FitResult
     from lottery_prior.fit import fit as fit_prior
     from lottery_prior.images import load_image, save_image

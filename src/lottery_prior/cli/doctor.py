@@ -31,6 +31,10 @@ def cmd_doctor(args: argparse.Namespace) -> None:
         print(f"{device}: {device_name(device)} ({capabilities(device)})")
     if len(devices) == 1:
         print("cuda: not available")
+    from lottery_prior.finders.classical import bm3d_missing, library_version
+
+    print(f"classical methods: {library_version('scikit-image')}, "
+          + (bm3d_missing() or library_version("bm3d")))
     print(f"precision cache: {cache_path()}")
     entries = list(cached_choices())
     if not entries:

@@ -139,6 +139,23 @@ def library_version(name: str) -> str:
         return f"{name} (not installed)"
 
 
+def restore_classical(problem: Problem, method: str) -> Restored:
+    """Restore ``problem``'s observation with the classical ``method`` (``bm3d``,
+    ``biharmonic``, ``bicubic``, ...: :func:`classical_names`), scored like a fit.
+
+    Example:
+        >>> import lottery_prior as lp
+        >>> problem = lp.make_problem("builtin:astronaut", "denoise", sigma=25, size=32)
+        >>> restored = lp.restore_classical(problem, "nl-means-blind")
+        >>> restored.scores["averaged"]["psnr"] > 20
+        True
+    """
+    if not is_classical(method):
+        raise LipError(f"{method!r} is not a classical method; choose from "
+                       f"{', '.join(classical_names(problem.task))}")
+    return REGISTRY[method]().restore(problem)
+
+
 def classical_names(task: str | None = None) -> list[str]:
     """The registered classical methods (of ``task``), in table order."""
     return [n for n, c in sorted(REGISTRY.items(), key=lambda item: item[1].order)

@@ -33,6 +33,7 @@ from lottery_prior import images as imageio
 from lottery_prior import seeding
 from lottery_prior.errors import LipError
 from lottery_prior.files import save_figure
+from lottery_prior.finders.classical import library_version
 from lottery_prior.gan.checkpoint import save_checkpoint
 from lottery_prior.gan.data import N_DIGITS_TRAIN, N_TRAIN, load_dataset, load_faces
 from lottery_prior.gan.networks import Discriminator, Generator
@@ -451,9 +452,10 @@ def cs_experiment(generator: Generator, images: NamedImages, measurements: Seque
                     found = lasso_cs(a.dense(), y, shape, baseline.removeprefix("lasso-"),
                                      truth=x, seed=seed)
                 seconds = (time.perf_counter() - start) / len(found)
+                library = library_version("scikit-learn") if baseline != "least-norm" else None
                 for method, reference in found.items():
                     rows.append(_row(name, reference, seconds, m=m, ratio=round(m / n, 4),
-                                     method=method))
+                                     method=method, library=library))
                     saved[f"{name}-m{m}-{method}"] = reference.image
                     log.info("cs %s m=%d %s: %.2f dB", name, m, method, reference.psnr)
     summary = summarize(rows, ("m", "ratio", "method"))
