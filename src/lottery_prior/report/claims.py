@@ -129,36 +129,19 @@ class Comparisons:
         """Differences ``first − method`` in the same comparison (and requested sparsity if
         ``sparse``), and a note on the fits left unpaired (no partner, or a non-finite
         score)."""
-        out, unpaired, broken, diverged = [], 0, 0, 0
-        random = method in REGISTRY and REGISTRY[method].random  # its masks are draws
-        for r in first:
+        outside = sum(1 for r in first if self.key(r) is None
+                      and sparsity_key(r.get("requested_sparsity")))
+        rows = [r for r in first if self.key(r) is not None
+                and sparsity_key(r.get("requested_sparsity"))
+                and (scope is None or self.scope(r) == scope)]
+
+        def partner(r: dict) -> dict | None:
             s = sparsity_key(r.get("requested_sparsity"))
-            if self.key(r) is None:
-                unpaired += bool(s)
-                continue
-            if not s or (scope is not None and self.scope(r) != scope):
-                continue
-            other = self.index.get((self.key(r), method, s if sparse else 0.0))
-            if other is None:
-                unpaired += 1
-                continue
-            a, b = value(r, score), value(other, score)
-            if a is None or b is None:
-                broken += 1
-                diverged += a is None and isinstance(r.get(score), float)  # NaN or inf
-                continue
-            unit = (self.scope(r), r.get("image"), r.get("seed"), r.get("noise_seed"))
-            draw = other.get("mask_sha256") if random else None
-            out.append(Pair(unit, str(r.get("image")), s, a - b, draw))
-        notes = []
-        if unpaired:
-            notes.append(f"{unpaired} fit(s) without a {method_title(method)} partner")
-        if broken:
-            notes.append(f"{broken} pair(s) with a non-finite or missing score left out")
-        if diverged:
-            notes.append(f"{diverged} fit(s) of the first side diverged: the claim cannot "
-                         "hold")
-        return Paired(out, "; ".join(notes), diverged)
+            return self.index.get((self.key(r), method, s if sparse else 0.0))
+
+        random = method in REGISTRY and REGISTRY[method].random  # its masks are draws
+        return self._paired(rows, partner, method, score, score, random=random,
+                            unpaired=outside)
 
     def scopes(self) -> list[str]:
         return list(dict.fromkeys(self.scope(r) for r in self.fits))
@@ -182,25 +165,33 @@ class Comparisons:
         """Differences ``first − method`` (a classical method) on the same observation; the
         classical side has one output, so its column is the averaged output's whatever the
         score (a network's oracle peak against a classical output is the paper's view)."""
-        out, unpaired, broken, diverged = [], 0, 0, 0
-        for r in first:
-            if scope is not None and self.scope(r) != scope:
-                continue
-            other = self.restored.get((r.get("observation"), method))
+        rows = [r for r in first if scope is None or self.scope(r) == scope]
+        return self._paired(rows, lambda r: self.restored.get((r.get("observation"), method)),
+                            method, score, "psnr_averaged")
+
+    def _paired(self, rows: Sequence[dict], partner: Callable[[dict], dict | None],
+                method: str, score: str, other_score: str, *, random: bool = False,
+                unpaired: int = 0) -> Paired:
+        """Each row minus its partner (``score`` minus the partner's ``other_score``), with a
+        note on rows left out: no partner, a non-finite score, a diverged first side."""
+        out, broken, diverged = [], 0, 0
+        for r in rows:
+            other = partner(r)
             if other is None:
                 unpaired += 1
                 continue
-            a, b = value(r, score), value(other, "psnr_averaged")
+            a, b = value(r, score), value(other, other_score)
             if a is None or b is None:
                 broken += 1
-                diverged += a is None and isinstance(r.get(score), float)
+                diverged += a is None and isinstance(r.get(score), float)  # NaN or inf
                 continue
             unit = (self.scope(r), r.get("image"), r.get("seed"), r.get("noise_seed"))
-            out.append(Pair(unit, str(r.get("image")),
-                            sparsity_key(r.get("requested_sparsity")) or 0.0, a - b, None))
+            draw = other.get("mask_sha256") if random else None
+            s = sparsity_key(r.get("requested_sparsity")) or 0.0
+            out.append(Pair(unit, str(r.get("image")), s, a - b, draw))
         notes = []
         if unpaired:
-            notes.append(f"{unpaired} fit(s) without a {method_title(method)} row")
+            notes.append(f"{unpaired} fit(s) without a {method_title(method)} partner")
         if broken:
             notes.append(f"{broken} pair(s) with a non-finite or missing score left out")
         if diverged:
