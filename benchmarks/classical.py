@@ -73,8 +73,29 @@ def sweep_tables(rows: list[dict]) -> list[str]:
             label = method_title(method) + (" (80%)" if method == "ticket" else "")
             lines.append(f"| {label} | {_mean_std(scores)} | "
                          f"{_mean_std(peaks) if peaks else 'n/a'} | "
-                         f"{statistics.fmean(seconds):,.1f} | {len(rs)} |")
-        lines += ["", *paired_table(fits), ""]
+                         f"{_seconds(statistics.fmean(seconds))} | {len(rs)} |")
+        lines += ["", *paired_table(fits), "", *per_image(fits), ""]
+    return lines
+
+
+def _seconds(s: float) -> str:
+    return f"{s:,.1f}" if s >= 1 else f"{s:.2f}"
+
+
+def per_image(fits: list[dict]) -> list[str]:
+    """Each image: the deep priors (mean over seeds) and the best classical method there."""
+    best = _best([r for r in fits if r["kind"] == "classical"], blind=False)
+    if best is None:
+        return []
+    lines = [f"| image | {' | '.join(method_title(m) for m in DEEP)} | {method_title(best)} |",
+             "|---|" + "---|" * (len(DEEP) + 1)]
+    for image in sorted({r["image"] for r in fits}, key=image_name):
+        cells = []
+        for method in (*DEEP, best):
+            values = [r["psnr_averaged"] for r in fits
+                      if r["image"] == image and r["method"] == method]
+            cells.append(f"{statistics.fmean(values):.2f}" if values else "—")
+        lines.append(f"| {image_name(image)} | {' | '.join(cells)} |")
     return lines
 
 
@@ -114,11 +135,11 @@ def paired_table(fits: list[dict]) -> list[str]:
 def cs_tables(name: str, folder: Path) -> list[str]:
     with (folder / "results.csv").open() as f:
         rows = list(csv.DictReader(f))
-    n = None
     by: dict[tuple[int, str], dict[str, float]] = defaultdict(dict)
     for r in rows:
         by[(int(r["m"]), r["method"])][r["image"]] = float(r["psnr"])
-        n = n or round(int(r["m"]) / float(r["ratio"]))
+    largest = max(rows, key=lambda r: int(r["m"]))  # the ratio m / n, rounded, is best there
+    n = round(int(largest["m"]) / float(largest["ratio"]))
     methods = list(dict.fromkeys(r["method"] for r in rows))
     ms = sorted({m for m, _ in by})
     images = len({r["image"] for r in rows})

@@ -230,7 +230,9 @@ def test_a_decoder_fitted_with_its_own_settings_pairs_by_comparison():
     assert c.n == 6 and c.verdict == "holds"
     scopes = {c.scope for c in claims(ticket + decoder)}
     assert scopes == {"denoise", "all tasks"}  # the decoder's settings open no scope of their own
-    assert len([c for c in claims(ticket + decoder) if c.claim.startswith("ticket >")]) == 3
+    # baselines the table has no fit of (random pruning here) make no claim
+    assert [c.claim for c in claims(ticket + decoder) if c.claim.startswith("ticket >")] == [
+        "ticket > Deep Decoder at equal size"]
 
 
 def test_fits_of_other_networks_are_never_averaged_together():

@@ -234,6 +234,8 @@ def claims(rows: Sequence[dict], score: str = "psnr_averaged", *, delta: float =
                          ("random", "ticket > random pruning (global)"),
                          ("random-layerwise", "ticket > random pruning (ticket's layer-wise "
                                               "ratios)")):
+        if not _method(table.fits, method):
+            continue  # the table has no fit of that baseline: nothing to claim
         for scope in pooled:
             paired = table.pairs(tickets, method, score, scope)
             out.append(_claim(text, scope, score, paired, 0.0, confidence,
