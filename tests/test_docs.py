@@ -156,8 +156,9 @@ def test_spec_reference_is_the_validator_schema():
         spec.parse_spec({"grid": {"images": ["builtin:astronaut"], "sparsities": [0.5],
                                   "methods": ["ticket"], "colour": 1},
                          "task": [{"name": "denoise"}]})
-    assert spec.TASK_KEYS == {"denoise": {"sigma"}, "inpaint": {"mask", "keep"},
-                              "sr": {"factor"}}
+    assert spec.TASK_KEYS == {"denoise": {"sigma", "images"},
+                              "inpaint": {"mask", "keep", "images"},
+                              "sr": {"factor", "images"}}
 
 
 def test_spec_reference_example_is_a_valid_spec(shared_data):

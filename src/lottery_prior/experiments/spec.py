@@ -20,7 +20,7 @@ file (``grid.sparsities[2]: must be in (0, 1), got 1.5``). Example::
     [[task]]
     name = "inpaint"
     mask = "{image}_mask"           # a file per image ({image}: the image spec), text, or keep
-    images = ["data:inpainting/*"]  # this task's own images (default: grid.images)
+    # images = ["data:inpainting/*"] # a task's own images (default: grid.images)
 
     [model]
     name = "dip"

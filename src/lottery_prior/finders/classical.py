@@ -147,7 +147,7 @@ def restore_classical(problem: Problem, method: str) -> Restored:
         >>> import lottery_prior as lp
         >>> problem = lp.make_problem("builtin:astronaut", "denoise", sigma=25, size=32)
         >>> restored = lp.restore_classical(problem, "nl-means-blind")
-        >>> restored.scores["averaged"]["psnr"] > 20
+        >>> restored.row()["psnr_averaged"] > 20
         True
     """
     if not is_classical(method):
