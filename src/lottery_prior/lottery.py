@@ -463,7 +463,7 @@ class ImpRun(ImpRounds):
         z = init["z"]
         config = self.fit_config  # the last round fits the final ticket in full
         if self.imp.search_steps is not None and not last:
-            config = replace(config, steps=self.imp.search_steps)
+            config = replace(config, steps=self.imp.search_steps, score_at=())
         early_bird = None
         if self.imp.early_bird is not None and not last:
             early_bird = EarlyBird(mask, self.imp.rate, layerwise=self.imp.layerwise,
