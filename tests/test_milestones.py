@@ -78,3 +78,40 @@ def test_searching_rounds_shorter_than_a_milestone_skip_it(problem, tmp_path):
                  ImpConfig(rounds=2, search_steps=4), root=tmp_path)
     run.run()
     assert run.finished() is not None
+
+
+def test_a_sweep_with_milestones_has_a_row_per_milestone_and_reports_either(tmp_path):
+    from lottery_prior.experiments.executor import run_local
+    from lottery_prior.experiments.spec import parse_spec
+    from lottery_prior.experiments.store import Store
+    from lottery_prior.experiments.units import expand
+    from lottery_prior.report.claims import claims
+    from lottery_prior.report.html import write_report
+    from lottery_prior.report.rows import milestones, read_results, rows_at
+
+    spec = parse_spec({
+        "grid": {"images": ["builtin:astronaut", "builtin:coffee"], "size": 32, "seeds": [0],
+                 "sparsities": [0.5], "methods": ["ticket", "dense"]},
+        "task": [{"name": "denoise", "sigma": 25}],
+        "model": {"options": {"width": 8, "scales": 2, "skip": 2}},
+        "fit": {"steps": 12, "score_at": [6, 12], "precision": "fp32"},
+        "imp": {"search_steps": 4},
+    })
+    plan = expand(spec, tmp_path)
+    store = Store(tmp_path)
+    run_local(plan, store, workers=0, show=False)
+    store.write_tables([u.id for u in plan.units])
+    rows = read_results(tmp_path)
+    assert milestones(rows) == [6, 12] and len(rows) == 2 * 2 * 2  # images x methods x steps
+    early, late = rows_at(rows, 6), rows_at(rows)
+    assert {r["step"] for r in early} == {6} and {r["step"] for r in late} == {12}
+    assert all(r["steps"] == 12 for r in rows)
+    # the same fits, scored at two lengths: the claims differ
+    at_6 = {c.claim: c.mean for c in claims(rows, at=6)}
+    at_12 = {c.claim: c.mean for c in claims(rows)}
+    key = next(k for k in at_12 if k.startswith("ticket ≥ dense"))
+    assert at_6[key] != at_12[key]
+    paths = write_report(tmp_path, tmp_path / "report-6", at=6)
+    assert paths["markdown"].is_file()
+    with pytest.raises(LipError, match="no scores at step 7"):
+        write_report(tmp_path, tmp_path / "report-7", at=7)

@@ -580,6 +580,8 @@ def round_record(k: int, result: FitResult, mask: Mask, sparsity: float,
         "precision": result.precision,
         "device": result.device,
         "version": __version__,
+        **({"milestones": {str(step): scores for step, scores in result.milestones.items()}}
+           if result.milestones else {}),
     }
 
 

@@ -383,6 +383,16 @@ def _boolean(doc: str, default: bool = False) -> Key:
                lambda v: None if isinstance(v, bool) else f"must be true or false, got {show(v)}")
 
 
+def _steps(v: object) -> str | None:
+    if not isinstance(v, list) or len(v) > 64:
+        return f"must be a list of at most 64 steps, e.g. [1000, 3000], got {show(v)}"
+    for s in v:
+        problem = int_problem(s, 1, MAX_STEPS)
+        if problem:
+            return problem
+    return None
+
+
 def _device(v: object) -> str | None:
     import torch
 
@@ -486,6 +496,9 @@ FIT_CHECKS = {
                     "or none", '="none"'),
     "device": Key("string", "where every fit runs (`lip sweep --device` overrides it)",
                   "CUDA if available", "cpu, cuda, cuda:N", _device),
+    "score_at": Key("list of whole numbers", "milestones: steps at which every fit is also "
+                    "scored (one row per milestone, column `step`; `lip report --at STEP`)",
+                    "=[] (after the last step only)", "each 1 to steps", lambda v: _steps(v)),
 }
 IMP_CHECKS = {
     "rate": _real(0, 1, "fraction of the remaining weights (or channels) pruned a round",

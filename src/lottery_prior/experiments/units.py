@@ -307,12 +307,12 @@ def run_unit(unit: Unit, root: str | Path, device: str | None = None) -> list[di
     method = unit.payload["method"]
     if unit.kind == "fit":
         result = fit_method(run, method, sparsity, options=options, output=output)
-        return [_row(unit, run, run, result, output, root)]
+        return _rows(unit, run, run, result, output, root)
     if unit.kind == "transfer":
         target = imp_run(unit.payload["target"], root, device)
         result = transfer_method(run, method, sparsity, target.problem, target.fit_config,
                                  options=options, output=output)
-        return [_row(unit, run, target, result, output, root)]
+        return _rows(unit, run, target, result, output, root)
     raise LipError(f"unknown unit kind {unit.kind!r}")
 
 
@@ -326,6 +326,17 @@ def _problem_images(problem, root: Path) -> tuple[str, str | None]:
         save_image(problem.clean, clean)
     return (str(observation.relative_to(root)),
             str(clean.relative_to(root)) if problem.clean is not None else None)
+
+
+def _rows(unit: Unit, source: ImpRun, target: ImpRun, fit: MethodFit, output: Path,
+          root: Path) -> list[dict]:
+    """A fit's rows: one per milestone of its fit settings (``score_at``; the column
+    ``step`` says which), else one after its last step. Long rather than wide: a table
+    filtered on ``step`` is the table of one fit length, and pandas/polars pivot it."""
+    if not fit.milestones:
+        return [_row(unit, source, target, fit, output, root) | {"step": fit.steps}]
+    return [_row(unit, source, target, fit.at(step), output, root) | {"step": step}
+            for step in sorted(fit.milestones)]
 
 
 def _row(unit: Unit, source: ImpRun, target: ImpRun, fit: MethodFit, output: Path,

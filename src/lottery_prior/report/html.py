@@ -37,6 +37,7 @@ from lottery_prior.report.rows import (
     image_name,
     metric_label,
     read_results,
+    rows_at,
     scope_labeller,
     sparsity_key,
     value,
@@ -50,15 +51,16 @@ MAX_VALUES = 40  # distinct values listed per setting before "… and N more"
 
 
 def write_report(results: str | Path, out: str | Path | None = None, *,
-                 delta: float = DELTA) -> dict[str, Path]:
+                 delta: float = DELTA, at: int | None = None) -> dict[str, Path]:
     """Read the results table ``results`` (a results folder, ``results.parquet`` or
     ``results.csv``) and write ``report.html``, ``report.md`` and ``figures/*.png`` into
     ``out`` (default: ``report/`` in the results folder). Returns the paths: ``html``,
-    ``markdown``, ``figures`` (the folder) and one ``figure:<name>`` per figure.
+    ``markdown``, ``figures`` (the folder) and one ``figure:<name>`` per figure. ``at``: the
+    milestone step whose scores are reported (default: each fit's last step).
 
     Raises ``LipError`` for a missing, empty or unreadable table or missing columns."""
     results = Path(results)
-    rows = read_results(results)
+    rows = rows_at(read_results(results), at)
     results_dir = results if results.is_dir() else results.parent
     out = Path(out) if out is not None else results_dir / "report"
     try:
