@@ -115,3 +115,30 @@ def test_a_sweep_with_milestones_has_a_row_per_milestone_and_reports_either(tmp_
     assert paths["markdown"].is_file()
     with pytest.raises(LipError, match="no scores at step 7"):
         write_report(tmp_path, tmp_path / "report-7", at=7)
+
+
+def test_the_search_target_is_a_grid_factor(tmp_path):
+    from lottery_prior.experiments.spec import parse_spec
+    from lottery_prior.experiments.units import expand
+
+    data = {
+        "grid": {"images": ["builtin:astronaut"], "size": 32, "seeds": [0, 1],
+                 "sparsities": [0.5], "methods": ["ticket", "dense"]},
+        "task": [{"name": "denoise", "sigma": 25}],
+        "model": {"options": {"width": 8, "scales": 2, "skip": 2}},
+        "fit": {"steps": 8, "precision": "fp32"},
+        "imp": {"search_steps": 4, "target": ["observation", "clean"]},
+    }
+    plan = expand(parse_spec(data), tmp_path)
+    searches = [u for u in plan.units if u.kind == "search"]
+    assert sorted(u.payload["imp"]["target"] for u in searches) == [
+        "clean", "clean", "observation", "observation"]
+    assert len({u.id for u in searches}) == 4
+    fits = [u for u in plan.units if u.kind == "fit"]
+    assert len(fits) == 2 * 2 * 2 and len({u.id for u in fits}) == 8
+    # one target is the single setting it always was: the same search ids
+    single = expand(parse_spec({**data, "imp": {"search_steps": 4}}), tmp_path / "one")
+    assert {u.id for u in single.units if u.kind == "search"} == {
+        u.id for u in searches if u.payload["imp"]["target"] == "observation"}
+    with pytest.raises(LipError, match=r"imp.target"):
+        parse_spec({**data, "imp": {"target": ["clean", "clean"]}})

@@ -103,24 +103,26 @@ def expand(spec: Spec, root: Path) -> Plan:
     plan = Plan(spec, Path(root))
     searches: dict[tuple, Unit] = {}
     learned: dict[str, dict[float, Unit]] = {}  # search id -> its learn units by sparsity
-    imp = ImpConfig(**{**_imp_settings(spec), "target_sparsity": spec.max_sparsity})
+    imps = [ImpConfig(**{**_imp_settings(spec), "target": target,
+                         "target_sparsity": spec.max_sparsity}) for target in spec.targets]
     for task in spec.tasks:
         for image in spec.images_of(task):
             for noise_seed in spec.noise_seeds:
                 problem_args = {"image": image, "task": task.name, "size": spec.size,
                                 "noise_seed": noise_seed, **task.for_image(image)}
-                for seed in spec.seeds:
-                    search = _search_unit(plan, spec, problem_args, seed, imp)
-                    searches[(image, task.name, noise_seed, seed)] = search
-                    plan.units.append(search)
-                    learns = learned[search.id] = _learn_units(spec, search)
-                    plan.units += learns.values()
-                    plan.units += _fit_units(spec, search, learns)
+                for imp in imps:
+                    for seed in spec.seeds:
+                        search = _search_unit(plan, spec, problem_args, seed, imp)
+                        searches[(image, task.name, noise_seed, seed, imp.target)] = search
+                        plan.units.append(search)
+                        learns = learned[search.id] = _learn_units(spec, search)
+                        plan.units += learns.values()
+                        plan.units += _fit_units(spec, search, learns)
                 plan.units += _classical_units(spec, problem_args,
                                                plan.runs[search.id].problem)
-    for (image, task, noise_seed, seed), search in searches.items():
+    for (image, task, noise_seed, seed, imp_target), search in searches.items():
         for t_image, t_task in _transfer_targets(spec, image, task):
-            target = searches[(t_image, t_task, noise_seed, seed)]
+            target = searches[(t_image, t_task, noise_seed, seed, imp_target)]
             for s in spec.transfer_sparsities:
                 for method in spec.transfer_methods:
                     plan.units.append(_transfer_unit(plan, spec, search, target, method, s,
@@ -129,7 +131,7 @@ def expand(spec: Spec, root: Path) -> Plan:
 
 
 def _imp_settings(spec: Spec) -> dict[str, Any]:
-    settings = dict(spec.imp)
+    settings = {k: v for k, v in spec.imp.items() if k != "target"}  # a grid factor
     if "keep_dense" in settings:
         settings["keep_dense"] = tuple(settings["keep_dense"])
     return settings
@@ -148,7 +150,8 @@ def _search_unit(plan: Plan, spec: Spec, problem_args: dict, seed: int, imp: Imp
     search_steps = sum(run.round_steps(k) for k in range(imp.n_rounds + 1))
     return Unit(run.name, "search", payload, cost=search_steps * per_step,
                 label=f"search {problem_args['image']}:{problem_args['task']} seed {seed}"
-                f" (noise {problem_args['noise_seed']}), {imp.n_rounds} rounds")
+                f" (noise {problem_args['noise_seed']}), {imp.n_rounds} rounds"
+                + ("" if imp.target == "observation" else f", on the {imp.target} image"))
 
 
 def _where(search: Unit) -> str:
@@ -360,6 +363,7 @@ def _row(unit: Unit, source: ImpRun, target: ImpRun, fit: MethodFit, output: Pat
         "precision": fit.precision, "device": fit.device,
         "imp": json.dumps(unit.payload["search"]["imp"], sort_keys=True),
         "imp_run": source.name, "target_run": target.name, "seed": fit.config.seed,
+        "search_target": source.imp.target,
         "method": fit.method, "method_label": fit.label,
         "requested_sparsity": unit.payload["sparsity"], "sparsity": round(fit.sparsity, 4),
         "parameters": fit.parameters, "mask_sha256": used["mask_sha256"],

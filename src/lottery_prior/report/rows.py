@@ -27,12 +27,12 @@ BOOL_COLUMNS = {"fast"}
 PROBLEM_COLUMNS = ("image", "task", "sigma", "mask", "keep", "factor", "size", "noise_seed")
 # Settings that shape a whole comparison; the claims group by the ones that vary ("scope").
 SCOPE_COLUMNS = ("task", "sigma", "mask", "keep", "factor", "size", "steps", "lr",
-                 "input_noise", "precision", "fast")  # fast: tables of version 0.2
+                 "input_noise", "precision", "fast", "search_target")  # fast: tables of version 0.2
 # Shown in the report's settings table, in this order.
 SETTING_COLUMNS = ("image", "task", "sigma", "mask", "keep", "factor", "size", "noise_seed",
                    "model", "model_options", "steps", "lr", "input_noise", "precision",
-                   "fast", "imp", "seed", "method", "requested_sparsity", "metric", "device",
-                   "machine", "version")
+                   "fast", "imp", "search_target", "seed", "method", "requested_sparsity",
+                   "metric", "device", "machine", "version")
 KINDS = ("fit", "transfer", "classical")
 # Required columns that may be empty (a count the table does not know is shown as "—");
 # every other required column must hold a value of its type in every row.
