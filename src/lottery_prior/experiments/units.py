@@ -75,6 +75,7 @@ class Plan:
     root: Path
     units: list[Unit] = field(default_factory=list)
     runs: dict[str, ImpRun] = field(default_factory=dict)  # search id -> its IMP run
+    rough: bool = False  # some cost comes from the rough model, not a timing measured here
 
     def by_id(self) -> dict[str, Unit]:
         return {u.id: u for u in self.units}
@@ -145,7 +146,10 @@ def _search_unit(plan: Plan, spec: Spec, problem_args: dict, seed: int, imp: Imp
     payload["fit"] = asdict(run.fit_config) | {"device": None}
     plan.runs[run.name] = run
     pixels = run.problem.shape[1] * run.problem.shape[2]
-    per_step = _seconds_per_step(spec, pixels, run.fit_config.precision)
+    per_step = _measured_per_step(spec, run)
+    if per_step is None:
+        per_step = _seconds_per_step(spec, pixels, run.fit_config.precision)
+        plan.rough = True
     payload["full_cost"] = run.fit_config.steps * per_step
     search_steps = sum(run.round_steps(k) for k in range(imp.n_rounds + 1))
     return Unit(run.name, "search", payload, cost=search_steps * per_step,
@@ -258,6 +262,18 @@ def _fit_settings(spec: Spec, task: str, seed: int) -> dict:
     config = FitConfig(**{"steps": defaults["steps"], "input_noise": defaults["input_noise"],
                           **given, "seed": seed})
     return asdict(config) | {"device": None}
+
+
+def _measured_per_step(spec: Spec, run: ImpRun) -> float | None:
+    """Seconds per step of the spec's network on this problem as ``precision auto``
+    measured them here (its cache), or None when nothing was measured for it."""
+    from lottery_prior.fit import select_device
+    from lottery_prior.precision import cache_key, read_cache
+
+    key = cache_key(select_device(run.fit_config.device), spec.model,
+                    dict(spec.model_options), tuple(run.problem.shape[1:]))
+    ms = (read_cache().get(key) or {}).get("ms", {}).get(run.fit_config.precision)
+    return ms / 1000 if ms else None
 
 
 def _seconds_per_step(spec: Spec, pixels: int, precision: str) -> float:
@@ -431,9 +447,11 @@ def describe_cost(plan: Plan, done: set[str]) -> str:
     classical = f", {kinds['classical']} classical" if kinds["classical"] else ""
     return (f"{len(left)} of {len(plan.units)} units left ({kinds['search']} searches, "
             f"{learned}{kinds['fit']} fits, {kinds['transfer']} transfers{classical}): about "
-            f"{seconds / 3600:.1f} CPU-thread hours ({math.ceil(seconds / 60)} min) by a rough "
-            "cost model (paper network: ~0.25 s per 128x128 step per thread in fast mode); a "
-            "GPU is typically 20-50x faster")
+            f"{seconds / 3600:.1f} CPU-thread hours ({math.ceil(seconds / 60)} min) "
+            + ("by a rough cost model (paper network: ~0.25 s per 128x128 step per thread in "
+               "fast mode)" if plan.rough else "from the ms per step measured here by "
+               "precision auto (dense network; the Deep Decoder is cheaper)")
+            + "; a GPU is typically 20-50x faster")
 
 
 def cost_seconds(plan: Plan, done: set[str]) -> float:
