@@ -236,7 +236,8 @@ def test_the_shipped_specs_are_valid(path, shared_data, monkeypatch):
     monkeypatch.setenv("LIP_DATA", str(shared_data))
     spec = load_spec(path)
     assert spec.images and all(not i.endswith("_mask") for i in spec.images)
-    if path.parent.name == "small":  # every claim answered: >= 3 images x >= 2 seeds
+    if path.parent.name == "small" and path.stem in ("denoise", "inpaint", "sr"):
+        # every claim answered: >= 3 images x >= 2 seeds
         assert len(spec.images) >= 3 and len(spec.seeds) >= 2
         assert {"ticket", "random", "random-layerwise", "decoder", "dense"} <= set(spec.methods)
         assert spec.transfer_sparsities and spec.size == 128

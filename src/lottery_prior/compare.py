@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -88,6 +88,14 @@ class MethodFit:
     flops: int | None = None
     precision: str = ""  # what ran
     device: str = ""  # the CPU's or GPU's name
+    milestones: dict[int, dict] = field(default_factory=dict)  # step -> its scores
+
+    def at(self, step: int) -> MethodFit:
+        """The fit as scored at one of its milestones (``FitConfig.score_at``)."""
+        if step not in self.milestones:
+            raise LipError(f"the fit has no scores at step {step}; it recorded "
+                           f"{', '.join(map(str, self.milestones)) or 'no milestones'}")
+        return replace(self, scores=self.milestones[step], milestones={})
 
     @property
     def label(self) -> str:
@@ -207,13 +215,15 @@ def _fit(method: str, found: Found, config: FitConfig, problem: Problem, run: Im
             copy_file(run.round_dir(record["round"]) / AVERAGED_PNG, output)
         return MethodFit(method, found, config, record["scores"], record["seconds"],
                          record["steps"], record["sparsity"], parameters, flops,
-                         record.get("precision", config.precision), record.get("device", ""))
+                         record.get("precision", config.precision), record.get("device", ""),
+                         {int(k): v for k, v in record.get("milestones", {}).items()})
     result = evaluate_ticket(ticket, problem, config, stop=run.new_stop(),
                              callbacks=list(progress(found.label)) if progress else [])
     if output is not None:
         save_image(result.averaged, output)
     return MethodFit(method, found, config, result.scores, result.seconds, result.steps,
-                     ticket.sparsity, parameters, flops, result.precision, result.device)
+                     ticket.sparsity, parameters, flops, result.precision, result.device,
+                     result.milestones)
 
 
 def mask_hash(ticket: Ticket) -> str:

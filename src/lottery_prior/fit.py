@@ -47,10 +47,16 @@ class FitConfig:
     precision: str = "fp32"
     device: str | None = None
     seed: int = 0
+    score_at: tuple[int, ...] = ()  # milestones: steps at which every score is recorded too
 
     def __post_init__(self) -> None:
         """Every field checked (types, finiteness, sane bounds) before any work."""
         check_int("steps", self.steps, 1, MAX_STEPS)
+        if isinstance(self.score_at, (str, bytes)) or not hasattr(self.score_at, "__iter__"):
+            raise LipError(f"score_at must be a list of steps, got {self.score_at!r}")
+        for step in self.score_at:
+            check_int(f"score_at step (at most steps = {self.steps})", step, 1, self.steps)
+        self.score_at = tuple(sorted(set(self.score_at)))
         check_float("learning rate (lr)", self.lr, 0, low_open=True)
         check_float("input noise", self.input_noise, 0)
         check_float("ema weight", self.ema, 0, 1, high_open=True)
@@ -64,6 +70,8 @@ class FitConfig:
         ``auto`` is resolved: it changes the numbers) as runs of version 0.2 spelled fp32 and
         bf16 (``fast`` false and true), so that their folders keep their names."""
         out = asdict(self) | {"device": None}
+        if not out["score_at"]:
+            del out["score_at"]  # runs without milestones keep the names they had
         precision = out.pop("precision")
         if precision in ("fp32", "bf16"):
             out["fast"] = precision == "bf16"
@@ -146,6 +154,7 @@ class FitResult:
     stopped: Tensor | None = None
     precision: str = "fp32"  # what ran (``auto`` resolved)
     device: str = ""  # the CPU's or GPU's name
+    milestones: dict[int, dict] = field(default_factory=dict)  # step -> labelled scores
 
     @property
     def restored(self) -> Tensor:
@@ -154,8 +163,11 @@ class FitResult:
 
     def summary(self) -> dict:
         """JSON-ready scores, timing, and what the fit ran on."""
-        return {"steps": self.steps, "seconds": round(self.seconds, 3), "scores": self.scores,
-                "precision": self.precision, "device": self.device}
+        out = {"steps": self.steps, "seconds": round(self.seconds, 3), "scores": self.scores,
+               "precision": self.precision, "device": self.device}
+        if self.milestones:
+            out["milestones"] = {str(step): scores for step, scores in self.milestones.items()}
+        return out
 
 
 def select_device(device: str | None = None) -> torch.device:
@@ -216,6 +228,9 @@ def fit(
     against ``clean`` (PSNR on all channels by default). With ``run_past_stop`` the fit
     records where the rule stopped but runs all its steps (to compare the stop with the peak).
     ``penalty(model)``, if given, is added to the data term (e.g. a sparsity penalty).
+    At each step of ``config.score_at`` every labelled score is recorded as it stands then
+    (``FitResult.milestones``): the iterate, the average, the oracle peaks so far, and the
+    automatic stop only if it had fired by then; at the last step, the fit's own scores.
     """
     cfg = config or FitConfig()
     device = select_device(cfg.device)
@@ -234,6 +249,7 @@ def fit(
     eta = torch.empty(z.shape, dtype=z.dtype, device=device)  # NCHW: normal_ is 7x slower on NHWC
 
     tracker = _Tracker(truth, metric)
+    milestones: dict[int, dict] = {}
     averaged: Tensor | None = None
     fired_at: int | None = None  # the step at which the rule fired
     start = time.perf_counter()
@@ -261,6 +277,9 @@ def fit(
             if stop.update(step, out, data_value):
                 fired_at = step
                 halt = halt or not run_past_stop
+        if step in cfg.score_at and step < cfg.steps:
+            milestones[step] = _milestone(out, averaged, step, clean is not None, tracker,
+                                          stop, fired_at, metric, truth)
         if halt:
             break
     seconds = time.perf_counter() - start
@@ -274,10 +293,32 @@ def fit(
         result.stopped = stop.best_output.detach().cpu()
     result.scores = _scores(result, clean, metric, tracker.peak, tracker.peak_avg, stop)
     if "stopped" in result.scores:
-        result.scores["stopped"] |= {
-            "fired": fired_at is not None, "stop_step": fired_at,
-            "kept": getattr(stop, "keep", "iterate"), "rule": rule_settings(stop)}
+        result.scores["stopped"] |= _fired(stop, fired_at)
+    if cfg.score_at:
+        if step == cfg.steps and step in cfg.score_at:
+            milestones[step] = copy.deepcopy(result.scores)
+        result.milestones = milestones
     return result
+
+
+def _fired(stop: StoppingRule, fired_at: int | None) -> dict:
+    return {"fired": fired_at is not None, "stop_step": fired_at,
+            "kept": getattr(stop, "keep", "iterate"), "rule": rule_settings(stop)}
+
+
+def _milestone(out: Tensor, averaged: Tensor, step: int, scored: bool, tracker: _Tracker,
+               stop: StoppingRule | None, fired_at: int | None,
+               metric: Callable[[Tensor, Tensor], float], truth: Tensor | None) -> dict:
+    """The labelled scores as they stand after ``step``: the stop's only if it had fired."""
+    now = FitResult(output=out, averaged=averaged, steps=step, seconds=0.0)
+    fired = stop if fired_at is not None else None
+    if fired is not None and stop.best_output is not None:
+        now.stopped = stop.best_output.detach()
+    scores = _scores(now, truth if scored else None, metric, tracker.peak, tracker.peak_avg,
+                     fired)
+    if "stopped" in scores:
+        scores["stopped"] |= _fired(stop, fired_at)
+    return scores
 
 
 class _Tracker:

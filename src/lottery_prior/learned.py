@@ -235,7 +235,7 @@ def learn_mask(model: nn.Module, z: Tensor, operator: nn.Module, observation: Te
     """
     template = Mask.ones(model, config.keep_dense)
     module = MaskLogits(model, list(template), config.temperature, fit_config.seed)
-    settings = replace(fit_config, steps=config.n_steps, lr=config.lr)
+    settings = replace(fit_config, steps=config.n_steps, lr=config.lr, score_at=())
     start = time.perf_counter()
     result = fit(module, z, operator, observation, clean=clean, config=settings,
                  callbacks=callbacks, penalty=sparsity_penalty(config))

@@ -463,7 +463,7 @@ class ImpRun(ImpRounds):
         z = init["z"]
         config = self.fit_config  # the last round fits the final ticket in full
         if self.imp.search_steps is not None and not last:
-            config = replace(config, steps=self.imp.search_steps)
+            config = replace(config, steps=self.imp.search_steps, score_at=())
         early_bird = None
         if self.imp.early_bird is not None and not last:
             early_bird = EarlyBird(mask, self.imp.rate, layerwise=self.imp.layerwise,
@@ -580,6 +580,8 @@ def round_record(k: int, result: FitResult, mask: Mask, sparsity: float,
         "precision": result.precision,
         "device": result.device,
         "version": __version__,
+        **({"milestones": {str(step): scores for step, scores in result.milestones.items()}}
+           if result.milestones else {}),
     }
 
 

@@ -243,7 +243,8 @@ def fit_config_from_args(args: argparse.Namespace, task: str, model: str = "dip"
 
     config = FitConfig.for_task(task, model, steps=args.steps, lr=args.lr,
                                 input_noise=getattr(args, "input_noise", None),
-                                precision=args.precision, device=args.device, seed=args.seed)
+                                precision=args.precision, device=args.device, seed=args.seed,
+                                score_at=getattr(args, "score_at", None))
     if config.precision != "auto":  # one this device cannot run is refused before any work
         mode(config.precision, select_device(config.device))
     return config

@@ -29,6 +29,7 @@ def add_fit(sub: argparse._SubParsersAction) -> None:
     add_problem_args(p)
     add_fit_args(p)
     add_stop_args(p)
+    add_score_at(p)
     p.add_argument("--out", type=Path,
                    help="output folder (default: lip-out/fit/<image>-<task>-<settings hash>)")
     p.set_defaults(handler=cmd_fit)
@@ -43,9 +44,16 @@ def add_eval(sub: argparse._SubParsersAction) -> None:
     add_problem_args(p)
     add_optim_args(p)
     add_stop_args(p)
+    add_score_at(p)
     p.add_argument("--out", type=Path, help="output folder (default: "
                    "lip-out/eval/<image>-<task>-<settings hash>)")
     p.set_defaults(handler=cmd_eval)
+
+
+def add_score_at(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--score-at", type=int, nargs="+", default=(), metavar="STEP",
+                   help="also record every score at these steps of the fit (milestones: "
+                   "one 3000-step fit answers 'at step 1000' too); in metrics.json")
 
 
 def fit_and_report(args: argparse.Namespace, out: Path, problem, model, z, mask=None,
@@ -54,6 +62,7 @@ def fit_and_report(args: argparse.Namespace, out: Path, problem, model, z, mask=
     from lottery_prior.fit import fit
     from lottery_prior.progress import ProgressBar
     from lottery_prior.report.outputs import write_fit_outputs
+    from lottery_prior.scores import format_scores
     from lottery_prior.tickets import parameter_count
 
     config = config or fit_config_from_args(args, problem.task)
@@ -86,6 +95,9 @@ def fit_and_report(args: argparse.Namespace, out: Path, problem, model, z, mask=
     ms = 1000 * result.seconds / result.steps
     print(f"ran in {result.precision} on {result.device}: {ms:.0f} ms per step")
     print_scores(result.scores, problem.metric_name)
+    for step, scores in result.milestones.items():
+        if step < result.steps:
+            print(f"at step {step}: {format_scores(scores)}")
     if "stopped" in result.scores:
         s = result.scores["stopped"]
         state = (f"fired at step {s['stop_step']}" if s["fired"]

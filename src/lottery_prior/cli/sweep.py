@@ -54,6 +54,9 @@ def add_report(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, help="report folder (default: RESULTS/report)")
     p.add_argument("--delta", type=float, default=0.1,
                    help="non-inferiority margin in dB for the 'at least as good' claims (0.1)")
+    p.add_argument("--at", type=int, metavar="STEP",
+                   help="report the scores at this milestone of the fits ([fit] score_at); "
+                   "default: after each fit's last step")
     p.set_defaults(handler=cmd_report)
 
 
@@ -92,7 +95,7 @@ def confirm_cost(hours: float, args: argparse.Namespace) -> None:
 def cmd_report(args: argparse.Namespace) -> None:
     from lottery_prior.report.html import write_report
 
-    paths = write_report(args.results, args.out, delta=args.delta)
+    paths = write_report(args.results, args.out, delta=args.delta, at=args.at)
     print(f"report: {paths['html']} (self-contained) and {paths['markdown']}")
 
 

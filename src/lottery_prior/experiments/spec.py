@@ -153,6 +153,12 @@ class Spec:
     source: Path | None = None
 
     @property
+    def targets(self) -> list[str]:
+        """The search targets, a grid factor (``[imp] target``, one or a list)."""
+        target = self.imp.get("target", "observation")
+        return list(target) if isinstance(target, list) else [target]
+
+    @property
     def max_sparsity(self) -> float:
         return max([*self.sparsities, *self.transfer_sparsities])
 
@@ -383,6 +389,27 @@ def _boolean(doc: str, default: bool = False) -> Key:
                lambda v: None if isinstance(v, bool) else f"must be true or false, got {show(v)}")
 
 
+def _targets(v: object) -> str | None:
+    values = v if isinstance(v, list) else [v]
+    if not values or len(set(map(str, values))) < len(values):
+        return (f"must be {' or '.join(TARGETS)}, or a list of them without repeats, got "
+                f"{show(v)}")
+    for target in values:
+        if target not in TARGETS:
+            return f"must be {' or '.join(TARGETS)} (or a list of them), got {show(target)}"
+    return None
+
+
+def _steps(v: object) -> str | None:
+    if not isinstance(v, list) or len(v) > 64:
+        return f"must be a list of at most 64 steps, e.g. [1000, 3000], got {show(v)}"
+    for s in v:
+        problem = int_problem(s, 1, MAX_STEPS)
+        if problem:
+            return problem
+    return None
+
+
 def _device(v: object) -> str | None:
     import torch
 
@@ -486,6 +513,9 @@ FIT_CHECKS = {
                     "or none", '="none"'),
     "device": Key("string", "where every fit runs (`lip sweep --device` overrides it)",
                   "CUDA if available", "cpu, cuda, cuda:N", _device),
+    "score_at": Key("list of whole numbers", "milestones: steps at which every fit is also "
+                    "scored (one row per milestone, column `step`; `lip report --at STEP`)",
+                    "=[] (after the last step only)", "each 1 to steps", lambda v: _steps(v)),
 }
 IMP_CHECKS = {
     "rate": _real(0, 1, "fraction of the remaining weights (or channels) pruned a round",
@@ -496,9 +526,10 @@ IMP_CHECKS = {
                           "(0: θ₀)", _field(ImpConfig, "rewind_step")),
     "keep_dense": Key("list of strings", "glob patterns of weight names never pruned",
                       "=[]", "at most 1000", _patterns),
-    "target": _choice(TARGETS, "what the search fits: the observation, or the clean image "
-                      "(the reference code's oracle; scores are still fits on the "
-                      "observation)", _field(ImpConfig, "target")),
+    "target": Key("string or list of strings", "what the search fits: the observation, or "
+                  "the clean image (the reference code's oracle; scores are still fits on the "
+                  "observation); a list is a grid factor: one search of each",
+                  _field(ImpConfig, "target"), " | ".join(TARGETS), lambda v: _targets(v)),
     "search_steps": _whole(1, MAX_STEPS, "steps of a searching round (the last round runs "
                            "fit.steps)", "fit.steps"),
     "early_bird": _real(0, 1, "end a searching round once its next mask changes by less than "
@@ -582,7 +613,7 @@ def _check_units(spec: Spec) -> None:
                          f"sparsity takes {count}, more than {MAX_ROUNDS}; raise imp.rate or "
                          "lower the largest sparsity")
     searches = (sum(len(spec.images_of(t)) for t in spec.tasks) * len(spec.noise_seeds)
-                * len(spec.seeds))
+                * len(spec.seeds) * len(spec.targets))
     per_search = len(spec.methods) * len(spec.sparsities)
     targets = (len(spec.images) - 1 if spec.across_images else 0) + len(spec.across_tasks)
     per_search += targets * len(spec.transfer_sparsities) * len(spec.transfer_methods)
@@ -607,7 +638,8 @@ def _check_settings(spec: Spec) -> None:
             raise _SpecError("grid.size", str(err)) from None
     _build("fit", FitConfig, {k: v for k, v in spec.fit.items() if k != "stop"})
     _build("imp", ImpConfig,
-           {k: tuple(v) if k == "keep_dense" else v for k, v in spec.imp.items()})
+           {k: tuple(v) if k == "keep_dense" else v for k, v in spec.imp.items()
+            if k != "target"})
     _build("learned", LearnConfig, spec.learned, sparsity=0.5)
 
 

@@ -75,6 +75,7 @@ class Plan:
     root: Path
     units: list[Unit] = field(default_factory=list)
     runs: dict[str, ImpRun] = field(default_factory=dict)  # search id -> its IMP run
+    rough: bool = False  # some cost comes from the rough model, not a timing measured here
 
     def by_id(self) -> dict[str, Unit]:
         return {u.id: u for u in self.units}
@@ -103,24 +104,26 @@ def expand(spec: Spec, root: Path) -> Plan:
     plan = Plan(spec, Path(root))
     searches: dict[tuple, Unit] = {}
     learned: dict[str, dict[float, Unit]] = {}  # search id -> its learn units by sparsity
-    imp = ImpConfig(**{**_imp_settings(spec), "target_sparsity": spec.max_sparsity})
+    imps = [ImpConfig(**{**_imp_settings(spec), "target": target,
+                         "target_sparsity": spec.max_sparsity}) for target in spec.targets]
     for task in spec.tasks:
         for image in spec.images_of(task):
             for noise_seed in spec.noise_seeds:
                 problem_args = {"image": image, "task": task.name, "size": spec.size,
                                 "noise_seed": noise_seed, **task.for_image(image)}
-                for seed in spec.seeds:
-                    search = _search_unit(plan, spec, problem_args, seed, imp)
-                    searches[(image, task.name, noise_seed, seed)] = search
-                    plan.units.append(search)
-                    learns = learned[search.id] = _learn_units(spec, search)
-                    plan.units += learns.values()
-                    plan.units += _fit_units(spec, search, learns)
+                for imp in imps:
+                    for seed in spec.seeds:
+                        search = _search_unit(plan, spec, problem_args, seed, imp)
+                        searches[(image, task.name, noise_seed, seed, imp.target)] = search
+                        plan.units.append(search)
+                        learns = learned[search.id] = _learn_units(spec, search)
+                        plan.units += learns.values()
+                        plan.units += _fit_units(spec, search, learns)
                 plan.units += _classical_units(spec, problem_args,
                                                plan.runs[search.id].problem)
-    for (image, task, noise_seed, seed), search in searches.items():
+    for (image, task, noise_seed, seed, imp_target), search in searches.items():
         for t_image, t_task in _transfer_targets(spec, image, task):
-            target = searches[(t_image, t_task, noise_seed, seed)]
+            target = searches[(t_image, t_task, noise_seed, seed, imp_target)]
             for s in spec.transfer_sparsities:
                 for method in spec.transfer_methods:
                     plan.units.append(_transfer_unit(plan, spec, search, target, method, s,
@@ -129,7 +132,7 @@ def expand(spec: Spec, root: Path) -> Plan:
 
 
 def _imp_settings(spec: Spec) -> dict[str, Any]:
-    settings = dict(spec.imp)
+    settings = {k: v for k, v in spec.imp.items() if k != "target"}  # a grid factor
     if "keep_dense" in settings:
         settings["keep_dense"] = tuple(settings["keep_dense"])
     return settings
@@ -143,12 +146,16 @@ def _search_unit(plan: Plan, spec: Spec, problem_args: dict, seed: int, imp: Imp
     payload["fit"] = asdict(run.fit_config) | {"device": None}
     plan.runs[run.name] = run
     pixels = run.problem.shape[1] * run.problem.shape[2]
-    per_step = _seconds_per_step(spec, pixels, run.fit_config.precision)
+    per_step = _measured_per_step(spec, run)
+    if per_step is None:
+        per_step = _seconds_per_step(spec, pixels, run.fit_config.precision)
+        plan.rough = True
     payload["full_cost"] = run.fit_config.steps * per_step
     search_steps = sum(run.round_steps(k) for k in range(imp.n_rounds + 1))
     return Unit(run.name, "search", payload, cost=search_steps * per_step,
                 label=f"search {problem_args['image']}:{problem_args['task']} seed {seed}"
-                f" (noise {problem_args['noise_seed']}), {imp.n_rounds} rounds")
+                f" (noise {problem_args['noise_seed']}), {imp.n_rounds} rounds"
+                + ("" if imp.target == "observation" else f", on the {imp.target} image"))
 
 
 def _where(search: Unit) -> str:
@@ -257,6 +264,18 @@ def _fit_settings(spec: Spec, task: str, seed: int) -> dict:
     return asdict(config) | {"device": None}
 
 
+def _measured_per_step(spec: Spec, run: ImpRun) -> float | None:
+    """Seconds per step of the spec's network on this problem as ``precision auto``
+    measured them here (its cache), or None when nothing was measured for it."""
+    from lottery_prior.fit import select_device
+    from lottery_prior.precision import cache_key, read_cache
+
+    key = cache_key(select_device(run.fit_config.device), spec.model,
+                    dict(spec.model_options), tuple(run.problem.shape[1:]))
+    ms = (read_cache().get(key) or {}).get("ms", {}).get(run.fit_config.precision)
+    return ms / 1000 if ms else None
+
+
 def _seconds_per_step(spec: Spec, pixels: int, precision: str) -> float:
     """A rough cost model: the paper network (width 128) takes ~0.25 s per 128x128 step on
     one CPU thread in bf16 (where it is native), ~0.5 s in fp32; time grows with pixels and
@@ -307,12 +326,12 @@ def run_unit(unit: Unit, root: str | Path, device: str | None = None) -> list[di
     method = unit.payload["method"]
     if unit.kind == "fit":
         result = fit_method(run, method, sparsity, options=options, output=output)
-        return [_row(unit, run, run, result, output, root)]
+        return _rows(unit, run, run, result, output, root)
     if unit.kind == "transfer":
         target = imp_run(unit.payload["target"], root, device)
         result = transfer_method(run, method, sparsity, target.problem, target.fit_config,
                                  options=options, output=output)
-        return [_row(unit, run, target, result, output, root)]
+        return _rows(unit, run, target, result, output, root)
     raise LipError(f"unknown unit kind {unit.kind!r}")
 
 
@@ -326,6 +345,17 @@ def _problem_images(problem, root: Path) -> tuple[str, str | None]:
         save_image(problem.clean, clean)
     return (str(observation.relative_to(root)),
             str(clean.relative_to(root)) if problem.clean is not None else None)
+
+
+def _rows(unit: Unit, source: ImpRun, target: ImpRun, fit: MethodFit, output: Path,
+          root: Path) -> list[dict]:
+    """A fit's rows: one per milestone of its fit settings (``score_at``; the column
+    ``step`` says which), else one after its last step. Long rather than wide: a table
+    filtered on ``step`` is the table of one fit length, and pandas/polars pivot it."""
+    if not fit.milestones:
+        return [_row(unit, source, target, fit, output, root) | {"step": fit.steps}]
+    return [_row(unit, source, target, fit.at(step), output, root) | {"step": step}
+            for step in sorted(fit.milestones)]
 
 
 def _row(unit: Unit, source: ImpRun, target: ImpRun, fit: MethodFit, output: Path,
@@ -349,6 +379,7 @@ def _row(unit: Unit, source: ImpRun, target: ImpRun, fit: MethodFit, output: Pat
         "precision": fit.precision, "device": fit.device,
         "imp": json.dumps(unit.payload["search"]["imp"], sort_keys=True),
         "imp_run": source.name, "target_run": target.name, "seed": fit.config.seed,
+        "search_target": source.imp.target,
         "method": fit.method, "method_label": fit.label,
         "requested_sparsity": unit.payload["sparsity"], "sparsity": round(fit.sparsity, 4),
         "parameters": fit.parameters, "mask_sha256": used["mask_sha256"],
@@ -416,9 +447,11 @@ def describe_cost(plan: Plan, done: set[str]) -> str:
     classical = f", {kinds['classical']} classical" if kinds["classical"] else ""
     return (f"{len(left)} of {len(plan.units)} units left ({kinds['search']} searches, "
             f"{learned}{kinds['fit']} fits, {kinds['transfer']} transfers{classical}): about "
-            f"{seconds / 3600:.1f} CPU-thread hours ({math.ceil(seconds / 60)} min) by a rough "
-            "cost model (paper network: ~0.25 s per 128x128 step per thread in fast mode); a "
-            "GPU is typically 20-50x faster")
+            f"{seconds / 3600:.1f} CPU-thread hours ({math.ceil(seconds / 60)} min) "
+            + ("by a rough cost model (paper network: ~0.25 s per 128x128 step per thread in "
+               "fast mode)" if plan.rough else "from the ms per step measured here by "
+               "precision auto (dense network; the Deep Decoder is cheaper)")
+            + "; a GPU is typically 20-50x faster")
 
 
 def cost_seconds(plan: Plan, done: set[str]) -> float:

@@ -31,6 +31,7 @@ from lottery_prior.errors import LipError
 from lottery_prior.finders import REGISTRY, method_rank, method_title
 from lottery_prior.report.rows import (
     PROBLEM_COLUMNS,
+    rows_at,
     scope_labeller,
     sparsity_key,
     value,
@@ -221,10 +222,10 @@ def _unique(rows: Sequence[dict]) -> list[dict]:
 
 
 def claims(rows: Sequence[dict], score: str = "psnr_averaged", *, delta: float = DELTA,
-           confidence: float = CONFIDENCE) -> list[Claim]:
+           confidence: float = CONFIDENCE, at: int | None = None) -> list[Claim]:
     """The paper's claims on ``rows`` with ``score``: per task scope, then pooled over tasks
-    where there are several."""
-    table = Comparisons(rows)
+    where there are several; at milestone step ``at`` (default: each fit's last step)."""
+    table = Comparisons(rows_at(rows, at))
     scopes = table.scopes()
     pooled = scopes + ([None] if len(scopes) > 1 else [])
     tickets = _method(table.fits, "ticket")
@@ -263,18 +264,20 @@ def claims(rows: Sequence[dict], score: str = "psnr_averaged", *, delta: float =
 
 
 def claims_by_score(rows: Sequence[dict], *, delta: float = DELTA,
-                    confidence: float = CONFIDENCE) -> dict[str, list[Claim]]:
+                    confidence: float = CONFIDENCE,
+                    at: int | None = None) -> dict[str, list[Claim]]:
     """``claims`` for each score of ``CLAIM_SCORES`` that some row has (the stopped score
     only when the sweep recorded automatic stops)."""
-    return {s: claims(rows, s, delta=delta, confidence=confidence) for s in CLAIM_SCORES
+    return {s: claims(rows, s, delta=delta, confidence=confidence, at=at) for s in CLAIM_SCORES
             if any(value(r, s) is not None for r in rows)}
 
 
 def by_sparsity(rows: Sequence[dict], score: str = "psnr_averaged", *, delta: float = DELTA,
-                confidence: float = CONFIDENCE) -> list[Claim]:
+                confidence: float = CONFIDENCE, at: int | None = None) -> list[Claim]:
     """Ticket against each baseline in ``BASELINES`` at each requested sparsity, per task
-    scope: the detail behind the claims (−δ threshold against dense, 0 against the rest)."""
-    table = Comparisons(rows)
+    scope: the detail behind the claims (−δ threshold against dense, 0 against the rest);
+    at milestone step ``at`` (default: each fit's last step)."""
+    table = Comparisons(rows_at(rows, at))
     tickets = _method(table.fits, "ticket")
     out = []
     for scope in table.scopes():

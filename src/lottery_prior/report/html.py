@@ -21,6 +21,7 @@ from lottery_prior.report.claims import (
     DELTA,
     by_sparsity,
     claim_rows,
+    claims,
     claims_by_score,
 )
 from lottery_prior.report.figures import (
@@ -36,7 +37,9 @@ from lottery_prior.report.rows import (
     diverged,
     image_name,
     metric_label,
+    milestones,
     read_results,
+    rows_at,
     scope_labeller,
     sparsity_key,
     value,
@@ -50,11 +53,12 @@ MAX_VALUES = 40  # distinct values listed per setting before "… and N more"
 
 
 def write_report(results: str | Path, out: str | Path | None = None, *,
-                 delta: float = DELTA) -> dict[str, Path]:
+                 delta: float = DELTA, at: int | None = None) -> dict[str, Path]:
     """Read the results table ``results`` (a results folder, ``results.parquet`` or
     ``results.csv``) and write ``report.html``, ``report.md`` and ``figures/*.png`` into
     ``out`` (default: ``report/`` in the results folder). Returns the paths: ``html``,
-    ``markdown``, ``figures`` (the folder) and one ``figure:<name>`` per figure.
+    ``markdown``, ``figures`` (the folder) and one ``figure:<name>`` per figure. ``at``: the
+    milestone step whose scores are reported (default: each fit's last step).
 
     Raises ``LipError`` for a missing, empty or unreadable table or missing columns."""
     results = Path(results)
@@ -66,7 +70,7 @@ def write_report(results: str | Path, out: str | Path | None = None, *,
     except OSError as e:
         raise LipError(f"cannot create the report folder {out}: {e.strerror}") from None
     figure_dir = out / FIGURES
-    context = build_context(rows, results_dir, figure_dir, delta=delta)
+    context = build_context(rows, results_dir, figure_dir, delta=delta, at=at)
     for section in context["sections"]:
         for figure in section["figures"]:
             figure["relative"] = f"{FIGURES}/{Path(figure['path']).name}"
@@ -85,9 +89,13 @@ def write_report(results: str | Path, out: str | Path | None = None, *,
 
 
 def build_context(rows: Sequence[dict], results_dir: Path, figure_dir: Path, *,
-                  delta: float = DELTA) -> dict:
-    """Everything the templates show: title, subtitle and sections (notes, tables, figures);
-    writes the figures into ``figure_dir``."""
+                  delta: float = DELTA, at: int | None = None) -> dict:
+    """Everything the templates show: title, subtitle and sections (notes, tables, figures),
+    of the fits scored at milestone ``at`` (default: their last step; the claims at every
+    milestone side by side when there are several); writes the figures into ``figure_dir``."""
+    steps = milestones(rows)
+    by_step = _by_milestone(rows, steps, delta)
+    rows = rows_at(rows, at)
     label = scope_labeller(rows)
     images = list(dict.fromkeys(r["image"] for r in rows))
     scopes = list(dict.fromkeys(label(r) for r in rows))
@@ -106,6 +114,7 @@ def build_context(rows: Sequence[dict], results_dir: Path, figure_dir: Path, *,
                    f"{len(seeds)} network seed(s). Every value each setting takes:"],
          "tables": [_table(settings_rows(rows))], "figures": []},
         _claims_section(by_score, unpaired, delta),
+        *([by_step] if by_step else []),
         {"id": "by-sparsity", "title": "Ticket against each baseline, per sparsity",
          "notes": [f"Paired difference ticket − baseline ({score_words('psnr_averaged')}) at "
                    "each requested sparsity, over image × seed × noise seed; threshold "
@@ -207,6 +216,29 @@ def _glance_section(by_score: dict | None, unpaired: str, figures: list[dict]) -
         notes.append(f"No claims: {unpaired}." if unpaired else "No scores to compare.")
     return {"id": "glance", "title": "At a glance", "notes": notes, "tables": tables,
             "figures": figures}
+
+
+def _by_milestone(rows: Sequence[dict], steps: list[int], delta: float) -> dict | None:
+    """The claims on the averaged output at each milestone, side by side (None without
+    milestones): one fit scored at several lengths answers "at step 1000" and "at the end"."""
+    if len(steps) < 2:
+        return None
+    columns: dict[tuple, dict] = {}
+    for step in steps:
+        for c in claims(rows, "psnr_averaged", delta=delta, at=step):
+            row = columns.setdefault((c.claim, c.scope), {"claim": c.claim, "task": c.scope})
+            cell = "—" if c.mean is None else f"{c.mean:+.2f}" + (
+                "" if c.low is None else f" [{c.low:+.2f}, {c.high:+.2f}]")
+            s = "" if c.sparsity is None or not c.claim.startswith("ticket ≥ dense") else (
+                f" (S = {100 * c.sparsity:g}%)")
+            row[f"step {step}"] = f"{cell} {c.verdict}{s}"
+    return {"id": "milestones", "title": "Claims at each milestone",
+            "notes": [f"The same fits scored at steps {', '.join(map(str, steps))} of their "
+                      f"run ([fit] score_at): the paired difference on the "
+                      f"{score_words('psnr_averaged')}, its {100 * CONFIDENCE:g}% interval over "
+                      "units and the verdict at each. `lip report --at STEP` gives the whole "
+                      "report at one of them."],
+            "tables": [_table(list(columns.values()))], "figures": []}
 
 
 def _image_notes(grids: list[dict], missing: list[str]) -> list[str]:

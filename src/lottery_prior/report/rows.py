@@ -18,7 +18,7 @@ from lottery_prior.finders import method_title
 REQUIRED = ("kind", "image", "task", "method", "requested_sparsity", "sparsity", "parameters",
             "seed", "noise_seed", "psnr_averaged")
 INT_COLUMNS = {"factor", "size", "noise_seed", "steps", "seed", "parameters", "step_stopped",
-               "stop_step"}
+               "stop_step", "step"}
 FLOAT_COLUMNS = {"sigma", "keep", "lr", "input_noise", "requested_sparsity", "sparsity",
                  "psnr_final", "psnr_averaged", "psnr_peak_iterate", "psnr_peak_averaged",
                  "psnr_stopped", "ssim_averaged", "seconds"}
@@ -27,12 +27,12 @@ BOOL_COLUMNS = {"fast"}
 PROBLEM_COLUMNS = ("image", "task", "sigma", "mask", "keep", "factor", "size", "noise_seed")
 # Settings that shape a whole comparison; the claims group by the ones that vary ("scope").
 SCOPE_COLUMNS = ("task", "sigma", "mask", "keep", "factor", "size", "steps", "lr",
-                 "input_noise", "precision", "fast")  # fast: tables of version 0.2
+                 "input_noise", "precision", "fast", "search_target")  # fast: tables of version 0.2
 # Shown in the report's settings table, in this order.
 SETTING_COLUMNS = ("image", "task", "sigma", "mask", "keep", "factor", "size", "noise_seed",
                    "model", "model_options", "steps", "lr", "input_noise", "precision",
-                   "fast", "imp", "seed", "method", "requested_sparsity", "metric", "device",
-                   "machine", "version")
+                   "fast", "imp", "search_target", "seed", "method", "requested_sparsity",
+                   "metric", "device", "machine", "version")
 KINDS = ("fit", "transfer", "classical")
 # Required columns that may be empty (a count the table does not know is shown as "—");
 # every other required column must hold a value of its type in every row.
@@ -176,6 +176,32 @@ def _clean(row: dict) -> dict:
             v = int(v)
         out[k] = v
     return out
+
+
+def rows_at(rows: Sequence[dict], at: int | None = None) -> list[dict]:
+    """The rows of one fit length: each fit's scores at milestone ``at`` (the ``step``
+    column, ``[fit] score_at``), else after its last step. Rows without a step (tables of
+    earlier versions, classical methods) are kept."""
+    stepped = [r for r in rows if r.get("step") is not None]
+    if at is None:
+        last: dict[object, int] = {}
+        for r in stepped:
+            last[r.get("unit")] = max(last.get(r.get("unit"), 0), r["step"])
+        return [r for r in rows if r.get("step") is None or r["step"] == last[r.get("unit")]]
+    if not any(r["step"] == at for r in stepped):
+        have = sorted({r["step"] for r in stepped})
+        raise LipError(f"the results have no scores at step {at}; they have "
+                       f"{', '.join(map(str, have)) or 'no step column'} (set [fit] score_at)")
+    return [r for r in rows if r.get("step") is None or r["step"] == at]
+
+
+def milestones(rows: Sequence[dict]) -> list[int]:
+    """The steps at which some fit of the table was scored more than once on its way."""
+    per_unit: dict[object, set[int]] = {}
+    for r in rows:
+        if r.get("step") is not None:
+            per_unit.setdefault(r.get("unit"), set()).add(r["step"])
+    return sorted({s for steps in per_unit.values() if len(steps) > 1 for s in steps})
 
 
 def diverged(rows: Iterable[dict], column: str = "psnr_averaged") -> list[dict]:
