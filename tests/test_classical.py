@@ -251,3 +251,24 @@ def test_the_digits_split_is_disjoint_and_in_range():
     assert held_out.shape == (N_DIGITS - N_DIGITS_TRAIN, 1, 8, 8)
     assert 0 <= float(train.min()) and float(train.max()) <= 1
     assert torch.equal(torch.cat([train, held_out]), load_digits("all"))
+
+
+def test_lip_classical_restores_an_observed_photo(tmp_path, capsys):
+    import json
+
+    from lottery_prior.cli import main
+    from lottery_prior.images import save_image
+
+    noisy = make_problem("builtin:astronaut", "denoise", sigma=25, size=SIZE)
+    photo = tmp_path / "photo.png"
+    save_image(noisy.observation, photo)
+    code = main(["classical", str(photo), "--observed", "--method", "wavelet-blind",
+                 "--out", str(tmp_path / "out")])
+    assert code == 0
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics["settings"]["sigma_from"] == "estimated"
+    assert metrics["library"].startswith("scikit-image") and "psnr" not in metrics[
+        "scores"]["averaged"]  # no truth, no score
+    assert (tmp_path / "out" / "restored.png").is_file()
+    assert main(["classical", "builtin:astronaut", "--method", "bicubic"]) == 2
+    assert "restores sr, not denoise" in capsys.readouterr().err

@@ -31,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     restore.add_fit(sub)
     tickets.add_find(sub)
     restore.add_eval(sub)
+    restore.add_classical(sub)
     tickets.add_compare(sub)
     tickets.add_transfer(sub)
     sweep.add_sweep(sub)

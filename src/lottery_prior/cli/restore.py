@@ -50,6 +50,49 @@ def add_eval(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=cmd_eval)
 
 
+def add_classical(sub: argparse._SubParsersAction) -> None:
+    """Add ``lip classical``."""
+    from lottery_prior.finders.classical import classical_names
+
+    p = sub.add_parser("classical", help="restore one image with a classical method (BM3D, "
+                       "biharmonic, bicubic, ...)", description=(
+        "Simulate the task's observation from IMAGE (or read it with --observed) and restore "
+        "it with a classical method, the baseline a user would otherwise run: writes "
+        "restored.png, observation.png and metrics.json (scores when the truth is known, "
+        "seconds, the library and its version). With --observed, a *-blind denoiser "
+        "estimates σ from the photo."))
+    add_problem_args(p)
+    p.add_argument("--method", required=True, choices=classical_names(), metavar="METHOD",
+                   help=" | ".join(classical_names()))
+    p.add_argument("--out", type=Path, help="output folder (default: "
+                   "lip-out/classical/<image>-<task>-<settings hash>)")
+    p.set_defaults(handler=cmd_classical)
+
+
+def cmd_classical(args: argparse.Namespace) -> None:
+    from lottery_prior.files import write_json
+    from lottery_prior.finders.classical import restore_classical
+    from lottery_prior.images import save_image
+
+    with image_task_folder(args) as out:
+        problem = problem_from_args(args)
+        restored = restore_classical(problem, args.method)
+        save_image(restored.output, out / "restored.png")
+        save_image(problem.observation, out / "observation.png")
+        write_json(out / "metrics.json", {
+            "method": restored.method, "library": restored.library,
+            "settings": restored.settings, "seconds": round(restored.seconds, 3),
+            "problem": problem.describe(), "metric": problem.metric_name,
+            "scores": restored.scores})
+        print(f"{restored.label} ({restored.library}) in {restored.seconds:.2f} s"
+              + "".join(f", {k} {v:g}" for k, v in restored.settings.items()
+                        if isinstance(v, float)))
+        if problem.clean is not None:
+            print(f"{problem.metric_name}, its one output: "
+                  f"{restored.scores['averaged']['psnr']:6.2f} dB (no oracle, no stop)")
+        print(f"outputs in {out}/: restored.png, observation.png, metrics.json")
+
+
 def add_score_at(p: argparse.ArgumentParser) -> None:
     p.add_argument("--score-at", type=int, nargs="+", default=(), metavar="STEP",
                    help="also record every score at these steps of the fit (milestones: "
