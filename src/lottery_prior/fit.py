@@ -278,8 +278,8 @@ def fit(
                 fired_at = step
                 halt = halt or not run_past_stop
         if step in cfg.score_at and step < cfg.steps:
-            milestones[step] = _milestone(out, averaged, step, clean is not None, tracker,
-                                          stop, fired_at, metric, truth)
+            milestones[step] = _milestone(out, averaged, step, truth, tracker, stop, fired_at,
+                                          metric)
         if halt:
             break
     seconds = time.perf_counter() - start
@@ -306,16 +306,15 @@ def _fired(stop: StoppingRule, fired_at: int | None) -> dict:
             "kept": getattr(stop, "keep", "iterate"), "rule": rule_settings(stop)}
 
 
-def _milestone(out: Tensor, averaged: Tensor, step: int, scored: bool, tracker: _Tracker,
-               stop: StoppingRule | None, fired_at: int | None,
-               metric: Callable[[Tensor, Tensor], float], truth: Tensor | None) -> dict:
+def _milestone(out: Tensor, averaged: Tensor, step: int, truth: Tensor | None,
+               tracker: _Tracker, stop: StoppingRule | None, fired_at: int | None,
+               metric: Callable[[Tensor, Tensor], float]) -> dict:
     """The labelled scores as they stand after ``step``: the stop's only if it had fired."""
     now = FitResult(output=out, averaged=averaged, steps=step, seconds=0.0)
     fired = stop if fired_at is not None else None
     if fired is not None and stop.best_output is not None:
         now.stopped = stop.best_output.detach()
-    scores = _scores(now, truth if scored else None, metric, tracker.peak, tracker.peak_avg,
-                     fired)
+    scores = _scores(now, truth, metric, tracker.peak, tracker.peak_avg, fired)
     if "stopped" in scores:
         scores["stopped"] |= _fired(stop, fired_at)
     return scores

@@ -515,7 +515,7 @@ FIT_CHECKS = {
                   "CUDA if available", "cpu, cuda, cuda:N", _device),
     "score_at": Key("list of whole numbers", "milestones: steps at which every fit is also "
                     "scored (one row per milestone, column `step`; `lip report --at STEP`)",
-                    "=[] (after the last step only)", "each 1 to steps", lambda v: _steps(v)),
+                    "=[] (after the last step only)", "each 1 to steps", _steps),
 }
 IMP_CHECKS = {
     "rate": _real(0, 1, "fraction of the remaining weights (or channels) pruned a round",
@@ -529,7 +529,7 @@ IMP_CHECKS = {
     "target": Key("string or list of strings", "what the search fits: the observation, or "
                   "the clean image (the reference code's oracle; scores are still fits on the "
                   "observation); a list is a grid factor: one search of each",
-                  _field(ImpConfig, "target"), " | ".join(TARGETS), lambda v: _targets(v)),
+                  _field(ImpConfig, "target"), " | ".join(TARGETS), _targets),
     "search_steps": _whole(1, MAX_STEPS, "steps of a searching round (the last round runs "
                            "fit.steps)", "fit.steps"),
     "early_bird": _real(0, 1, "end a searching round once its next mask changes by less than "

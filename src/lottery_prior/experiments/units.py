@@ -10,8 +10,8 @@
 * ``transfer``: a method's mask found on one search, retrained on another image or task
   (needs what the mask needs, and the target's search, whose ticket it is compared with);
 * ``classical``: a classical method (BM3D, biharmonic, bicubic, ...) on one observation,
-  once for every network seed (it needs nothing; its rows pair with the fits of the same
-  observation).
+  run once and shared by every network seed and search target (it needs nothing; its row
+  pairs with the fits of the same observation).
 
 A fit, learn or transfer unit is named ``<kind>-<hash>`` of its identity: the search it is
 matched to (content-addressed), the method and its settings with every default resolved,
