@@ -59,6 +59,8 @@ def make_results(folder: Path) -> list[dict]:
             "psnr_final": psnr - 0.3, "psnr_averaged": psnr, "psnr_peak_iterate": psnr + 0.1,
             "psnr_peak_averaged": psnr + 0.2, "psnr_stopped": psnr - 0.1 if seed else None,
             "step_stopped": 80 if seed else None, "ssim_averaged": 0.8,
+            "stop_fired": bool(seed) and task == "denoise",
+            "stop_step": 80 if seed and task == "denoise" else None,
             "metric": "PSNR" if task == "denoise" else "PSNR-Y (border 4)",
             "seconds": 1.5, "machine": "test", "version": "0.2.0", "output": output,
             "observation": f"{problem}-observation.png", "clean": f"{problem}-clean.png"})

@@ -22,7 +22,7 @@ INT_COLUMNS = {"factor", "size", "noise_seed", "steps", "seed", "parameters", "s
 FLOAT_COLUMNS = {"sigma", "keep", "lr", "input_noise", "requested_sparsity", "sparsity",
                  "psnr_final", "psnr_averaged", "psnr_peak_iterate", "psnr_peak_averaged",
                  "psnr_stopped", "ssim_averaged", "seconds"}
-BOOL_COLUMNS = {"fast"}
+BOOL_COLUMNS = {"fast", "stop_fired"}
 # The settings of an observation (a problem): rows with equal values were degraded alike.
 PROBLEM_COLUMNS = ("image", "task", "sigma", "mask", "keep", "factor", "size", "noise_seed")
 # Settings that shape a whole comparison; the claims group by the ones that vary ("scope").
