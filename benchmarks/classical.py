@@ -163,9 +163,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="write the page here (else print it)")
     args = parser.parse_args()
     rows = read_results(args.sweep)
-    machine = sorted({str(r.get("machine")) for r in rows if r.get("machine")})
+    ran = sorted({f"{r['device']}, {r['precision']}" for r in rows
+                  if r.get("kind") == "fit" and r.get("device")})
     lines = ["# Deep priors against classical methods", "",
-             f"Sweep `experiments/classical.toml` ({len(rows)} rows; {', '.join(machine)}). "
+             f"Sweep `experiments/classical.toml` ({len(rows)} rows; every fit and classical "
+             f"method timed in that one run, fits on {'; '.join(ran)}). "
              "PSNR in dB (super-resolution: PSNR-Y, border 4); mean ± std over images × "
              "network seeds (a classical method: over images). Seconds: one fit on one CPU "
              "thread (the ticket's excludes its search).", "", *sweep_tables(rows)]
