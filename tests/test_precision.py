@@ -168,3 +168,20 @@ def test_fast_is_an_alias_of_auto_in_specs_and_on_the_command_line():
         parse_spec({**base, "fit": {"fast": True, "precision": "bf16"}})
     with pytest.raises(LipError, match="^fit.precision: must be auto or fp32"):
         parse_spec({**base, "fit": {"precision": "half"}})
+
+
+@pytest.mark.parametrize(("load", "flagged"), [(0.3, False), (1.2, False), (2.0, True)])
+def test_a_measurement_on_a_busy_machine_says_so_where_its_timings_are_used(
+        problem, cache, monkeypatch, caplog, tmp_path, capsys, load, flagged):
+    """2 cores, one measuring thread: one other busy core leaves it a core; two do not."""
+    monkeypatch.setattr(precision, "machine_load", lambda: (load, 2))
+    measure, _ = faked({"fp32": 100.0, "fp32-cl": 112.0, "bf16": 457.0})
+    with caplog.at_level(logging.WARNING, logger="lottery_prior"):
+        resolve("auto", CPU, "dip", TINY, probe(problem), tuple(problem.shape[1:]),
+                measure=measure)
+    entry = next(iter(json.loads(cache.read_text())["entries"].values()))
+    assert (entry["load"], entry["cpus"]) == (load, 2)
+    assert any("busy" in m for m in caplog.messages) == flagged
+    assert ("busy (load 2.0 on 2 cores)" in precision.busy(entry)) == flagged
+    main(["doctor"])
+    assert ("measured while the machine was busy" in capsys.readouterr().out) == flagged

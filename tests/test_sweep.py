@@ -178,6 +178,34 @@ def test_dry_run_lists_units_and_their_cost(tmp_path, capsys):
     assert not (tmp_path / "res" / "units").exists()
 
 
+@pytest.mark.parametrize("load", [None, 4.0])
+def test_dry_run_costs_units_from_the_measured_ms_and_says_when_they_run_high(
+        tmp_path, capsys, monkeypatch, load):
+    """5-step fits and 2 searches of 5 + 2 x 5 steps at a measured 1200 ms a step: the
+    estimate is their steps x 1.2 s; a timing measured on a busy machine is flagged."""
+    from lottery_prior.precision import cache_key
+
+    monkeypatch.setenv("LIP_CACHE", str(tmp_path / "cache"))
+    options = {"width": 8, "scales": 2, "skip": 2}
+    key = cache_key(torch.device("cpu"), "dip", options, (32, 32))
+    busy = {} if load is None else {"load": load, "cpus": 2, "threads": 1}
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache" / "precision.json").write_text(json.dumps({"format": 1, "entries": {
+        key: {"choice": "fp32", "ms": {"fp32": 1200.0}, **busy}}}))
+    spec = tmp_path / "tiny.toml"
+    spec.write_text('[grid]\nimages = ["builtin:astronaut"]\nsize = 32\nsparsities = [0.5]\n'
+                    'methods = ["ticket", "dense"]\n[[task]]\nname = "denoise"\n'
+                    '[model]\noptions = { width = 8, scales = 2, skip = 2 }\n'
+                    '[fit]\nsteps = 5\nprecision = "fp32"\n[imp]\nrate = 0.5\n')
+    assert main(["sweep", str(spec), "--out", str(tmp_path / "res"), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    plan = expand(load_spec(spec), tmp_path / "res")
+    steps = sum(u.cost for u in plan.units) / 1.2
+    assert steps == pytest.approx(5 + 5 + 5 * (1 + plan.runs[plan.units[0].id].imp.n_rounds))
+    assert "from the ms per step measured here" in out
+    assert ("busy (load 4.0 on 2 cores): an overestimate" in out) == (load is not None)
+
+
 def test_learned_masks_are_units_shared_by_their_fits_and_transfers(tmp_path):
     data = spec_with(task=[{"name": "denoise", "sigma": 25}], learned={"steps": 6},
                      grid__methods=["ticket", "learned", "random-layerwise"],

@@ -188,6 +188,23 @@ def step_ms(model: nn.Module, z: Tensor, name: str, *, steps: int = 5,
     return statistics.median(times)
 
 
+def machine_load() -> tuple[float, int] | None:
+    """The 1-minute load average and the number of CPUs (None where the OS cannot say)."""
+    try:
+        return os.getloadavg()[0], os.cpu_count() or 1
+    except (AttributeError, OSError):
+        return None
+
+
+def busy(entry: dict) -> str:
+    """Why a cached measurement's ms per step run high ("" when the machine was quiet):
+    other work held the cores the measurement's threads needed."""
+    load, cpus, threads = entry.get("load"), entry.get("cpus"), entry.get("threads", 1)
+    if load is None or cpus is None or load + threads <= cpus + 0.5:
+        return ""
+    return f"measured while the machine was busy (load {load:.1f} on {cpus} cores)"
+
+
 def choose(timings: dict[str, float]) -> str:
     """The precision ``auto`` takes from measured ms per step: the fastest, unless an fp32
     variant is within 5% of it (it changes no number)."""
@@ -258,6 +275,13 @@ def resolve(precision: str, device: torch.device, model: str, options: dict,
     net = net.to(device)
     log.info("measuring which precision runs fastest here (%s, %s %s at %dx%d; once per "
              "machine)", device_name(device), model, options, *hw)
+    load = machine_load()
+    context = {} if load is None else {"load": round(load[0], 2), "cpus": load[1],
+                                       "threads": torch.get_num_threads()}
+    if busy(context):
+        log.warning("precision auto is %s: its ms per step run high and its choice may be off "
+                    "(lip doctor shows the cache; delete it to measure again on a quiet "
+                    "machine)", busy(context))
     measure = measure or step_ms
     timings = {name: measure(net, z, name) for name in candidates(device)}
     choice = choose(timings)
@@ -265,7 +289,8 @@ def resolve(precision: str, device: torch.device, model: str, options: dict,
              ", ".join(f"{n} {t:.0f}" for n, t in timings.items()))
     entries = read_cache()
     entries[key] = {"choice": choice, "ms": {n: round(t, 2) for n, t in timings.items()},
-                    "measured": datetime.datetime.now().isoformat(timespec="seconds")}
+                    "measured": datetime.datetime.now().isoformat(timespec="seconds"),
+                    **context}
     write_json(cache_path(), {"format": CACHE_FORMAT, "entries": entries})
     return choice
 

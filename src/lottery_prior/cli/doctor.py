@@ -21,7 +21,13 @@ def add_doctor(sub: argparse._SubParsersAction) -> None:
 def cmd_doctor(args: argparse.Namespace) -> None:
     import torch
 
-    from lottery_prior.precision import cache_path, cached_choices, capabilities, device_name
+    from lottery_prior.precision import (
+        busy,
+        cache_path,
+        cached_choices,
+        capabilities,
+        device_name,
+    )
 
     print(f"lottery_prior {__version__}, torch {torch.__version__}, python "
           f"{platform.python_version()}, {torch.get_num_threads()} CPU threads")
@@ -44,7 +50,8 @@ def cmd_doctor(args: argparse.Namespace) -> None:
             what["device"] == f"{d.type}:{device_name(d)}" for d in devices)
         timings = ", ".join(f"{n} {ms:.1f}" for n, ms in entry["ms"].items())
         options = {k: v for k, v in what["options"].items() if v is not None}
-        stale = "" if here else "; another machine or torch"
+        stale = ("" if here else "; another machine or torch") + (
+            f"; {busy(entry)}" if busy(entry) else "")
         print(f"  {what['device']}, torch {what['torch']}, {what['model']} {options} at "
               f"{'x'.join(map(str, what['size']))}: {entry['choice']} (ms per step: {timings}; "
               f"measured {entry.get('measured', '?')}{stale})")

@@ -76,6 +76,7 @@ class Plan:
     units: list[Unit] = field(default_factory=list)
     runs: dict[str, ImpRun] = field(default_factory=dict)  # search id -> its IMP run
     rough: bool = False  # some cost comes from the rough model, not a timing measured here
+    busy: str = ""  # why a timing it comes from runs high (measured on a busy machine)
 
     def by_id(self) -> dict[str, Unit]:
         return {u.id: u for u in self.units}
@@ -146,7 +147,8 @@ def _search_unit(plan: Plan, spec: Spec, problem_args: dict, seed: int, imp: Imp
     payload["fit"] = asdict(run.fit_config) | {"device": None}
     plan.runs[run.name] = run
     pixels = run.problem.shape[1] * run.problem.shape[2]
-    per_step = _measured_per_step(spec, run)
+    per_step, busy = _measured_per_step(spec, run)
+    plan.busy = plan.busy or busy
     if per_step is None:
         per_step = _seconds_per_step(spec, pixels, run.fit_config.precision)
         plan.rough = True
@@ -264,16 +266,18 @@ def _fit_settings(spec: Spec, task: str, seed: int) -> dict:
     return asdict(config) | {"device": None}
 
 
-def _measured_per_step(spec: Spec, run: ImpRun) -> float | None:
+def _measured_per_step(spec: Spec, run: ImpRun) -> tuple[float | None, str]:
     """Seconds per step of the spec's network on this problem as ``precision auto``
-    measured them here (its cache), or None when nothing was measured for it."""
+    measured them here (its cache; None when nothing was measured for it), and why they run
+    high ("" unless measured on a busy machine)."""
     from lottery_prior.fit import select_device
-    from lottery_prior.precision import cache_key, read_cache
+    from lottery_prior.precision import busy, cache_key, read_cache
 
     key = cache_key(select_device(run.fit_config.device), spec.model,
                     dict(spec.model_options), tuple(run.problem.shape[1:]))
-    ms = (read_cache().get(key) or {}).get("ms", {}).get(run.fit_config.precision)
-    return ms / 1000 if ms else None
+    entry = read_cache().get(key) or {}
+    ms = entry.get("ms", {}).get(run.fit_config.precision)
+    return (ms / 1000, busy(entry)) if ms else (None, "")
 
 
 def _seconds_per_step(spec: Spec, pixels: int, precision: str) -> float:
@@ -451,6 +455,7 @@ def describe_cost(plan: Plan, done: set[str]) -> str:
             + ("by a rough cost model (paper network: ~0.25 s per 128x128 step per thread in "
                "fast mode)" if plan.rough else "from the ms per step measured here by "
                "precision auto (dense network; the Deep Decoder is cheaper)")
+            + (f", {plan.busy}: an overestimate" if plan.busy and not plan.rough else "")
             + "; a GPU is typically 20-50x faster")
 
 
