@@ -123,8 +123,8 @@ def main() -> None:
     factors = [("this project's protocol", OURS),
                ("search target: clean", OURS | {"target": "clean"}),
                ("score: best over the fit (oracle)", OURS | {"score": PEAK})]
-    factors += [(f"fit length: step {s}", OURS | {"step": s}) for s in steps if s != 1000]
-    factors += [(f"width: {w}", OURS | {"width": w}) for w in widths if w != 32]
+    factors += [(f"fit length: step {s}", OURS | {"step": s}) for s in steps if s != OURS["step"]]
+    factors += [(f"width: {w}", OURS | {"width": w}) for w in widths if w != OURS["width"]]
     factors += [(f"the paper's protocol (clean, oracle, step {paper['step']}), width {w}",
                  paper | {"width": w}) for w in widths]
     every = [(label(s), s) for s in (
@@ -133,7 +133,7 @@ def main() -> None:
         for score in (AVERAGED, PEAK))]
     text = ("Paired differences (dB), mean [95% t over image × seed units] (units · images).\n\n"
             "One factor at a time (the others at this project's protocol: search on the "
-            "observation, averaged output at step 1000, width 32):\n\n"
+            f"observation, averaged output at step {OURS['step']}, width {OURS['width']}):\n\n"
             + table(rows, factors, args.sparsities)
             + "\nEvery setting these results hold (search target, score, step, width):\n\n"
             + table(rows, every, args.sparsities)

@@ -142,3 +142,58 @@ def test_the_search_target_is_a_grid_factor(tmp_path):
         u.id for u in searches if u.payload["imp"]["target"] == "observation"}
     with pytest.raises(LipError, match=r"imp.target"):
         parse_spec({**data, "imp": {"target": ["clean", "clean"]}})
+
+
+def test_the_protocol_table_pairs_each_setting_by_hand(tmp_path, monkeypatch):
+    """benchmarks/protocol.py's cells against paired differences computed here: one factor
+    changed at a time (target, step), and only comparisons of that setting in each."""
+    import importlib.util
+    import statistics
+    from pathlib import Path
+
+    from lottery_prior.experiments.executor import run_local
+    from lottery_prior.experiments.spec import parse_spec
+    from lottery_prior.experiments.store import Store
+    from lottery_prior.experiments.units import expand
+    from lottery_prior.report.rows import read_results
+
+    path = Path(__file__).parents[1] / "benchmarks" / "protocol.py"
+    module_spec = importlib.util.spec_from_file_location("protocol_bench", path)
+    bench = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(bench)
+    monkeypatch.setattr(bench, "OURS", bench.OURS | {"step": 6, "width": 8})
+    spec = parse_spec({
+        "grid": {"images": ["builtin:astronaut", "builtin:coffee"], "size": 32, "seeds": [0],
+                 "sparsities": [0.5], "methods": ["ticket", "dense"]},
+        "task": [{"name": "denoise", "sigma": 25}],
+        "model": {"options": {"width": 8, "scales": 2, "skip": 2}},
+        "fit": {"steps": 12, "score_at": [6, 12], "precision": "fp32"},
+        "imp": {"search_steps": 4, "target": ["observation", "clean"]},
+    })
+    plan = expand(spec, tmp_path)
+    store = Store(tmp_path)
+    run_local(plan, store, workers=0, show=False)
+    store.write_tables([u.id for u in plan.units])
+    rows = read_results(tmp_path)
+
+    def by_hand(target, step, score="psnr_averaged"):
+        of = {(r["imp_run"], r["method"]): r[score] for r in rows
+              if r["search_target"] == target and r["step"] == step}
+        runs = {run for run, _ in of}
+        assert len(runs) == 2  # one comparison per image
+        return statistics.fmean(of[(run, "ticket")] - of[(run, "dense")] for run in runs)
+
+    settings = [("ours", bench.OURS), ("clean", bench.OURS | {"target": "clean"}),
+                ("late", bench.OURS | {"step": 12}),
+                ("peak", bench.OURS | {"step": 12, "score": bench.PEAK})]
+    lines = bench.table(rows, settings, [0.5]).splitlines()[2:]
+    cells = {line.split(" | ")[0].lstrip("| "): line.split(" | ")[1] for line in lines}
+    want = {"ours": by_hand("observation", 6), "clean": by_hand("clean", 6),
+            "late": by_hand("observation", 12),
+            "peak": by_hand("observation", 12, "psnr_peak_averaged")}
+    for name, mean in want.items():
+        assert cells[name].startswith(f"{mean:+.2f}".replace("-", "−")), name
+        assert cells[name].endswith("(2 · 2)"), name
+    # the settings differ (the peak is the averaged output while a 12-step fit still rises)
+    assert len({want["ours"], want["clean"], want["late"]}) == 3
+    assert "width 8" in bench.label(bench.OURS)
