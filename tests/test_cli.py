@@ -1,6 +1,7 @@
 """The `lip` command: outputs land where it says, bad input gets one line and exit 2."""
 
 import ast
+import csv
 import importlib.util
 import json
 import pkgutil
@@ -182,6 +183,26 @@ def test_compare_keeps_one_observation_over_network_seeds(png, tmp_path, capsys)
     assert {s["fit"]["seed"] for s in settings} == {0, 1}
     header = (out / "comparison.md").read_text().splitlines()[0]
     assert "peak, iterate (oracle)" in header and "peak, averaged (oracle)" in header
+
+
+def test_compare_scores_every_method_at_each_milestone(png, tmp_path, capsys):
+    """--score-at: a row per method and milestone; the last milestone's scores are exactly
+    those of the comparison without milestones."""
+    base = ["compare", png, "--sparsity", 0.2, "--rounds", 1, "--steps", 4, "--methods",
+            "ticket", "dense", "--quiet", *TINY]
+    assert run([*base, "--out", tmp_path / "plain"], capsys)[0] == 0
+    code, out, err = run([*base, "--score-at", 2, 4, "--out", tmp_path / "at"], capsys)
+    assert code == 0, err
+    rows = list(csv.DictReader((tmp_path / "at" / "comparison.csv").open()))
+    plain = {r["method"]: r for r in csv.DictReader((tmp_path / "plain" / "comparison.csv").open())}
+    assert sorted((r["method"], r["step"]) for r in rows) == sorted(
+        (m, s) for m in plain for s in ("2", "4"))
+    for r in rows:
+        same = r["psnr_averaged"] == plain[r["method"]]["psnr_averaged"]
+        assert same == (r["step"] == "4"), r
+    summary = list(csv.DictReader((tmp_path / "at" / "summary.csv").open()))
+    assert sorted(r["step"] for r in summary) == ["2", "2", "4", "4"]
+    assert "| step |" in out
 
 
 def test_a_mask_file_follows_the_images_resize(tmp_path):

@@ -97,6 +97,13 @@ class MethodFit:
                            f"{', '.join(map(str, self.milestones)) or 'no milestones'}")
         return replace(self, scores=self.milestones[step], milestones={})
 
+    def by_milestone(self) -> list[tuple[int, MethodFit]]:
+        """``(step, the fit as scored there)`` at each milestone in order; without
+        milestones, ``(steps, itself)``."""
+        if not self.milestones:
+            return [(self.steps, self)]
+        return [(step, self.at(step)) for step in sorted(self.milestones)]
+
     @property
     def label(self) -> str:
         return self.found.label

@@ -322,3 +322,10 @@ def learn_config_from_args(args: argparse.Namespace, sparsity: float | None):
         steps=args.learn_steps, lr=args.learn_lr, temperature=args.temperature, kl=args.kl,
         allocation=args.allocation, per_filter=args.per_filter,
         keep_dense=tuple(args.keep_dense), target=args.target)
+
+
+def add_score_at(p: argparse.ArgumentParser) -> None:
+    """``--score-at STEP...``: milestones of every fit (``FitConfig.score_at``)."""
+    p.add_argument("--score-at", type=int, nargs="+", default=(), metavar="STEP",
+                   help="also record every score at these steps of the fit (milestones: "
+                   "one 3000-step fit answers 'at step 1000' too)")

@@ -11,6 +11,7 @@ from lottery_prior.cli.args import (
     add_fit_args,
     add_optim_args,
     add_problem_args,
+    add_score_at,
     add_stop_args,
     fit_config_from_args,
     image_task_folder,
@@ -91,12 +92,6 @@ def cmd_classical(args: argparse.Namespace) -> None:
             print(f"{problem.metric_name}, its one output: "
                   f"{restored.scores['averaged']['psnr']:6.2f} dB (no oracle, no stop)")
         print(f"outputs in {out}/: restored.png, observation.png, metrics.json")
-
-
-def add_score_at(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--score-at", type=int, nargs="+", default=(), metavar="STEP",
-                   help="also record every score at these steps of the fit (milestones: "
-                   "one 3000-step fit answers 'at step 1000' too); in metrics.json")
 
 
 def fit_and_report(args: argparse.Namespace, out: Path, problem, model, z, mask=None,

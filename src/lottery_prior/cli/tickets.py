@@ -15,6 +15,7 @@ from lottery_prior.cli.args import (
     add_learn_args,
     add_optim_args,
     add_problem_args,
+    add_score_at,
     add_task_args,
     fit_config_from_args,
     image_task_folder,
@@ -69,6 +70,7 @@ def add_compare(sub: argparse._SubParsersAction) -> None:
     add_fit_args(p)
     add_imp_args(p)
     add_learn_args(p)
+    add_score_at(p)
     p.add_argument("--sparsity", type=float, required=True, help="sparsity to compare at")
     p.add_argument("--stop", choices=SEARCH_STOPS, default="none",
                    help="also report every method at the automatic stop (no oracle): auto, "
@@ -199,9 +201,12 @@ def cmd_compare(args: argparse.Namespace) -> None:
             wanted = [m for m in methods if i == 0 or not REGISTRY[m].classical]
             for fitted in compare_methods(run, args.sparsity, wanted, options=options,
                                           progress=progress_from_args(args)):
-                classical = isinstance(fitted, Restored)
-                rows.append({"seed": None if classical else seed,
-                             "noise_seed": args.noise_seed, **fitted.row()})
+                if isinstance(fitted, Restored):
+                    rows.append({"seed": None, "noise_seed": args.noise_seed, **fitted.row()})
+                    continue
+                rows += [{"seed": seed, "noise_seed": args.noise_seed, **scored.row()}
+                         | ({"step": step} if fitted.milestones else {})
+                         for step, scored in fitted.by_milestone()]
             write_imp_report(run)
         print(write_comparison(rows, out, title=f"{problem.image} · {problem.task}"))
     print(f"table and plot in {out}/")

@@ -356,10 +356,8 @@ def _rows(unit: Unit, source: ImpRun, target: ImpRun, fit: MethodFit, output: Pa
     """A fit's rows: one per milestone of its fit settings (``score_at``; the column
     ``step`` says which), else one after its last step. Long rather than wide: a table
     filtered on ``step`` is the table of one fit length, and pandas/polars pivot it."""
-    if not fit.milestones:
-        return [_row(unit, source, target, fit, output, root) | {"step": fit.steps}]
-    return [_row(unit, source, target, fit.at(step), output, root) | {"step": step}
-            for step in sorted(fit.milestones)]
+    return [_row(unit, source, target, scored, output, root) | {"step": step}
+            for step, scored in fit.by_milestone()]
 
 
 def _row(unit: Unit, source: ImpRun, target: ImpRun, fit: MethodFit, output: Path,

@@ -110,26 +110,28 @@ def _round_row(record: dict, full: bool) -> dict:
 
 def write_comparison(rows: list[dict], out_dir: str | Path, title: str = "") -> str:
     """``comparison.csv``/``.md`` and ``comparison.png`` (PSNR of each method, with the
-    spread over seeds); returns the table, with per-method means when there are seeds."""
+    spread over seeds); returns the table, with per-method means when there are seeds (and
+    per milestone, column ``step``, when the fits were scored at several)."""
     out = Path(out_dir)
     write_table(rows, out / "comparison")
     key = next(k for k in ("psnr_averaged", "psnr_final", "ssim_averaged") if k in rows[0])
-    methods = list(dict.fromkeys(r["method"] for r in rows))
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["method"], r.get("step")), []).append(r)
     summary = []
-    for m in methods:
-        values = [r[key] for r in rows if r["method"] == m]
-        first = next(r for r in rows if r["method"] == m)
-        entry = {"method": m, "sparsity": first["sparsity"], "parameters": first["parameters"],
+    for (m, step), group in groups.items():
+        values = [r[key] for r in group]
+        first = group[0]
+        entry = {"method": m, **({"step": step} if step is not None else {}),
+                 "sparsity": first["sparsity"], "parameters": first["parameters"],
                  "seeds": len(values), f"{key}_mean": round(statistics.fmean(values), 3),
                  f"{key}_std": round(statistics.pstdev(values), 3)}
         if "gflop_step" in first:  # cost of a step: counted, and measured in the fits
             entry["gflop_step"] = first["gflop_step"]
-            entry["ms_step_mean"] = round(statistics.fmean(
-                r["ms_step"] for r in rows if r["method"] == m), 1)
+            entry["ms_step_mean"] = round(statistics.fmean(r["ms_step"] for r in group), 1)
         for other in ("psnr_final", "psnr_stopped", "psnr_peak_iterate", "psnr_peak_averaged"):
             if other in first and other != key:
-                entry[f"{other}_mean"] = round(
-                    statistics.fmean(r[other] for r in rows if r["method"] == m), 3)
+                entry[f"{other}_mean"] = round(statistics.fmean(r[other] for r in group), 3)
             elif "library" in first and any(other in r for r in rows):
                 entry[f"{other}_mean"] = "n/a"  # a classical method: one output, no oracle
         if "library" in first:

@@ -121,7 +121,9 @@ def plot_method_bars(
                     xytext=(0, 3), textcoords="offset points")
     ax.set_xticks(range(len(rows)),
                   [f"{r['method']}\n" + ("classical" if r["sparsity"] is None
-                                          else f"{100 * r['sparsity']:.1f}%") for r in rows],
+                                          else f"{100 * r['sparsity']:.1f}%")
+                   + (f"\nstep {r['step']}" if r.get("step") is not None else "")
+                   for r in rows],
                   fontsize=8)
     lo, hi = min(values), max(values)
     ax.set_ylim(lo - max(1.0, 0.5 * (hi - lo)), hi + 0.3 * max(1.0, hi - lo))
