@@ -112,7 +112,9 @@ def test_a_sweep_with_milestones_has_a_row_per_milestone_and_reports_either(tmp_
     key = next(k for k in at_12 if k.startswith("ticket ≥ dense"))
     assert at_6[key] != at_12[key]
     paths = write_report(tmp_path, tmp_path / "report-6", at=6)
-    assert paths["markdown"].is_file()
+    text = paths["markdown"].read_text()  # every score labelled with its step
+    assert "PSNR, averaged output, at step 6" in text and "at step 12" not in text.split(
+        "## Claims at each milestone")[0]
     with pytest.raises(LipError, match="no scores at step 7"):
         write_report(tmp_path, tmp_path / "report-7", at=7)
 

@@ -251,9 +251,7 @@ def claims(rows: Sequence[dict], score: str = "psnr_averaged", *, delta: float =
         transfers = [r for r in table.transfers if _is_transfer(r, kind)
                      and r.get("method") == "ticket"]
         if not transfers:
-            out.append(_claim(text, None, score, Paired([], "", 0), -delta, confidence,
-                              note="no transfer rows in the results"))
-            continue
+            continue  # the table has no transfer of that kind: nothing to claim
         for i, scope in enumerate(pooled):
             paired = table.pairs(transfers, "ticket", score, scope)
             if not paired.pairs and i < len(pooled) - 1:

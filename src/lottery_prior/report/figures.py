@@ -20,6 +20,7 @@ import torch  # noqa: E402
 from lottery_prior.files import save_figure  # noqa: E402
 from lottery_prior.finders import method_rank, method_title  # noqa: E402
 from lottery_prior.report.rows import (  # noqa: E402
+    at_step,
     decoder_k,
     describe_fit,
     diverged,
@@ -143,7 +144,7 @@ def sparsity_curves(rows: Sequence[dict], out_dir: str | Path,
             first = False
         ax.set_xlabel("sparsity (%), counted from the weights")
         ax.set_ylabel(f"{metric} (dB)")
-        ax.set_title(f"{image_name(image)} · {scope} — {score_words(score)}\n"
+        ax.set_title(f"{image_name(image)} · {scope} — {score_words(score)}{at_step(group)}\n"
                      f"mean ± std over {len(seeds)} seed(s)", fontsize=10)
         ax.grid(alpha=0.3)
         ax.margins(x=0.08)
@@ -152,7 +153,8 @@ def sparsity_curves(rows: Sequence[dict], out_dir: str | Path,
         path = _save(fig, out_dir / f"curves-{_slug(image, scope, score)}.png")
         bad = diverged(group, score)
         figures.append(Figure(path, f"{image_name(image)} · {scope}",
-                              f"{score_words(score)} against sparsity, {image} ({scope}); "
+                              f"{score_words(score)}{at_step(group)} against sparsity, {image} "
+                              f"({scope}); "
                               f"mean ± std over {len(seeds)} network/noise seed(s)."
                               + _not_drawn(bad)))
     return figures

@@ -33,6 +33,7 @@ from lottery_prior.report.figures import (
 )
 from lottery_prior.report.rows import (
     SETTING_COLUMNS,
+    at_step,
     describe_fit,
     diverged,
     image_name,
@@ -107,13 +108,13 @@ def build_context(rows: Sequence[dict], results_dir: Path, figure_dir: Path, *,
     grids = _embed(image_grids(networks, results_dir, figure_dir, missing=missing))
     by_score, unpaired = _paired(claims_by_score, rows, delta)
     sections = [
-        _glance_section(by_score, unpaired, curves[:1]),
+        _glance_section(by_score, unpaired, curves[:1], at_step(rows)),
         {"id": "settings", "title": "Settings",
          "notes": [f"{len(rows)} fits ({sum(r.get('kind') == 'transfer' for r in rows)} "
                    f"transfers) on {len(images)} image(s), {len(scopes)} task setting(s), "
                    f"{len(seeds)} network seed(s). Every value each setting takes:"],
          "tables": [_table(settings_rows(rows))], "figures": []},
-        _claims_section(by_score, unpaired, delta),
+        _claims_section(by_score, unpaired, delta, at_step(rows)),
         *([by_step] if by_step else []),
         {"id": "by-sparsity", "title": "Ticket against each baseline, per sparsity",
          "notes": [f"Paired difference ticket − baseline ({score_words('psnr_averaged')}) at "
@@ -200,14 +201,15 @@ GLANCE_COLUMNS = ("claim", "task", "S (shown up to)", "difference (dB)",
                   f"{100 * CONFIDENCE:g}% CI", "verdict")
 
 
-def _glance_section(by_score: dict | None, unpaired: str, figures: list[dict]) -> dict:
+def _glance_section(by_score: dict | None, unpaired: str, figures: list[dict],
+                    at: str = "") -> dict:
     """What a reader wants first: the claims' verdicts on the first score (the averaged
     output after the last step), one line each, and one figure; the details follow."""
     notes, tables = [], []
     if by_score:
         score, items = next(iter(by_score.items()))
         rows = [{k: r[k] for k in GLANCE_COLUMNS if k in r} for r in claim_rows(items)]
-        tables.append(_table(rows, title=f"The paper's claims on the {score_words(score)}"))
+        tables.append(_table(rows, title=f"The paper's claims on the {score_words(score)}{at}"))
         notes.append("Verdicts on the interval over units (image × seed × noise seed): holds, "
                      "contradicted or not shown; how they are made, the counts behind each "
                      "interval and the claims on the other scores are under \"Claims of the "
@@ -252,13 +254,13 @@ def _image_notes(grids: list[dict], missing: list[str]) -> list[str]:
     return notes
 
 
-def _claims_section(by_score: dict | None, missing: str, delta: float) -> dict:
+def _claims_section(by_score: dict | None, missing: str, delta: float, at: str = "") -> dict:
     tables = []
     for score, items in (by_score or {}).items():
         oracle = " — an oracle: it needs the ground truth" if "oracle" in score_words(score) \
             else ""
         tables.append(_table(claim_rows(items),
-                             title=f"Claims on the {score_words(score)}{oracle}"))
+                             title=f"Claims on the {score_words(score)}{at}{oracle}"))
     notes = [
         "Each claim compares fits of one comparison: the same observation (image, task, noise "
         "seed), network, fit, IMP and stopping settings and network seed (the IMP search the "

@@ -195,6 +195,12 @@ def rows_at(rows: Sequence[dict], at: int | None = None) -> list[dict]:
     return [r for r in rows if r.get("step") is None or r["step"] == at]
 
 
+def at_step(rows: Iterable[dict]) -> str:
+    """", at step N" when every scored row is at one step (a report's label), else ""."""
+    steps = {r.get("step") for r in rows if r.get("kind") != "classical"}
+    return f", at step {steps.pop()}" if len(steps) == 1 and None not in steps else ""
+
+
 def milestones(rows: Sequence[dict]) -> list[int]:
     """The steps at which some fit of the table was scored more than once on its way."""
     per_unit: dict[object, set[int]] = {}
