@@ -5,11 +5,11 @@ work (from the installed files, not this checkout), with the report templates in
 import os
 import subprocess
 import sys
+import tomllib
 import zipfile
 from pathlib import Path
 
 import pytest
-import tomllib
 
 ROOT = Path(__file__).resolve().parent.parent
 

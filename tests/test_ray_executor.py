@@ -106,6 +106,21 @@ def test_a_failing_unit_stops_the_sweep_naming_it(local_ray, tmp_path):
     assert Store(tmp_path).rows(dependent.id) is None
 
 
+def test_a_failure_lets_the_running_units_finish_and_keeps_their_work(local_ray, tmp_path):
+    """As with the local executor: a unit failing beside a running one stops no running work
+    (it finishes and is stored) and starts nothing new; the error names the failed unit."""
+    plan = expand(parse_spec(copy.deepcopy(TINY)), tmp_path)
+    first, search = [u for u in plan.units if u.kind == "search"]  # astronaut, coffee
+    bad = {**first.payload, "problem": {**first.payload["problem"], "image": "builtin:nope"}}
+    broken = dataclasses.replace(first, payload=bad, label="search of a missing image")
+    after = next(u for u in plan.units if u.kind == "fit" and u.deps == (search.id,))
+    with pytest.raises(LipError, match="search of a missing image"):
+        run_ray(Plan(plan.spec, plan.root, [broken, search, after], plan.runs),
+                Store(tmp_path), show=False, device="cpu")
+    assert search.id in plan.done(Store(tmp_path))  # ran beside the failure, kept
+    assert Store(tmp_path).rows(after.id) is None  # not started after the failure
+
+
 def test_gpus_are_asked_for_by_image_size(tmp_path):
     plan = expand(parse_spec(copy.deepcopy(TINY)), tmp_path)
     unit = plan.units[1]

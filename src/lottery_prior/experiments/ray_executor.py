@@ -7,10 +7,11 @@ checkpointing for Tune to add, and its trial bookkeeping would duplicate the res
 Core tasks map one to one onto units:
 
 * one remote task per unfinished unit, calling :func:`~lottery_prior.experiments.units.run_unit`;
-* a unit's dependencies (its ``deps``: the IMP search before its fits and transfers) are Ray
-  dependencies: the upstream tasks' ObjectRefs are passed as arguments, so Ray starts the unit
-  only once they have finished (and never starts it if one failed). Finished units (stored)
-  are not dependencies any more;
+* the driver starts a unit's task once its dependencies (its ``deps``: the IMP search before
+  its fits and transfers) have finished and been stored, and keeps as many tasks in flight as
+  the cluster can run at once; as with the local executor, after a failure no new unit
+  starts, the running ones finish and are stored, then the error is raised (one line naming
+  the unit): no finished work is lost;
 * GPU-aware: on a cluster with GPUs each task asks for ``num_gpus`` = a fraction of a GPU
   (0.25 for images up to 256x256 pixels, whose fits cannot fill a GPU, else 1.0;
   ``gpu_per_fit`` overrides) and its fits run on the GPU Ray assigns it. Units whose fit
@@ -36,7 +37,7 @@ import sys
 from typing import Any
 
 from lottery_prior.errors import LipError
-from lottery_prior.experiments.executor import Book, Progress
+from lottery_prior.experiments.executor import Book, Progress, ready_units
 from lottery_prior.experiments.store import Store
 from lottery_prior.experiments.units import Plan, Unit, run_unit
 
@@ -109,7 +110,6 @@ def _run(ray: Any, plan: Plan, store: Store, done: set[str], show: bool,
     gpus = float(ray.cluster_resources().get("GPU", 0))
     cpu_task = ray.remote(num_cpus=1, num_gpus=0)(_task)
     gpu_task = ray.remote(num_cpus=1, num_gpus=1, max_calls=1)(_task)  # frees GPU memory
-    units = plan.by_id()
     todo = [u for u in plan.units if u.id not in done]
     sizes: dict[tuple, int] = {}
     gpu_wants = {u.id: task_gpus(u, gpus, gpu_per_fit, sizes, device) for u in todo}
@@ -126,49 +126,47 @@ def _run(ray: Any, plan: Plan, store: Store, done: set[str], show: bool,
 
     progress = Progress(plan, done, show)
     book = Book(plan, store, done, progress)
-    refs: dict[str, Any] = {}  # unit id -> ObjectRef of its task
-    pending: dict[Any, Unit] = {}  # ObjectRef -> unit, until the driver has its rows
+    running: dict[Any, Unit] = {}  # ObjectRef -> unit, until the driver has its rows
+    started: set[str] = set()
+    failure: LipError | None = None
     wants = [w for w in gpu_wants.values() if w > 0]
 
-    def submit() -> None:
-        # one task per unit, all at once: Ray starts each when the tasks whose ObjectRefs it
-        # takes (its unfinished dependencies) have finished
-        for unit in todo:
-            deps = [refs[d] for d in unit.deps if d not in done]
-            want = gpu_wants[unit.id]
-            if want > 0:
-                ref = gpu_task.options(num_gpus=want).remote(unit, root, "cuda", *deps)
-            else:
-                ref = cpu_task.remote(unit, root, device, *deps)
-            refs[unit.id] = ref
-            pending[ref] = unit
-
-    def schedule() -> None:
-        # shown as running: the tasks whose dependencies have finished, up to what the
-        # cluster can run at once (one CPU per task; GPUs over the smallest fraction asked)
-        ready = sum(1 for u in pending.values() if all(d in done for d in u.deps))
+    def slots() -> int:
+        # what the cluster can run at once: one CPU per task; GPUs over the smallest fraction
         resources = ray.cluster_resources()
-        slots = int(resources.get("CPU", 1))
+        n = int(resources.get("CPU", 1))
         if wants:
-            slots = min(slots, int(resources.get("GPU", 0) / min(wants)) or 1)
-        while progress.running < min(ready, max(slots, 1)):
-            progress.started()
+            n = min(n, int(resources.get("GPU", 0) / min(wants)) or 1)
+        return max(n, 1)
+
+    def launch(unit: Unit) -> None:
+        want = gpu_wants[unit.id]
+        if want > 0:
+            ref = gpu_task.options(num_gpus=want).remote(unit, root, "cuda")
+        else:
+            ref = cpu_task.remote(unit, root, device)
+        started.add(unit.id)
+        running[ref] = unit
+        progress.started()
 
     try:
-        submit()
-        schedule()
-        while pending:
-            finished, _ = ray.wait(list(pending), num_returns=1)
+        while True:
+            if failure is None:  # after a failure no new unit starts
+                for unit in ready_units(plan, done, started)[: slots() - len(running)]:
+                    launch(unit)
+            if not running:
+                break
+            finished, _ = ray.wait(list(running), num_returns=1)
             for ref in finished:
-                unit = pending.pop(ref)
+                unit = running.pop(ref)
                 try:
                     rows = ray.get(ref)
                 except Exception as err:
-                    raise _failure(ray, _origin(ray, unit, units, refs), err) from None
+                    failure = failure or _failure(ray, unit, err)
+                    continue
                 book.record(unit, rows)
-            schedule()
-    except BaseException:
-        for ref in pending:
+    except BaseException:  # interrupted: the running tasks are stopped (their units rerun)
+        for ref in running:
             try:
                 ray.cancel(ref, force=True)
             except Exception:  # already finished, or Ray is going away
@@ -177,12 +175,14 @@ def _run(ray: Any, plan: Plan, store: Store, done: set[str], show: bool,
     finally:
         progress.close()
         store.write_tables(ids)  # every unit that finished, whatever happened
+    if failure is not None:
+        raise failure
     return book.ran
 
 
-def _task(unit: Unit, root: str, device: str | None, *deps: Any) -> list[dict]:
-    """A unit's work in a Ray worker (``deps``: the finished dependencies' rows, unused).
-    ``device``: "cuda" (the one GPU Ray assigned this task) or None; never part of its id."""
+def _task(unit: Unit, root: str, device: str | None) -> list[dict]:
+    """A unit's work in a Ray worker. ``device``: "cuda" (the one GPU Ray assigned this
+    task) or None; never part of its id."""
     os.environ["OMP_NUM_THREADS"] = "1"
     import torch
 
@@ -222,21 +222,6 @@ def _pixels(problem: dict, sizes: dict[tuple, int]) -> int:
         except LipError:
             sizes[key] = SMALL_PIXELS + 1  # unknown: a whole GPU
     return sizes[key]
-
-
-def _origin(ray: Any, unit: Unit, units: dict[str, Unit], refs: dict[str, Any]) -> Unit:
-    """The unit whose own task failed: a dependency's failure fails its dependents too."""
-    for d in unit.deps:
-        ref = refs.get(d)
-        if ref is None:
-            continue
-        ready, _ = ray.wait([ref], timeout=0)
-        if ready:
-            try:
-                ray.get(ref)
-            except Exception:
-                return _origin(ray, units[d], units, refs)
-    return unit
 
 
 def _failure(ray: Any, unit: Unit, err: BaseException) -> LipError:

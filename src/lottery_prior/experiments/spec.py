@@ -51,12 +51,11 @@ import json
 import logging
 import math
 import re
+import tomllib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
-
-import tomllib
 
 from lottery_prior.channels import CHANNEL_SCORES
 from lottery_prior.checks import (
