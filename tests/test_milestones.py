@@ -80,28 +80,35 @@ def test_searching_rounds_shorter_than_a_milestone_skip_it(problem, tmp_path):
     assert run.finished() is not None
 
 
-def test_a_sweep_with_milestones_has_a_row_per_milestone_and_reports_either(tmp_path):
+def _milestone_sweep(root, imp: dict) -> list[dict]:
+    """The rows of a tiny sweep (2 images, ticket and dense at 50%, 12-step fits scored at
+    steps 6 and 12) with these IMP settings."""
     from lottery_prior.experiments.executor import run_local
     from lottery_prior.experiments.spec import parse_spec
     from lottery_prior.experiments.store import Store
     from lottery_prior.experiments.units import expand
-    from lottery_prior.report.claims import claims
-    from lottery_prior.report.html import write_report
-    from lottery_prior.report.rows import milestones, read_results, rows_at
+    from lottery_prior.report.rows import read_results
 
-    spec = parse_spec({
+    plan = expand(parse_spec({
         "grid": {"images": ["builtin:astronaut", "builtin:coffee"], "size": 32, "seeds": [0],
                  "sparsities": [0.5], "methods": ["ticket", "dense"]},
         "task": [{"name": "denoise", "sigma": 25}],
         "model": {"options": {"width": 8, "scales": 2, "skip": 2}},
         "fit": {"steps": 12, "score_at": [6, 12], "precision": "fp32"},
-        "imp": {"search_steps": 4},
-    })
-    plan = expand(spec, tmp_path)
-    store = Store(tmp_path)
+        "imp": imp,
+    }), root)
+    store = Store(root)
     run_local(plan, store, workers=0, show=False)
     store.write_tables([u.id for u in plan.units])
-    rows = read_results(tmp_path)
+    return read_results(root)
+
+
+def test_a_sweep_with_milestones_has_a_row_per_milestone_and_reports_either(tmp_path):
+    from lottery_prior.report.claims import claims
+    from lottery_prior.report.html import write_report
+    from lottery_prior.report.rows import milestones, rows_at
+
+    rows = _milestone_sweep(tmp_path, {"search_steps": 4})
     assert milestones(rows) == [6, 12] and len(rows) == 2 * 2 * 2  # images x methods x steps
     early, late = rows_at(rows, 6), rows_at(rows)
     assert {r["step"] for r in early} == {6} and {r["step"] for r in late} == {12}
@@ -153,30 +160,12 @@ def test_the_protocol_table_pairs_each_setting_by_hand(tmp_path, monkeypatch):
     import statistics
     from pathlib import Path
 
-    from lottery_prior.experiments.executor import run_local
-    from lottery_prior.experiments.spec import parse_spec
-    from lottery_prior.experiments.store import Store
-    from lottery_prior.experiments.units import expand
-    from lottery_prior.report.rows import read_results
-
     path = Path(__file__).parents[1] / "benchmarks" / "protocol.py"
     module_spec = importlib.util.spec_from_file_location("protocol_bench", path)
     bench = importlib.util.module_from_spec(module_spec)
     module_spec.loader.exec_module(bench)
     monkeypatch.setattr(bench, "OURS", bench.OURS | {"step": 6, "width": 8})
-    spec = parse_spec({
-        "grid": {"images": ["builtin:astronaut", "builtin:coffee"], "size": 32, "seeds": [0],
-                 "sparsities": [0.5], "methods": ["ticket", "dense"]},
-        "task": [{"name": "denoise", "sigma": 25}],
-        "model": {"options": {"width": 8, "scales": 2, "skip": 2}},
-        "fit": {"steps": 12, "score_at": [6, 12], "precision": "fp32"},
-        "imp": {"search_steps": 4, "target": ["observation", "clean"]},
-    })
-    plan = expand(spec, tmp_path)
-    store = Store(tmp_path)
-    run_local(plan, store, workers=0, show=False)
-    store.write_tables([u.id for u in plan.units])
-    rows = read_results(tmp_path)
+    rows = _milestone_sweep(tmp_path, {"search_steps": 4, "target": ["observation", "clean"]})
 
     def by_hand(target, step, score="psnr_averaged"):
         of = {(r["imp_run"], r["method"]): r[score] for r in rows

@@ -278,10 +278,10 @@ def resolve(precision: str, device: torch.device, model: str, options: dict,
     load = machine_load()
     context = {} if load is None else {"load": round(load[0], 2), "cpus": load[1],
                                        "threads": torch.get_num_threads()}
-    if busy(context):
+    if why := busy(context):
         log.warning("precision auto is %s: its ms per step run high and its choice may be off "
                     "(lip doctor shows the cache; delete it to measure again on a quiet "
-                    "machine)", busy(context))
+                    "machine)", why)
     measure = measure or step_ms
     timings = {name: measure(net, z, name) for name in candidates(device)}
     choice = choose(timings)

@@ -50,8 +50,8 @@ def cmd_doctor(args: argparse.Namespace) -> None:
             what["device"] == f"{d.type}:{device_name(d)}" for d in devices)
         timings = ", ".join(f"{n} {ms:.1f}" for n, ms in entry["ms"].items())
         options = {k: v for k, v in what["options"].items() if v is not None}
-        stale = ("" if here else "; another machine or torch") + (
-            f"; {busy(entry)}" if busy(entry) else "")
+        why = busy(entry)
+        stale = ("" if here else "; another machine or torch") + (f"; {why}" if why else "")
         print(f"  {what['device']}, torch {what['torch']}, {what['model']} {options} at "
               f"{'x'.join(map(str, what['size']))}: {entry['choice']} (ms per step: {timings}; "
               f"measured {entry.get('measured', '?')}{stale})")

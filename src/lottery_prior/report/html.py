@@ -107,14 +107,15 @@ def build_context(rows: Sequence[dict], results_dir: Path, figure_dir: Path, *,
     missing: list[str] = []
     grids = _embed(image_grids(networks, results_dir, figure_dir, missing=missing))
     by_score, unpaired = _paired(claims_by_score, rows, delta)
+    at = at_step(rows)
     sections = [
-        _glance_section(by_score, unpaired, curves[:1], at_step(rows)),
+        _glance_section(by_score, unpaired, curves[:1], at),
         {"id": "settings", "title": "Settings",
          "notes": [f"{len(rows)} fits ({sum(r.get('kind') == 'transfer' for r in rows)} "
                    f"transfers) on {len(images)} image(s), {len(scopes)} task setting(s), "
                    f"{len(seeds)} network seed(s). Every value each setting takes:"],
          "tables": [_table(settings_rows(rows))], "figures": []},
-        _claims_section(by_score, unpaired, delta, at_step(rows)),
+        _claims_section(by_score, unpaired, delta, at),
         *([by_step] if by_step else []),
         {"id": "by-sparsity", "title": "Ticket against each baseline, per sparsity",
          "notes": [f"Paired difference ticket − baseline ({score_words('psnr_averaged')}) at "
